@@ -1,0 +1,1 @@
+//! Nitro attestation document verification.

@@ -1,0 +1,1 @@
+//! Enclave application.

@@ -1,0 +1,38 @@
+//! Parent/enclave wire protocol.
+//!
+//! This crate is the only code that crosses the trust boundary between the parent
+//! instance and the Nitro Enclave: the parent depends on nothing else of the enclave.
+//!
+//! * [`Address`]: one address type for `vsock:CID:PORT` (production) and `unix:PATH`
+//!   (mock mode and tests), with connect/listen helpers.
+//! * [`frame`]: `u32` big-endian body length ‖ CBOR body, capped at [`MAX_FRAME_BYTES`];
+//!   pure encode/decode functions (fuzzable) and async read/write helpers.
+//! * [`messages`]: [`Request`]/[`Response`] carried in [`RequestEnvelope`]/[`ResponseEnvelope`]
+//!   with a `u64` request id, and [`WireError`].
+//! * [`chain`]: the enclave audit chain and the attested checkpoint `user_data` layout.
+//! * [`EnclaveClient`]: a small pool of persistent, multiplexed connections.
+//! * [`serve_connection`]/[`serve`]: the server side.
+//!
+//! No message can carry the issuer seed, the signing scalar or the enclave's RSA private
+//! key: no message type has a field for them (see `docs/protocol.md`).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod address;
+pub mod chain;
+pub mod client;
+pub mod frame;
+pub mod messages;
+pub mod server;
+
+pub use address::{Address, AddressError, Listener, Stream};
+pub use chain::{chain_genesis, chain_next, CheckpointDecodeError, CheckpointUserData};
+pub use client::{ClientError, EnclaveClient};
+pub use frame::{FrameError, MAX_FRAME_BYTES};
+pub use messages::{
+    Attestation, AuditCheckpoint, AwsCredentials, EnclaveStatus, MintJwtRequest, MintedJwt,
+    Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest, UnsealResult, WireError,
+    WireErrorKind,
+};
+pub use server::{serve, serve_connection, MAX_IN_FLIGHT_PER_CONNECTION};
