@@ -1,1 +1,19 @@
-//! Enclave application.
+//! The AgentKeys enclave application: runs inside the Nitro Enclave, unseals the issuer
+//! seed from KMS, derives the ES256 signing keys, mints JWTs, publishes the attested JWKS
+//! and keeps the audit chain head. Only the wire protocol (`agentkeys-wire`) crosses the
+//! trust boundary; no message carries the seed, a signing scalar or the RSA private key.
+//!
+//! The binary `agentkeys-enclave` is [`config::run_from_args`]; a process that wants to
+//! run the same service (the parent's dev stack) calls that or [`server::run`].
+
+pub mod audit;
+pub mod cms;
+pub mod config;
+pub mod jwt;
+pub mod keys;
+pub mod kms;
+pub mod nsm;
+pub mod server;
+
+pub use config::{run_from_args, Args, EnclaveConfig};
+pub use server::{run, Enclave};

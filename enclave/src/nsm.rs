@@ -81,6 +81,7 @@ fn response_kind(response: &Response) -> &'static str {
         Response::Attestation { .. } => "Attestation",
         Response::GetRandom { .. } => "GetRandom",
         Response::Error(_) => "Error",
+        _ => "unknown",
     }
 }
 

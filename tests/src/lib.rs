@@ -1,1 +1,400 @@
-//! Helpers for end-to-end tests: build and start the shipped binaries.
+//! Helpers for end-to-end tests: locate (and if needed build) the shipped binaries, start
+//! `agentkeys-broker dev` in a temporary data directory, wait for it, and stop it (its
+//! whole process group) on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+
+/// The wallet most tests use.
+pub const WALLET: &str = "0x00000000000000000000000000000000000000aa";
+
+/// How long a dev stack may take to become ready (a cold debug build on 2 cores).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The directory holding the workspace binaries of the profile the tests were built with
+/// (`target/<profile>`), derived from the test executable's path (`target/<profile>/deps/…`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+
+const BINARIES: [&str; 3] = ["agentkeys-broker", "agentkeys-enclave", "agentkeys-attest"];
+
+/// Path of a shipped binary; builds the workspace binaries once per test run if any is
+/// missing (same profile as the tests).
+pub fn binary(name: &str) -> PathBuf {
+    let dir = bin_dir();
+    let built = BUILT.get_or_init(|| {
+        if BINARIES.iter().all(|b| dir.join(b).exists()) {
+            return Ok(());
+        }
+        let profile = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(workspace_root())
+            .args(["build", "--bins", "--workspace"]);
+        if profile == "release" {
+            cmd.arg("--release");
+        } else if profile != "debug" {
+            cmd.args(["--profile", &profile]);
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("cargo build --bins --workspace failed: {s}")),
+            Err(e) => Err(format!("cannot run cargo: {e}")),
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
+    let p = dir.join(name);
+    assert!(p.exists(), "{} does not exist", p.display());
+    p
+}
+
+/// The ready file of `agentkeys-broker dev`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReadyInfo {
+    /// Broker base URL (also the issuer).
+    pub broker_url: String,
+    /// Session backend.
+    pub backend_url: String,
+    /// STS endpoint.
+    pub sts_url: String,
+    /// KMS stand-in.
+    pub kms_url: String,
+    /// Mock root PEM file.
+    pub mock_root_pem: PathBuf,
+    /// Enclave child pid.
+    pub enclave_pid: u32,
+    /// Audit DB.
+    pub audit_db: PathBuf,
+    /// Data directory.
+    pub data_dir: PathBuf,
+}
+
+/// Options for [`DevStack::start`].
+#[derive(Debug, Clone, Default)]
+pub struct DevOptions {
+    /// Extra flags for `agentkeys-broker dev`.
+    pub extra: Vec<String>,
+    /// Reuse this data directory instead of a new temporary one.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A running `agentkeys-broker dev`.
+pub struct DevStack {
+    child: Option<Child>,
+    /// Ready-file contents.
+    pub info: ReadyInfo,
+    /// Ready file path.
+    pub ready_file: PathBuf,
+    /// Temporary directory (kept alive while the stack runs).
+    pub tmp: Option<tempfile::TempDir>,
+    /// Log file of the dev process (stdout+stderr).
+    pub log: PathBuf,
+    /// Blocking HTTP client.
+    pub http: reqwest::blocking::Client,
+}
+
+impl DevStack {
+    /// Starts a dev stack with default options.
+    pub fn start() -> DevStack {
+        Self::start_with(DevOptions::default())
+    }
+
+    /// Starts a dev stack and waits until its ready file appears.
+    pub fn start_with(opts: DevOptions) -> DevStack {
+        Self::try_start(opts).expect("dev stack starts")
+    }
+
+    /// [`DevStack::start_with`] returning errors.
+    pub fn try_start(opts: DevOptions) -> anyhow::Result<DevStack> {
+        let broker = binary("agentkeys-broker");
+        let tmp = tempfile::Builder::new().prefix("ak-e2e").tempdir()?;
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| tmp.path().join("data"));
+        let ready_file = tmp.path().join("ready.json");
+        let log = tmp.path().join("dev.log");
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(broker);
+        cmd.arg("dev")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .args(["--port", "0"])
+            .args(&opts.extra)
+            .env("AGENTKEYS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().context("spawn agentkeys-broker dev")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_file) {
+                if let Ok(info) = serde_json::from_str::<ReadyInfo>(&text) {
+                    let http = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(20))
+                        .build()?;
+                    return Ok(DevStack {
+                        child: Some(child),
+                        info,
+                        ready_file,
+                        tmp: Some(tmp),
+                        log,
+                        http,
+                    });
+                }
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "dev exited with {status} before ready:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                kill_group(&mut child);
+                bail!(
+                    "dev not ready after {READY_TIMEOUT:?}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The dev process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Re-reads the ready file (the enclave pid changes when the child is restarted).
+    pub fn reload_info(&mut self) -> anyhow::Result<ReadyInfo> {
+        let text = std::fs::read_to_string(&self.ready_file)?;
+        self.info = serde_json::from_str(&text)?;
+        Ok(self.info.clone())
+    }
+
+    /// Broker URL + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.info.broker_url)
+    }
+
+    /// Creates a session for `wallet` at the backend stand-in; returns the bearer.
+    pub fn create_session(&self, wallet: &str) -> String {
+        let v: serde_json::Value = self
+            .http
+            .post(format!("{}/session/create", self.info.backend_url))
+            .json(&serde_json::json!({ "wallet": wallet }))
+            .send()
+            .expect("backend answers")
+            .json()
+            .expect("backend JSON");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// POSTs to a broker route with an optional bearer and body; returns status + text.
+    pub fn post(&self, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+        let mut rb = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(b) = bearer {
+            rb = rb.bearer_auth(b);
+        }
+        let r = rb.send().expect("broker answers");
+        let status = r.status().as_u16();
+        (status, r.text().unwrap_or_default())
+    }
+
+    /// GETs a broker route; returns status + bytes.
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .send()
+            .expect("broker answers");
+        let status = r.status().as_u16();
+        (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
+    }
+
+    /// Audit rows (newest last) through `agentkeys-broker audit tail --json`.
+    pub fn audit_rows(&self) -> Vec<serde_json::Value> {
+        audit_rows(&self.info.audit_db)
+    }
+
+    /// Stops the stack (SIGTERM to the process group, then SIGKILL) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_group(&mut c);
+        }
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    let pgid = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            // The group may still hold the enclave child; make sure it is gone.
+            let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+    let _ = child.wait();
+}
+
+/// Sends `signal` (e.g. `KILL`, `STOP`, `CONT`) to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
+}
+
+/// Runs a shipped binary with arguments; returns its output.
+pub fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(binary(bin))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {bin}: {e}"))
+}
+
+/// Audit rows of `db` (oldest first) through `agentkeys-broker audit tail --json`.
+pub fn audit_rows(db: &Path) -> Vec<serde_json::Value> {
+    let out = run(
+        "agentkeys-broker",
+        &[
+            "audit",
+            "tail",
+            "--db",
+            &db.display().to_string(),
+            "-n",
+            "100000",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "audit tail failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("audit tail JSON line"))
+        .collect()
+}
+
+/// A loopback port nobody listens on (bound then released).
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A loopback server that accepts connections and never answers (a hung backend).
+pub fn blackhole() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+            if held.len() > 64 {
+                break;
+            }
+        }
+    });
+    (port, h)
+}
+
+/// A loopback HTTP server answering every request with `status` and `body` (XML).
+pub fn canned_http(status: u16, body: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(s.try_clone().expect("clone"));
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    // Request line + headers.
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body_in = vec![0u8; len];
+                    if reader.read_exact(&mut body_in).is_err() {
+                        return;
+                    }
+                    let resp = format!(
+                        "HTTP/1.1 {status} Error\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nx-amzn-requestid: 00000000-0000-0000-0000-000000000000\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("condition not met within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

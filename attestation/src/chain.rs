@@ -1,0 +1,406 @@
+//! Step 4: the certificate path from the leaf through `cabundle` to the pinned root
+//! (RFC 5280 §6.1, restricted to what the Nitro PKI uses: ECDSA P-384 with SHA-384 only).
+
+use std::collections::BTreeSet;
+
+use der::asn1::{AnyRef, ObjectIdentifier};
+use der::{Decode, Encode, SliceReader};
+use p384::ecdsa::signature::Verifier;
+use p384::ecdsa::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+use x509_cert::certificate::Version;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
+use x509_cert::Certificate;
+
+use crate::anchor::TrustAnchor;
+use crate::document::AttestationDocument;
+use crate::error::{CertPosition, ChainError};
+use crate::oids;
+
+/// A readable summary of one certificate of the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// Where it sits in the document.
+    pub position: CertPosition,
+    /// Subject (RFC 4514).
+    pub subject: String,
+    /// Issuer (RFC 4514).
+    pub issuer: String,
+    /// Serial number, hex.
+    pub serial_hex: String,
+    /// notBefore, UNIX ms.
+    pub not_before_ms: u64,
+    /// notAfter, UNIX ms.
+    pub not_after_ms: u64,
+    /// SHA-256 of the DER, hex.
+    pub sha256_hex: String,
+}
+
+impl CertificateSummary {
+    /// Summarizes a DER certificate without verifying anything.
+    pub fn from_der(position: CertPosition, der: &[u8]) -> Result<Self, ChainError> {
+        let cert = Certificate::from_der(der).map_err(|e| ChainError::Parse {
+            position,
+            message: e.to_string(),
+        })?;
+        Ok(Self::from_parsed(position, der, &cert))
+    }
+
+    fn from_parsed(position: CertPosition, der: &[u8], cert: &Certificate) -> Self {
+        let tbs = &cert.tbs_certificate;
+        CertificateSummary {
+            position,
+            subject: tbs.subject.to_string(),
+            issuer: tbs.issuer.to_string(),
+            serial_hex: hex::encode(tbs.serial_number.as_bytes()),
+            not_before_ms: unix_ms(tbs.validity.not_before),
+            not_after_ms: unix_ms(tbs.validity.not_after),
+            sha256_hex: hex::encode(Sha256::digest(der)),
+        }
+    }
+}
+
+/// The outcome of a successful path validation.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifiedChain {
+    /// The leaf's key, which must have signed the COSE_Sign1.
+    pub leaf_key: VerifyingKey,
+    /// Root first, leaf last.
+    pub certificates: Vec<CertificateSummary>,
+}
+
+/// One parsed certificate with what the checks need.
+struct PathCert<'a> {
+    position: CertPosition,
+    der: &'a [u8],
+    cert: Certificate,
+}
+
+/// Step 4: validates leaf ← cabundle[n-1] ← … ← cabundle[0] = pinned root at `at_ms`.
+pub(crate) fn verify_certificate_path(
+    document: &AttestationDocument,
+    anchor: &TrustAnchor,
+    at_ms: u64,
+) -> Result<VerifiedChain, ChainError> {
+    let path = parse_path(document)?;
+    check_anchor_pinned(&path, anchor)?;
+
+    let mut keys = Vec::with_capacity(path.len());
+    for entry in &path {
+        check_version(entry)?;
+        check_signature_algorithm(entry)?;
+        keys.push(p384_public_key(entry)?);
+    }
+    for (i, entry) in path.iter().enumerate() {
+        // The root is self-signed; every other certificate is signed by the one above it.
+        let issuer = i.saturating_sub(1);
+        check_issued_by(entry, &path[issuer], &keys[issuer])?;
+        check_validity(entry, at_ms)?;
+    }
+    let bundle_len = path.len() - 1;
+    for (i, entry) in path[..bundle_len].iter().enumerate() {
+        let intermediates_below = bundle_len - 1 - i;
+        check_ca_constraints(entry, intermediates_below)?;
+    }
+    check_leaf_constraints(&path[bundle_len])?;
+
+    let leaf_key = keys[bundle_len];
+    Ok(VerifiedChain {
+        leaf_key,
+        certificates: path
+            .iter()
+            .map(|entry| CertificateSummary::from_parsed(entry.position, entry.der, &entry.cert))
+            .collect(),
+    })
+}
+
+/// Parses `cabundle` (root first) followed by the leaf.
+fn parse_path(document: &AttestationDocument) -> Result<Vec<PathCert<'_>>, ChainError> {
+    let bundle = document
+        .cabundle
+        .iter()
+        .enumerate()
+        .map(|(i, der)| (CertPosition::Bundle(i), der.as_slice()));
+    let leaf = std::iter::once((CertPosition::Leaf, document.certificate.as_slice()));
+    let path = bundle
+        .chain(leaf)
+        .map(|(position, der)| {
+            Certificate::from_der(der)
+                .map(|cert| PathCert {
+                    position,
+                    der,
+                    cert,
+                })
+                .map_err(|e| ChainError::Parse {
+                    position,
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if path.len() < 2 {
+        // Payload syntax guarantees a non-empty cabundle; keep the invariant local too.
+        return Err(ChainError::AnchorMismatch {
+            expected_sha256: String::new(),
+            actual_sha256: "absent".to_owned(),
+        });
+    }
+    Ok(path)
+}
+
+/// `cabundle[0]` must be the pinned root, byte for byte.
+fn check_anchor_pinned(path: &[PathCert<'_>], anchor: &TrustAnchor) -> Result<(), ChainError> {
+    let root = &path[0];
+    if root.der != anchor.der() {
+        return Err(ChainError::AnchorMismatch {
+            expected_sha256: anchor.sha256_hex(),
+            actual_sha256: hex::encode(Sha256::digest(root.der)),
+        });
+    }
+    Ok(())
+}
+
+/// Extensions (and so CA constraints) exist only in X.509 v3.
+fn check_version(entry: &PathCert<'_>) -> Result<(), ChainError> {
+    let version = entry.cert.tbs_certificate.version;
+    if version != Version::V3 {
+        return Err(ChainError::Version {
+            position: entry.position,
+            actual: format!("{version:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// The certificate is signed with ecdsa-with-SHA384, parameters absent (RFC 5758 §3.2),
+/// and the TBS copy of the algorithm agrees (RFC 5280 §4.1.1.2).
+fn check_signature_algorithm(entry: &PathCert<'_>) -> Result<(), ChainError> {
+    let alg = &entry.cert.signature_algorithm;
+    if alg.oid != oids::ECDSA_WITH_SHA384 || alg.parameters.is_some() {
+        return Err(ChainError::SignatureAlgorithm {
+            position: entry.position,
+            actual: match &alg.parameters {
+                Some(_) => format!("{} with parameters", alg.oid),
+                None => alg.oid.to_string(),
+            },
+        });
+    }
+    if entry.cert.tbs_certificate.signature != *alg {
+        return Err(ChainError::SignatureAlgorithmMismatch {
+            position: entry.position,
+        });
+    }
+    Ok(())
+}
+
+/// The subject key is id-ecPublicKey on secp384r1 and a valid point.
+fn p384_public_key(entry: &PathCert<'_>) -> Result<VerifyingKey, ChainError> {
+    let spki = &entry.cert.tbs_certificate.subject_public_key_info;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+    if spki.algorithm.oid != oids::ID_EC_PUBLIC_KEY || curve != Some(oids::SECP384R1) {
+        return Err(ChainError::KeyAlgorithm {
+            position: entry.position,
+            actual: match curve {
+                Some(curve) => format!("{} on {curve}", spki.algorithm.oid),
+                None => format!("{} without a named curve", spki.algorithm.oid),
+            },
+        });
+    }
+    spki.subject_public_key
+        .as_bytes()
+        .and_then(|bytes| VerifyingKey::from_sec1_bytes(bytes).ok())
+        .ok_or(ChainError::PublicKey {
+            position: entry.position,
+        })
+}
+
+/// The certificate names `issuer` as its issuer and carries a valid signature by its key
+/// over the exact TBSCertificate bytes received.
+fn check_issued_by(
+    entry: &PathCert<'_>,
+    issuer: &PathCert<'_>,
+    issuer_key: &VerifyingKey,
+) -> Result<(), ChainError> {
+    if entry.cert.tbs_certificate.issuer != issuer.cert.tbs_certificate.subject {
+        return Err(ChainError::IssuerName {
+            position: entry.position,
+            issuer_position: issuer.position,
+            expected: issuer.cert.tbs_certificate.subject.to_string(),
+            actual: entry.cert.tbs_certificate.issuer.to_string(),
+        });
+    }
+    let bad_signature = ChainError::Signature {
+        position: entry.position,
+        issuer_position: issuer.position,
+    };
+    let tbs = raw_tbs_certificate(entry.der).ok_or_else(|| bad_signature.clone())?;
+    let signature = entry
+        .cert
+        .signature
+        .as_bytes()
+        .and_then(|der| Signature::from_der(der).ok())
+        .ok_or_else(|| bad_signature.clone())?;
+    issuer_key
+        .verify(&tbs, &signature)
+        .map_err(|_| bad_signature)
+}
+
+/// The TBSCertificate exactly as received: the first element of the outer SEQUENCE.
+fn raw_tbs_certificate(der: &[u8]) -> Option<Vec<u8>> {
+    let outer = AnyRef::from_der(der).ok()?;
+    let mut reader = SliceReader::new(outer.value()).ok()?;
+    let tbs = AnyRef::decode(&mut reader).ok()?;
+    tbs.to_der().ok()
+}
+
+/// notBefore ≤ at ≤ notAfter (RFC 5280 §4.1.2.5).
+fn check_validity(entry: &PathCert<'_>, at_ms: u64) -> Result<(), ChainError> {
+    let validity = &entry.cert.tbs_certificate.validity;
+    let not_before_ms = unix_ms(validity.not_before);
+    let not_after_ms = unix_ms(validity.not_after);
+    if at_ms < not_before_ms {
+        return Err(ChainError::NotYetValid {
+            position: entry.position,
+            not_before_ms,
+            at_ms,
+        });
+    }
+    if at_ms > not_after_ms {
+        return Err(ChainError::Expired {
+            position: entry.position,
+            not_after_ms,
+            at_ms,
+        });
+    }
+    Ok(())
+}
+
+/// The two extensions the checks use, after refusing duplicates and unknown critical ones.
+struct Constraints {
+    basic: Option<BasicConstraints>,
+    key_usage: Option<KeyUsage>,
+}
+
+fn extensions(entry: &PathCert<'_>) -> Result<Constraints, ChainError> {
+    let mut seen = BTreeSet::new();
+    let mut constraints = Constraints {
+        basic: None,
+        key_usage: None,
+    };
+    let list = entry.cert.tbs_certificate.extensions.as_deref().unwrap_or(&[]);
+    for ext in list {
+        let oid = ext.extn_id;
+        if !seen.insert(oid) {
+            return Err(ChainError::DuplicateExtension {
+                position: entry.position,
+                oid: oid.to_string(),
+            });
+        }
+        let malformed = |e: der::Error| ChainError::Extension {
+            position: entry.position,
+            oid: oid.to_string(),
+            message: e.to_string(),
+        };
+        if oid == oids::BASIC_CONSTRAINTS {
+            constraints.basic =
+                Some(BasicConstraints::from_der(ext.extn_value.as_bytes()).map_err(malformed)?);
+        } else if oid == oids::KEY_USAGE {
+            constraints.key_usage =
+                Some(KeyUsage::from_der(ext.extn_value.as_bytes()).map_err(malformed)?);
+        } else if ext.critical {
+            return Err(ChainError::UnknownCriticalExtension {
+                position: entry.position,
+                oid: oid.to_string(),
+            });
+        }
+    }
+    Ok(constraints)
+}
+
+/// CA certificates: basicConstraints cA = TRUE, keyUsage with keyCertSign, and a
+/// pathLenConstraint (when present) not smaller than the intermediate CAs below
+/// (RFC 5280 §4.2.1.9, §6.1.4 (k)–(n)).
+fn check_ca_constraints(entry: &PathCert<'_>, intermediates_below: usize) -> Result<(), ChainError> {
+    let constraints = extensions(entry)?;
+    let basic = constraints.basic.unwrap_or(BasicConstraints {
+        ca: false,
+        path_len_constraint: None,
+    });
+    if !basic.ca {
+        return Err(ChainError::BasicConstraints {
+            position: entry.position,
+            expected: true,
+            actual: false,
+        });
+    }
+    match &constraints.key_usage {
+        Some(usage) if usage.key_cert_sign() => {}
+        other => {
+            return Err(ChainError::KeyUsage {
+                position: entry.position,
+                expected: "keyCertSign",
+                actual: describe_key_usage(other.as_ref()),
+            })
+        }
+    }
+    if let Some(path_len) = basic.path_len_constraint {
+        if usize::from(path_len) < intermediates_below {
+            return Err(ChainError::PathLength {
+                position: entry.position,
+                path_len,
+                actual: intermediates_below,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The leaf: not a CA, keyUsage with digitalSignature (it signs the COSE_Sign1).
+fn check_leaf_constraints(entry: &PathCert<'_>) -> Result<(), ChainError> {
+    let constraints = extensions(entry)?;
+    if constraints.basic.as_ref().is_some_and(|b| b.ca) {
+        return Err(ChainError::BasicConstraints {
+            position: entry.position,
+            expected: false,
+            actual: true,
+        });
+    }
+    match &constraints.key_usage {
+        Some(usage) if usage.digital_signature() => Ok(()),
+        other => Err(ChainError::KeyUsage {
+            position: entry.position,
+            expected: "digitalSignature",
+            actual: describe_key_usage(other.as_ref()),
+        }),
+    }
+}
+
+fn describe_key_usage(usage: Option<&KeyUsage>) -> String {
+    let Some(usage) = usage else {
+        return "absent".to_owned();
+    };
+    let names = [
+        (usage.digital_signature(), "digitalSignature"),
+        (usage.non_repudiation(), "nonRepudiation"),
+        (usage.key_encipherment(), "keyEncipherment"),
+        (usage.data_encipherment(), "dataEncipherment"),
+        (usage.key_agreement(), "keyAgreement"),
+        (usage.key_cert_sign(), "keyCertSign"),
+        (usage.crl_sign(), "cRLSign"),
+        (usage.encipher_only(), "encipherOnly"),
+        (usage.decipher_only(), "decipherOnly"),
+    ];
+    let set: Vec<&str> = names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+    if set.is_empty() {
+        "empty".to_owned()
+    } else {
+        set.join(",")
+    }
+}
+
+fn unix_ms(time: x509_cert::time::Time) -> u64 {
+    u64::try_from(time.to_unix_duration().as_millis()).unwrap_or(u64::MAX)
+}

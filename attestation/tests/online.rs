@@ -1,0 +1,211 @@
+//! The online audit against a tiny local HTTP issuer serving discovery, JWKS and
+//! attestation documents from the test PKI.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkeys_attestation::online::{OnlineAudit, OnlineCheck, OnlineError};
+use agentkeys_attestation::{PolicyError, VerifyError};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use common::*;
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::pkcs8::EncodePublicKey;
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    IgnoreNonce,
+    OtherJwksHash,
+    KeyNotInJwks,
+    WrongClaimedHash,
+    WrongIssuer,
+    NotFound,
+    WrongKids,
+}
+
+struct Issuer {
+    url: String,
+}
+
+fn jwk(key: &p256::ecdsa::SigningKey, kid: &str) -> String {
+    let point = key.verifying_key().to_encoded_point(false);
+    format!(
+        r#"{{"kty":"EC","crv":"P-256","x":"{}","y":"{}","kid":"{kid}","alg":"ES256","use":"sig"}}"#,
+        URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+        URL_SAFE_NO_PAD.encode(point.y().unwrap())
+    )
+}
+
+fn start(fault: Fault) -> Issuer {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let pki = Arc::new(TestPki::new(TEST_NOW_SECS));
+    let k1 = p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).unwrap();
+    let k2 = p256::ecdsa::SigningKey::from_slice(&[4u8; 32]).unwrap();
+    let jwks = format!(r#"{{"keys":[{},{}]}}"#, jwk(&k1, "kid-1"), jwk(&k2, "kid-2"));
+    let attested = if fault == Fault::KeyNotInJwks {
+        p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap()
+    } else {
+        k2.clone()
+    };
+    let spki = attested.verifying_key().to_public_key_der().unwrap().as_bytes().to_vec();
+    let base = url.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request).to_string();
+            let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let (status, body) = if fault == Fault::NotFound {
+                ("404 Not Found", String::new())
+            } else if path == "/.well-known/openid-configuration" {
+                let issuer = if fault == Fault::WrongIssuer { format!("{base}/other") } else { base.clone() };
+                (
+                    "200 OK",
+                    format!(
+                        r#"{{"issuer":"{issuer}","jwks_uri":"{base}/.well-known/jwks.json","nitro_attestation_uri":"{base}/.well-known/nitro-attestation"}}"#
+                    ),
+                )
+            } else if path == "/.well-known/jwks.json" {
+                ("200 OK", jwks.clone())
+            } else if let Some(query) = path.strip_prefix("/.well-known/nitro-attestation?nonce=") {
+                let mut nonce = hex::decode(query).unwrap();
+                if fault == Fault::IgnoreNonce {
+                    nonce = vec![0; 32];
+                }
+                let hashed = if fault == Fault::OtherJwksHash { format!("{jwks} ") } else { jwks.clone() };
+                let hash = Sha256::digest(hashed.as_bytes());
+                let mut spec = DocSpec::new(pki.now_ms());
+                spec.nonce = Some(nonce);
+                spec.user_data = Some(hash.to_vec());
+                spec.public_key = Some(spki.clone());
+                let doc = pki.document(&spec);
+                let claimed = if fault == Fault::WrongClaimedHash { "00".repeat(32) } else { hex::encode(hash) };
+                let kids = if fault == Fault::WrongKids { r#"["kid-2"]"# } else { r#"["kid-1","kid-2"]"# };
+                (
+                    "200 OK",
+                    format!(r#"{{"document":"{}","jwks_sha256":"{claimed}","kids":{kids}}}"#, STANDARD.encode(doc)),
+                )
+            } else {
+                ("404 Not Found", String::new())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    Issuer { url }
+}
+
+fn audit(issuer: &Issuer) -> Result<agentkeys_attestation::online::OnlineReport, OnlineError> {
+    let pki = TestPki::new(TEST_NOW_SECS);
+    OnlineAudit {
+        issuer: format!("{}/", issuer.url),
+        anchor: pki.anchor(),
+        policy: Default::default(),
+        at_unix_ms: Some(pki.now_ms()),
+        timeout: Duration::from_secs(10),
+    }
+    .run()
+}
+
+#[test]
+fn online_audit_passes_against_an_honest_issuer() {
+    let issuer = start(Fault::None);
+    let report = audit(&issuer).unwrap();
+    assert_eq!(report.issuer, issuer.url);
+    assert_eq!(report.kids, vec!["kid-1", "kid-2"]);
+    assert_eq!(report.attested_kid, "kid-2");
+    assert_eq!(report.nonce_hex.len(), 64);
+    assert_eq!(report.verified.document.nonce.as_deref().map(hex::encode), Some(report.nonce_hex.clone()));
+    // Two audits use two different nonces.
+    assert_ne!(audit(&issuer).unwrap().nonce_hex, report.nonce_hex);
+}
+
+#[test]
+fn replayed_nonce_fails() {
+    let e = audit(&start(Fault::IgnoreNonce)).unwrap_err();
+    assert!(matches!(e, OnlineError::Verify(VerifyError::Policy(PolicyError::FieldMismatch { field: "nonce", .. }))), "{e}");
+}
+
+#[test]
+fn attestation_of_other_jwks_bytes_fails() {
+    let e = audit(&start(Fault::OtherJwksHash)).unwrap_err();
+    assert!(matches!(e, OnlineError::Verify(VerifyError::Policy(PolicyError::FieldMismatch { field: "user_data", .. }))), "{e}");
+}
+
+#[test]
+fn attested_key_not_in_jwks_fails() {
+    let e = audit(&start(Fault::KeyNotInJwks)).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::PublicKeyInJwks), "{e}");
+}
+
+#[test]
+fn wrong_claimed_hash_fails() {
+    let e = audit(&start(Fault::WrongClaimedHash)).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::JwksSha256), "{e}");
+}
+
+#[test]
+fn wrong_kids_fail() {
+    let e = audit(&start(Fault::WrongKids)).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::Jwks), "{e}");
+}
+
+#[test]
+fn issuer_mismatch_fails() {
+    let e = audit(&start(Fault::WrongIssuer)).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::Discovery), "{e}");
+}
+
+#[test]
+fn http_errors_are_transport_errors() {
+    let e = audit(&start(Fault::NotFound)).unwrap_err();
+    assert!(e.is_transport(), "{e}");
+    assert!(matches!(e, OnlineError::Status { status: 404, .. }));
+}
+
+#[test]
+fn cli_online_audit_exit_codes() {
+    let pki = TestPki::new(TEST_NOW_SECS);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mock-root.pem");
+    std::fs::write(&root, pki.root_pem()).unwrap();
+    let run = |issuer: &str| {
+        Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
+            .args(["verify", "--issuer", issuer, "--root"])
+            .arg(&root)
+            .args(["--allow-mock-root", "--json", "--at", &TEST_NOW_SECS.to_string()])
+            .output()
+            .unwrap()
+    };
+    let ok = run(&start(Fault::None).url);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    let json: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["report"]["attested_kid"], "kid-2");
+
+    let bad = run(&start(Fault::KeyNotInJwks).url);
+    assert_eq!(bad.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(json["failed_check"], "public_key_in_jwks");
+
+    let down = run(&start(Fault::NotFound).url);
+    assert_eq!(down.status.code(), Some(2));
+}

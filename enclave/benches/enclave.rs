@@ -1,0 +1,110 @@
+//! Enclave hot-path and unseal costs: ES256 signing with the enclave's signer (aws-lc-rs)
+//! next to pure-Rust `p256`, JWT build + sign, the audit chain append, and the unseal
+//! steps that run inside the enclave (RSA-2048 recipient key generation, BER/CMS unwrap
+//! of a KMS-style `CiphertextForRecipient`, key ring derivation). Unseal target:
+//! ≤ 500 ms excluding the KMS round trip.
+
+use agentkeys_enclave::audit::AuditChain;
+use agentkeys_enclave::cms::{parse_enveloped_data, unwrap_ciphertext_for_recipient, RecipientKey};
+use agentkeys_enclave::jwt::{mint, MintParams, TokenPolicy};
+use agentkeys_enclave::keys::{derive_secret, KeyRing, RingSpec, Seed, SigningKey};
+use aws_lc_rs::rand::SystemRandom;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use p256::ecdsa::signature::Signer;
+
+const WALLET: &str = "0x00000000000000000000000000000000be7c0001";
+
+fn seed() -> Seed {
+    Seed::from_slice(&[0x5e; 32]).unwrap()
+}
+
+/// A JWT signing input of realistic size (≈ 560 bytes).
+fn signing_input() -> Vec<u8> {
+    let key = SigningKey::derive(&seed(), 1).unwrap();
+    let policy = TokenPolicy::with_defaults("https://broker.example.com").unwrap();
+    let params = MintParams {
+        wallet: WALLET,
+        ttl_seconds: None,
+        audience: None,
+    };
+    let minted = mint(&policy, &key, &params, 1_700_000_000, &SystemRandom::new()).unwrap();
+    let (input, _) = minted.jwt.rsplit_once('.').unwrap();
+    input.as_bytes().to_vec()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../fixtures/kms-recipient/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn bench_sign(c: &mut Criterion) {
+    let msg = signing_input();
+    let mut g = c.benchmark_group("es256_sign");
+    let key = SigningKey::derive(&seed(), 1).unwrap();
+    g.bench_function("enclave_signer_aws_lc_rs", |b| {
+        b.iter(|| key.sign(black_box(&msg)).unwrap())
+    });
+    let secret = derive_secret(&seed(), 1).unwrap();
+    let rc = p256::ecdsa::SigningKey::from(&secret);
+    g.bench_function("p256_rustcrypto", |b| {
+        b.iter(|| -> p256::ecdsa::Signature { rc.sign(black_box(&msg)) })
+    });
+    g.finish();
+}
+
+fn bench_jwt(c: &mut Criterion) {
+    let key = SigningKey::derive(&seed(), 1).unwrap();
+    let policy = TokenPolicy::with_defaults("https://broker.example.com").unwrap();
+    let rng = SystemRandom::new();
+    let params = MintParams {
+        wallet: WALLET,
+        ttl_seconds: Some(300),
+        audience: None,
+    };
+    let chain = AuditChain::new(7);
+    let mut g = c.benchmark_group("jwt");
+    g.bench_function("build_and_sign", |b| {
+        b.iter(|| mint(&policy, &key, black_box(&params), 1_700_000_000, &rng).unwrap())
+    });
+    g.bench_function("audit_chain_append", |b| {
+        b.iter(|| chain.append(black_box(&[3u8; 32])).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_unseal_steps(c: &mut Criterion) {
+    let mut g = c.benchmark_group("unseal");
+    let ber = fixture("openssl-oaep-aes256cbc-indefinite.ber");
+    let der = fixture("openssl-oaep-aes256cbc-definite.der");
+    let kms = fixture("enveloped-aes256cbc.ber");
+    let pem = String::from_utf8(fixture("openssl-test-rsa2048-key.pem")).unwrap();
+    let key = RecipientKey::from_pkcs8_pem(&pem).unwrap();
+    assert_eq!(
+        unwrap_ciphertext_for_recipient(&ber, &key).unwrap().len(),
+        32
+    );
+    g.bench_function("cms_parse/kms_ber", |b| {
+        b.iter(|| parse_enveloped_data(black_box(&kms)).unwrap())
+    });
+    g.bench_function("cms_unwrap/openssl_indefinite_ber", |b| {
+        b.iter(|| unwrap_ciphertext_for_recipient(black_box(&ber), &key).unwrap())
+    });
+    g.bench_function("cms_unwrap/openssl_definite_der", |b| {
+        b.iter(|| unwrap_ciphertext_for_recipient(black_box(&der), &key).unwrap())
+    });
+    g.bench_function("key_ring_derive", |b| {
+        b.iter(|| KeyRing::derive(&seed(), RingSpec::default()).unwrap())
+    });
+    // RSA-2048 generation is slow and variable: a few samples are enough.
+    g.sample_size(10);
+    g.bench_function("rsa2048_recipient_key_generate", |b| {
+        b.iter(|| RecipientKey::generate().unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_sign, bench_jwt, bench_unseal_steps);
+criterion_main!(benches);

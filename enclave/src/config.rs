@@ -1,0 +1,405 @@
+//! Command line and configuration of the enclave binary.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentkeys_wire::Address;
+use clap::Parser;
+
+use crate::jwt::{
+    TokenPolicy, DEFAULT_AUDIENCE, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
+};
+use crate::keys::RingSpec;
+use crate::kms::{KmsSettings, DEFAULT_KMS_PROXY_PORT, KMS_OPERATION_TIMEOUT, PARENT_CID};
+
+/// Default vsock port the enclave listens on. Source: DESIGN §3 ("port 5000 by default").
+pub const DEFAULT_VSOCK_PORT: u32 = 5000;
+/// Length of a PCR value (SHA-384). Source: AWS Nitro Enclaves attestation document spec.
+pub const PCR_BYTES: usize = 48;
+
+/// Configuration errors (reported before anything starts).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The issuer URL is unusable.
+    #[error("invalid --issuer {issuer:?}: {reason}")]
+    Issuer {
+        /// The rejected issuer.
+        issuer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `--mock-pcr` value is malformed.
+    #[error("invalid --mock-pcr {value:?}: {reason}")]
+    MockPcr {
+        /// The rejected value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A mock-only flag without `--mock`.
+    #[error("{flag} requires --mock")]
+    NeedsMock {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// Token policy rejected.
+    #[error("{0}")]
+    Token(String),
+}
+
+/// `agentkeys-enclave`: the enclave application.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "agentkeys-enclave", version, about)]
+pub struct Args {
+    /// vsock port to listen on (CID any). Production transport.
+    #[arg(long, default_value_t = DEFAULT_VSOCK_PORT, conflicts_with = "usock")]
+    pub vsock_port: u32,
+    /// Listen on a Unix socket instead of vsock (mock mode and tests).
+    #[arg(long, value_name = "PATH")]
+    pub usock: Option<PathBuf>,
+    /// Use the mock NSM (needs a build with the cargo feature `mock`).
+    #[arg(long)]
+    pub mock: bool,
+    /// Mock NSM in debug mode (PCR0/1/2/8 read as zero).
+    #[arg(long)]
+    pub mock_debug: bool,
+    /// Boot value of a mock PCR, `N=HEX` (96 hex digits); repeatable.
+    #[arg(long, value_name = "N=HEX")]
+    pub mock_pcr: Vec<String>,
+    /// Issuer URL (`iss`): https://…, or http://loopback only with --mock.
+    #[arg(long, env = "AGENTKEYS_ENCLAVE_ISSUER")]
+    pub issuer: String,
+    /// Allowed audience; the first is the default. Repeatable.
+    #[arg(long, default_values_t = vec![DEFAULT_AUDIENCE.to_string()])]
+    pub audience: Vec<String>,
+    /// Default token lifetime (seconds).
+    #[arg(long, default_value_t = DEFAULT_TTL_SECONDS)]
+    pub ttl_default: u32,
+    /// Shortest lifetime a request may ask for.
+    #[arg(long, default_value_t = MIN_TTL_SECONDS)]
+    pub ttl_min: u32,
+    /// Longest lifetime a request may ask for.
+    #[arg(long, default_value_t = MAX_TTL_SECONDS)]
+    pub ttl_max: u32,
+    /// vsock port of the parent's vsock-proxy to KMS.
+    #[arg(long, default_value_t = DEFAULT_KMS_PROXY_PORT)]
+    pub kms_proxy_port: u32,
+    /// Signing key version (rotation: v1, v2, …).
+    #[arg(long, default_value_t = 1)]
+    pub key_version: u32,
+    /// Publish the next key version in the JWKS before it signs.
+    #[arg(long)]
+    pub publish_next_key: bool,
+    /// Earlier key versions kept in the JWKS.
+    #[arg(long, default_value_t = 1)]
+    pub keep_previous_keys: u32,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// Mock NSM options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MockOptions {
+    /// Use the mock NSM.
+    pub enabled: bool,
+    /// Debug mode.
+    pub debug: bool,
+    /// Boot PCR values.
+    pub pcrs: BTreeMap<u16, [u8; PCR_BYTES]>,
+}
+
+/// Everything the enclave needs to run.
+#[derive(Debug, Clone)]
+pub struct EnclaveConfig {
+    /// Where to listen.
+    pub listen: Address,
+    /// Mock NSM options.
+    pub mock: MockOptions,
+    /// Token policy.
+    pub policy: TokenPolicy,
+    /// Key versions published.
+    pub ring: RingSpec,
+    /// vsock port of the KMS proxy.
+    pub kms_proxy_port: u32,
+    /// Timeout of a KMS call.
+    pub kms_timeout: Duration,
+}
+
+impl EnclaveConfig {
+    /// KMS settings derived from this configuration.
+    pub fn kms_settings(&self) -> KmsSettings {
+        KmsSettings {
+            mock: self.mock.enabled,
+            proxy_cid: PARENT_CID,
+            proxy_port: self.kms_proxy_port,
+            issuer: self.policy.issuer().to_string(),
+            timeout: self.kms_timeout,
+        }
+    }
+}
+
+/// Validates the issuer: `https://host[:port][/path]` without query, fragment, userinfo
+/// or trailing slash; `http://` only to a loopback host and only in mock mode.
+pub fn validate_issuer(issuer: &str, mock: bool) -> Result<String, ConfigError> {
+    let err = |reason: &str| ConfigError::Issuer {
+        issuer: issuer.to_string(),
+        reason: reason.to_string(),
+    };
+    let trimmed = issuer.trim_end_matches('/');
+    if trimmed != issuer {
+        tracing::warn!(issuer, "trailing slash stripped from the issuer");
+    }
+    if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err("contains whitespace"));
+    }
+    let uri: http::Uri = trimmed.parse().map_err(|_| err("not a URL"))?;
+    let host = uri.host().ok_or_else(|| err("no host"))?;
+    if trimmed.contains('?') || trimmed.contains('#') {
+        return Err(err("must not have a query or fragment"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(err("must not carry user info"));
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(trimmed.to_string()),
+        Some("http") => {
+            let loopback = matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1");
+            if !mock {
+                Err(err("must be https:// (http:// is allowed only with --mock)"))
+            } else if !loopback {
+                Err(err("http:// is allowed only to a loopback host"))
+            } else {
+                Ok(trimmed.to_string())
+            }
+        }
+        _ => Err(err("scheme must be https")),
+    }
+}
+
+/// Parses `N=HEX` (N < 32, 48 bytes of hex).
+pub fn parse_mock_pcr(value: &str) -> Result<(u16, [u8; PCR_BYTES]), ConfigError> {
+    let err = |reason: String| ConfigError::MockPcr {
+        value: value.chars().take(128).collect(),
+        reason,
+    };
+    let (index, hex_value) = value
+        .split_once('=')
+        .ok_or_else(|| err("expected N=HEX".into()))?;
+    let index: u16 = index
+        .parse()
+        .map_err(|_| err(format!("PCR index {index:?} is not a number")))?;
+    let bytes = hex::decode(hex_value).map_err(|e| err(format!("bad hex: {e}")))?;
+    let pcr: [u8; PCR_BYTES] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| err(format!("{} bytes, expected {PCR_BYTES}", bytes.len())))?;
+    Ok((index, pcr))
+}
+
+impl Args {
+    /// Validates the arguments into a configuration.
+    pub fn into_config(self) -> Result<EnclaveConfig, ConfigError> {
+        if !self.mock {
+            if self.mock_debug {
+                return Err(ConfigError::NeedsMock { flag: "--mock-debug" });
+            }
+            if !self.mock_pcr.is_empty() {
+                return Err(ConfigError::NeedsMock { flag: "--mock-pcr" });
+            }
+        }
+        let issuer = validate_issuer(&self.issuer, self.mock)?;
+        let policy = TokenPolicy::new(
+            &issuer,
+            self.audience,
+            self.ttl_default,
+            self.ttl_min,
+            self.ttl_max,
+        )
+        .map_err(|e| ConfigError::Token(e.to_string()))?;
+        let mut pcrs = BTreeMap::new();
+        for v in &self.mock_pcr {
+            let (i, p) = parse_mock_pcr(v)?;
+            pcrs.insert(i, p);
+        }
+        let listen = match self.usock {
+            Some(path) => Address::Unix(path),
+            None => crate::server::vsock_listen_address(self.vsock_port),
+        };
+        Ok(EnclaveConfig {
+            listen,
+            mock: MockOptions {
+                enabled: self.mock,
+                debug: self.mock_debug,
+                pcrs,
+            },
+            policy,
+            ring: RingSpec {
+                active: self.key_version,
+                publish_next: self.publish_next_key,
+                keep_previous: self.keep_previous_keys,
+            },
+            kms_proxy_port: self.kms_proxy_port,
+            kms_timeout: KMS_OPERATION_TIMEOUT,
+        })
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A subscriber may already be installed when embedded; that is fine.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Entry point of the binary (and of any process that wants to run the same code, such
+/// as the parent's dev stack): parses `args` (including the program name), runs the
+/// enclave service on a fresh Tokio runtime and returns the exit code.
+pub fn run_from_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(args.log_json);
+    if args.mock && !cfg!(feature = "mock") {
+        eprintln!(
+            "agentkeys-enclave: --mock needs a build with the cargo feature `mock` \
+             (cargo build -p agentkeys-enclave --features mock); this build talks only to /dev/nsm"
+        );
+        return ExitCode::from(2);
+    }
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agentkeys-enclave: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agentkeys-enclave: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "enclave stopped");
+            eprintln!("agentkeys-enclave: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut v = vec!["agentkeys-enclave", "--issuer", "https://issuer.example.com"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = args(&[]).unwrap().into_config().unwrap();
+        assert_eq!(
+            c.listen,
+            Address::Vsock { cid: agentkeys_wire::address::VSOCK_CID_ANY, port: 5000 }
+        );
+        assert!(!c.mock.enabled);
+        assert_eq!(c.policy.issuer(), "https://issuer.example.com");
+        assert_eq!(c.policy.audiences(), ["sts.amazonaws.com"]);
+        assert_eq!(c.kms_proxy_port, 8000);
+        assert_eq!(c.kms_settings().proxy_cid, 3);
+    }
+
+    #[test]
+    fn usock_and_vsock_conflict() {
+        assert!(args(&["--usock", "/tmp/x", "--vsock-port", "1"]).is_err());
+        let c = args(&["--usock", "/tmp/x"]).unwrap().into_config().unwrap();
+        assert_eq!(c.listen, Address::Unix("/tmp/x".into()));
+    }
+
+    #[test]
+    fn issuer_rules() {
+        assert_eq!(validate_issuer("https://a.example/", false).unwrap(), "https://a.example");
+        assert_eq!(validate_issuer("https://a.example/p", false).unwrap(), "https://a.example/p");
+        assert!(validate_issuer("http://127.0.0.1:8080", false).is_err());
+        assert_eq!(
+            validate_issuer("http://127.0.0.1:8080", true).unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert!(validate_issuer("http://localhost:1", true).is_ok());
+        assert!(validate_issuer("http://example.com", true).is_err());
+        assert!(validate_issuer("ftp://a.example", false).is_err());
+        assert!(validate_issuer("https://a.example?x=1", false).is_err());
+        assert!(validate_issuer("https://a.example#f", false).is_err());
+        assert!(validate_issuer("https://u@a.example", false).is_err());
+        assert!(validate_issuer("a.example", false).is_err());
+        assert!(validate_issuer("", false).is_err());
+        assert!(validate_issuer("https://a b", false).is_err());
+    }
+
+    #[test]
+    fn mock_flags_need_mock() {
+        assert_eq!(
+            args(&["--mock-debug"]).unwrap().into_config().unwrap_err(),
+            ConfigError::NeedsMock { flag: "--mock-debug" }
+        );
+        let pcr = format!("0={}", "ab".repeat(48));
+        assert!(args(&["--mock-pcr", &pcr]).unwrap().into_config().is_err());
+        let c = args(&["--mock", "--mock-pcr", &pcr]).unwrap().into_config().unwrap();
+        assert_eq!(c.mock.pcrs[&0], [0xab; 48]);
+    }
+
+    #[test]
+    fn mock_pcr_parsing() {
+        assert!(parse_mock_pcr("0").is_err());
+        assert!(parse_mock_pcr("x=00").is_err());
+        assert!(parse_mock_pcr("0=zz").is_err());
+        assert!(parse_mock_pcr("0=00").is_err());
+        assert_eq!(parse_mock_pcr(&format!("4={}", "01".repeat(48))).unwrap().0, 4);
+    }
+
+    #[test]
+    fn ttl_bounds_checked() {
+        assert!(args(&["--ttl-max", "7200"]).unwrap().into_config().is_err());
+        assert!(args(&["--ttl-min", "10"]).unwrap().into_config().is_err());
+        assert!(args(&["--ttl-default", "30"]).unwrap().into_config().is_err());
+        let c = args(&["--ttl-default", "900", "--audience", "a", "--audience", "b"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(c.policy.resolve_ttl(None).unwrap(), 900);
+        assert_eq!(c.policy.audiences(), ["a", "b"]);
+    }
+
+    #[test]
+    fn issuer_required() {
+        assert!(Args::try_parse_from(["agentkeys-enclave"]).is_err());
+    }
+}

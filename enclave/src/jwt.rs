@@ -1,0 +1,518 @@
+//! ES256 JWT minting. The enclave builds every claim itself — with its own clock, its
+//! configured issuer, audience allowlist and TTL bounds — and signs; it never signs bytes
+//! supplied by the caller (DESIGN §4, §5).
+//!
+//! TTL policy: a request without a TTL gets the default; a request whose TTL lies outside
+//! `[ttl_min, ttl_max]` is **refused** (not clamped), so a caller never receives a token
+//! whose lifetime differs from the one it asked for.
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::keys::SigningKey;
+
+/// Default audience. Source: DESIGN §5 (AWS STS web identity federation).
+pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
+/// Default token lifetime in seconds. Source: DESIGN §5.
+pub const DEFAULT_TTL_SECONDS: u32 = 300;
+/// Lowest TTL bound that may be configured. Source: DESIGN §5 ([60, 3600]).
+pub const MIN_TTL_SECONDS: u32 = 60;
+/// Highest TTL bound that may be configured. Source: DESIGN §5 ([60, 3600]).
+pub const MAX_TTL_SECONDS: u32 = 3600;
+/// Prefix of the `sub` claim. Source: DESIGN §5.
+pub const SUBJECT_PREFIX: &str = "agentkeys:agent:";
+/// Name of the wallet claim and session tag. Source: DESIGN §5.
+pub const WALLET_CLAIM: &str = "agentkeys_user_wallet";
+/// AWS session tags claim name. Source: AWS IAM docs, "Passing session tags using
+/// AssumeRoleWithWebIdentity".
+pub const AWS_TAGS_CLAIM: &str = "https://aws.amazon.com/tags";
+/// Most audiences an allowlist may hold (keeps the config small and explicit).
+pub const MAX_AUDIENCES: usize = 16;
+/// Longest issuer/audience string accepted.
+const MAX_NAME_BYTES: usize = 512;
+
+/// Failures configuring or minting tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Wallet is not `0x` followed by 40 hex digits.
+    #[error("invalid wallet {wallet:?}: expected 0x followed by 40 hex digits")]
+    InvalidWallet {
+        /// The wallet as received (truncated to 64 characters).
+        wallet: String,
+    },
+    /// Requested TTL outside the configured bounds.
+    #[error("ttl_seconds {requested} outside the allowed range [{min}, {max}]")]
+    TtlOutOfRange {
+        /// Requested.
+        requested: u32,
+        /// Lower bound.
+        min: u32,
+        /// Upper bound.
+        max: u32,
+    },
+    /// Requested audience not in the allowlist.
+    #[error("audience {requested:?} is not allowed (allowed: {allowed:?})")]
+    AudienceNotAllowed {
+        /// Requested.
+        requested: String,
+        /// The allowlist.
+        allowed: Vec<String>,
+    },
+    /// The configuration is inconsistent.
+    #[error("invalid token configuration: {0}")]
+    Config(String),
+    /// The system clock is before 1970.
+    #[error("system clock is before the UNIX epoch")]
+    Clock,
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Sign(String),
+    /// Random generation failed.
+    #[error("random generator failed")]
+    Random,
+}
+
+/// What the enclave is configured to issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    issuer: String,
+    audiences: Vec<String>,
+    ttl_default: u32,
+    ttl_min: u32,
+    ttl_max: u32,
+}
+
+impl TokenPolicy {
+    /// Validates and builds a policy. `audiences[0]` is the default audience.
+    pub fn new(
+        issuer: &str,
+        audiences: Vec<String>,
+        ttl_default: u32,
+        ttl_min: u32,
+        ttl_max: u32,
+    ) -> Result<TokenPolicy, TokenError> {
+        if issuer.is_empty() || issuer.len() > MAX_NAME_BYTES {
+            return Err(TokenError::Config(format!(
+                "issuer must be 1..={MAX_NAME_BYTES} bytes"
+            )));
+        }
+        if issuer.ends_with('/') {
+            return Err(TokenError::Config(format!(
+                "issuer {issuer:?} has a trailing slash; iss must match exactly"
+            )));
+        }
+        if audiences.is_empty() || audiences.len() > MAX_AUDIENCES {
+            return Err(TokenError::Config(format!(
+                "between 1 and {MAX_AUDIENCES} audiences required, got {}",
+                audiences.len()
+            )));
+        }
+        for a in &audiences {
+            if a.is_empty() || a.len() > MAX_NAME_BYTES || a.chars().any(|c| c.is_control()) {
+                return Err(TokenError::Config(format!("invalid audience {a:?}")));
+            }
+        }
+        if !(MIN_TTL_SECONDS <= ttl_min
+            && ttl_min <= ttl_default
+            && ttl_default <= ttl_max
+            && ttl_max <= MAX_TTL_SECONDS)
+        {
+            return Err(TokenError::Config(format!(
+                "TTL bounds must satisfy {MIN_TTL_SECONDS} <= min ({ttl_min}) <= default \
+                 ({ttl_default}) <= max ({ttl_max}) <= {MAX_TTL_SECONDS}"
+            )));
+        }
+        Ok(TokenPolicy {
+            issuer: issuer.to_string(),
+            audiences,
+            ttl_default,
+            ttl_min,
+            ttl_max,
+        })
+    }
+
+    /// The DESIGN §5 defaults for an issuer.
+    pub fn with_defaults(issuer: &str) -> Result<TokenPolicy, TokenError> {
+        TokenPolicy::new(
+            issuer,
+            vec![DEFAULT_AUDIENCE.to_string()],
+            DEFAULT_TTL_SECONDS,
+            MIN_TTL_SECONDS,
+            MAX_TTL_SECONDS,
+        )
+    }
+
+    /// The configured issuer (`iss`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The audience allowlist (first = default).
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
+    /// Resolves the TTL of a request (refusing out-of-range values).
+    pub fn resolve_ttl(&self, requested: Option<u32>) -> Result<u32, TokenError> {
+        match requested {
+            None => Ok(self.ttl_default),
+            Some(t) if t >= self.ttl_min && t <= self.ttl_max => Ok(t),
+            Some(t) => Err(TokenError::TtlOutOfRange {
+                requested: t,
+                min: self.ttl_min,
+                max: self.ttl_max,
+            }),
+        }
+    }
+
+    /// Resolves the audience of a request against the allowlist.
+    pub fn resolve_audience(&self, requested: Option<&str>) -> Result<&str, TokenError> {
+        match requested {
+            None => Ok(&self.audiences[0]),
+            Some(a) => self
+                .audiences
+                .iter()
+                .find(|x| x.as_str() == a)
+                .map(|x| x.as_str())
+                .ok_or_else(|| TokenError::AudienceNotAllowed {
+                    requested: a.chars().take(MAX_NAME_BYTES).collect(),
+                    allowed: self.audiences.clone(),
+                }),
+        }
+    }
+}
+
+/// Validates a wallet (`0x` + 40 hex digits, any case) and returns it lower-cased.
+pub fn normalize_wallet(wallet: &str) -> Result<String, TokenError> {
+    let ok = wallet.len() == 42
+        && wallet.starts_with("0x")
+        && wallet[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        return Err(TokenError::InvalidWallet {
+            wallet: wallet.chars().take(64).collect(),
+        });
+    }
+    Ok(wallet.to_ascii_lowercase())
+}
+
+/// JOSE header (member order = serialisation order).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Header {
+    /// `ES256`.
+    pub alg: String,
+    /// Key id of the signing key.
+    pub kid: String,
+    /// `JWT`.
+    pub typ: String,
+}
+
+/// AWS session-tags claim.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AwsTags {
+    /// Tags set on the session.
+    pub principal_tags: PrincipalTags,
+    /// Tags that survive role chaining.
+    pub transitive_tag_keys: Vec<String>,
+}
+
+/// The one principal tag.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrincipalTags {
+    /// The wallet, as a one-element list (AWS's format).
+    pub agentkeys_user_wallet: Vec<String>,
+}
+
+/// Claims of a minted token (member order = serialisation order).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// `agentkeys:agent:<wallet>`.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (UNIX seconds).
+    pub iat: u64,
+    /// Not before (= iat).
+    pub nbf: u64,
+    /// Expiry.
+    pub exp: u64,
+    /// Unique token id (128-bit random, hex).
+    pub jti: String,
+    /// The wallet.
+    pub agentkeys_user_wallet: String,
+    /// AWS session tags.
+    #[serde(rename = "https://aws.amazon.com/tags")]
+    pub aws_tags: AwsTags,
+}
+
+/// A signed token and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minted {
+    /// Compact JWS.
+    pub jwt: String,
+    /// Key id.
+    pub kid: String,
+    /// Token id.
+    pub jti: String,
+    /// Normalised wallet.
+    pub wallet: String,
+    /// Issued at.
+    pub iat: u64,
+    /// Expiry.
+    pub exp: u64,
+    /// SHA-256 of the compact JWT's ASCII bytes (what the audit chain hashes).
+    pub jwt_sha256: [u8; 32],
+}
+
+/// A mint request after the wire layer (what the parent vouches for).
+#[derive(Debug, Clone, Default)]
+pub struct MintParams<'a> {
+    /// Wallet as sent by the parent.
+    pub wallet: &'a str,
+    /// Requested TTL.
+    pub ttl_seconds: Option<u32>,
+    /// Requested audience.
+    pub audience: Option<&'a str>,
+}
+
+/// Current UNIX time in seconds from the enclave's own clock.
+pub fn now_unix() -> Result<u64, TokenError> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| TokenError::Clock)
+}
+
+fn random_jti(rng: &SystemRandom) -> Result<String, TokenError> {
+    let mut b = [0u8; 16];
+    rng.fill(&mut b).map_err(|_| TokenError::Random)?;
+    Ok(hex::encode(b))
+}
+
+/// Builds the claims for `params` at time `now` and signs them with `key`.
+pub fn mint(
+    policy: &TokenPolicy,
+    key: &SigningKey,
+    params: &MintParams<'_>,
+    now: u64,
+    rng: &SystemRandom,
+) -> Result<Minted, TokenError> {
+    let wallet = normalize_wallet(params.wallet)?;
+    let ttl = policy.resolve_ttl(params.ttl_seconds)?;
+    let aud = policy.resolve_audience(params.audience)?.to_string();
+    let jti = random_jti(rng)?;
+    let header = Header {
+        alg: "ES256".into(),
+        kid: key.kid().to_string(),
+        typ: "JWT".into(),
+    };
+    let claims = Claims {
+        iss: policy.issuer.clone(),
+        sub: format!("{SUBJECT_PREFIX}{wallet}"),
+        aud,
+        iat: now,
+        nbf: now,
+        exp: now + u64::from(ttl),
+        jti: jti.clone(),
+        agentkeys_user_wallet: wallet.clone(),
+        aws_tags: AwsTags {
+            principal_tags: PrincipalTags {
+                agentkeys_user_wallet: vec![wallet.clone()],
+            },
+            transitive_tag_keys: vec![WALLET_CLAIM.to_string()],
+        },
+    };
+    let header_json = serde_json::to_vec(&header).map_err(|e| TokenError::Sign(e.to_string()))?;
+    let claims_json = serde_json::to_vec(&claims).map_err(|e| TokenError::Sign(e.to_string()))?;
+    let mut jwt = String::with_capacity(512);
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(header_json));
+    jwt.push('.');
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(claims_json));
+    let sig = key
+        .sign(jwt.as_bytes())
+        .map_err(|e| TokenError::Sign(e.to_string()))?;
+    jwt.push('.');
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(sig));
+    let jwt_sha256: [u8; 32] = Sha256::digest(jwt.as_bytes()).into();
+    Ok(Minted {
+        jwt,
+        kid: key.kid().to_string(),
+        jti,
+        wallet,
+        iat: claims.iat,
+        exp: claims.exp,
+        jwt_sha256,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Seed, SigningKey};
+
+    const W: &str = "0xAbCdEf0123456789abcdef0123456789ABCDEF01";
+
+    fn key() -> SigningKey {
+        SigningKey::derive(&Seed::from_slice(&[3; 32]).unwrap(), 1).unwrap()
+    }
+
+    fn policy() -> TokenPolicy {
+        TokenPolicy::with_defaults("https://issuer.example.com").unwrap()
+    }
+
+    fn decode_part<T: serde::de::DeserializeOwned>(p: &str) -> T {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn wallet_rules() {
+        assert_eq!(
+            normalize_wallet(W).unwrap(),
+            "0xabcdef0123456789abcdef0123456789abcdef01"
+        );
+        for bad in [
+            "",
+            "0x",
+            "abcdef0123456789abcdef0123456789abcdef0123",
+            "0X abcdef0123456789abcdef0123456789abcdef",
+            "0xabcdef0123456789abcdef0123456789abcdef0",
+            "0xabcdef0123456789abcdef0123456789abcdef012",
+            "0xgbcdef0123456789abcdef0123456789abcdef01",
+            "0XABCDEF0123456789abcdef0123456789abcdef01",
+            "0xabcdef0123456789abcdef0123456789abcdef0é",
+        ] {
+            assert!(
+                matches!(normalize_wallet(bad), Err(TokenError::InvalidWallet { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn ttl_refused_outside_bounds() {
+        let p = policy();
+        assert_eq!(p.resolve_ttl(None).unwrap(), 300);
+        assert_eq!(p.resolve_ttl(Some(60)).unwrap(), 60);
+        assert_eq!(p.resolve_ttl(Some(3600)).unwrap(), 3600);
+        assert_eq!(
+            p.resolve_ttl(Some(59)),
+            Err(TokenError::TtlOutOfRange { requested: 59, min: 60, max: 3600 })
+        );
+        assert!(p.resolve_ttl(Some(3601)).is_err());
+        assert!(p.resolve_ttl(Some(0)).is_err());
+    }
+
+    #[test]
+    fn policy_validation() {
+        let aud = || vec![DEFAULT_AUDIENCE.to_string()];
+        assert!(TokenPolicy::new("https://i/", aud(), 300, 60, 3600).is_err());
+        assert!(TokenPolicy::new("", aud(), 300, 60, 3600).is_err());
+        assert!(TokenPolicy::new("https://i", vec![], 300, 60, 3600).is_err());
+        assert!(TokenPolicy::new("https://i", aud(), 300, 59, 3600).is_err());
+        assert!(TokenPolicy::new("https://i", aud(), 300, 60, 3601).is_err());
+        assert!(TokenPolicy::new("https://i", aud(), 30, 60, 3600).is_err());
+        assert!(TokenPolicy::new("https://i", aud(), 400, 60, 300).is_err());
+        assert!(TokenPolicy::new("https://i", vec!["a\nb".into()], 300, 60, 3600).is_err());
+        assert!(TokenPolicy::new("https://i", aud(), 120, 120, 120).is_ok());
+    }
+
+    #[test]
+    fn audience_allowlist() {
+        let p = TokenPolicy::new(
+            "https://i",
+            vec!["sts.amazonaws.com".into(), "other".into()],
+            300,
+            60,
+            3600,
+        )
+        .unwrap();
+        assert_eq!(p.resolve_audience(None).unwrap(), "sts.amazonaws.com");
+        assert_eq!(p.resolve_audience(Some("other")).unwrap(), "other");
+        assert!(matches!(
+            p.resolve_audience(Some("evil")),
+            Err(TokenError::AudienceNotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn token_shape_exact() {
+        let k = key();
+        let rng = SystemRandom::new();
+        let params = MintParams { wallet: W, ttl_seconds: Some(600), audience: None };
+        let m = mint(&policy(), &k, &params, 1_700_000_000, &rng).unwrap();
+        let parts: Vec<&str> = m.jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header_raw = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
+        assert_eq!(
+            header_raw,
+            format!(r#"{{"alg":"ES256","kid":"{}","typ":"JWT"}}"#, k.kid()).as_bytes()
+        );
+        let claims: serde_json::Value = decode_part(parts[1]);
+        let w = "0xabcdef0123456789abcdef0123456789abcdef01";
+        let expected = serde_json::json!({
+            "iss": "https://issuer.example.com",
+            "sub": format!("agentkeys:agent:{w}"),
+            "aud": "sts.amazonaws.com",
+            "iat": 1_700_000_000u64,
+            "nbf": 1_700_000_000u64,
+            "exp": 1_700_000_600u64,
+            "jti": m.jti,
+            "agentkeys_user_wallet": w,
+            "https://aws.amazon.com/tags": {
+                "principal_tags": {"agentkeys_user_wallet": [w]},
+                "transitive_tag_keys": ["agentkeys_user_wallet"]
+            }
+        });
+        assert_eq!(claims, expected);
+        assert_eq!(m.jti.len(), 32);
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        assert_eq!(sig.len(), 64);
+        assert_eq!(m.jwt_sha256, <[u8; 32]>::from(Sha256::digest(m.jwt.as_bytes())));
+        // Signature verifies over header.claims with p256.
+        use p256::ecdsa::signature::Verifier;
+        let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(k.public_point()).unwrap();
+        let s = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        vk.verify(signed.as_bytes(), &s).unwrap();
+    }
+
+    #[test]
+    fn jti_distinct() {
+        let k = key();
+        let rng = SystemRandom::new();
+        let params = MintParams { wallet: W, ..Default::default() };
+        let a = mint(&policy(), &k, &params, 1, &rng).unwrap();
+        let b = mint(&policy(), &k, &params, 1, &rng).unwrap();
+        assert_ne!(a.jti, b.jti);
+        assert_ne!(a.jwt, b.jwt);
+    }
+
+    #[test]
+    fn mint_refuses_bad_inputs() {
+        let k = key();
+        let rng = SystemRandom::new();
+        let p = policy();
+        let bad_wallet = MintParams { wallet: "0x1234", ..Default::default() };
+        assert!(matches!(mint(&p, &k, &bad_wallet, 1, &rng), Err(TokenError::InvalidWallet { .. })));
+        let bad_ttl = MintParams { wallet: W, ttl_seconds: Some(10), audience: None };
+        assert!(matches!(mint(&p, &k, &bad_ttl, 1, &rng), Err(TokenError::TtlOutOfRange { .. })));
+        let bad_aud = MintParams { wallet: W, ttl_seconds: None, audience: Some("x") };
+        assert!(matches!(
+            mint(&p, &k, &bad_aud, 1, &rng),
+            Err(TokenError::AudienceNotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn long_wallet_is_truncated_in_error() {
+        let long = "x".repeat(10_000);
+        match normalize_wallet(&long) {
+            Err(TokenError::InvalidWallet { wallet }) => assert_eq!(wallet.len(), 64),
+            other => panic!("{other:?}"),
+        }
+    }
+}

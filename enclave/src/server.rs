@@ -1,0 +1,360 @@
+//! The enclave service: state, request handling and the accept loop.
+//!
+//! Unseal policy (decided here):
+//! * before a successful unseal, any number of `Unseal` requests may be tried; a failed
+//!   one (KMS refusal, bad endpoint, …) leaves the enclave sealed and serving;
+//! * after success, an `Unseal` carrying the **same** sealed seed, or a genesis request
+//!   when this boot's unseal *was* the genesis (a retry whose answer was lost), returns
+//!   the stored result unchanged (idempotent); anything else is refused with
+//!   `AlreadyUnsealed`. The seed of a running enclave never changes.
+//! * concurrent `Unseal` requests are serialised.
+
+use std::sync::{Arc, RwLock};
+
+use agentkeys_wire::{
+    Address, Attestation, AuditCheckpoint, EnclaveStatus, MintJwtRequest, MintedJwt, Request,
+    Response, UnsealRequest, UnsealResult, WireError, WireErrorKind,
+};
+use aws_lc_rs::rand::SystemRandom;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{AuditChain, AuditError};
+use crate::cms::RecipientKey;
+use crate::config::EnclaveConfig;
+use crate::jwt::{self, MintParams, TokenError, TokenPolicy};
+use crate::keys::{KeyRing, RingSpec};
+use crate::kms::{self, KmsSettings};
+use crate::nsm::{self, NsmDevice, NsmError};
+
+/// Failures starting the enclave.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The NSM could not be opened or used.
+    #[error("NSM: {0}")]
+    Nsm(#[from] NsmError),
+    /// The per-boot RSA recipient key could not be generated.
+    #[error("cannot generate the RSA-2048 recipient key: {0}")]
+    RecipientKey(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Mock mode requested in a build without the `mock` feature.
+    #[error("--mock needs a build with the cargo feature `mock` (this build has no mock NSM)")]
+    MockUnavailable,
+    /// The mock NSM configuration is invalid.
+    #[error("mock NSM configuration: {0}")]
+    MockConfig(String),
+}
+
+struct UnsealedState {
+    ring: KeyRing,
+    result: UnsealResult,
+}
+
+/// The enclave's state and request handler.
+pub struct Enclave {
+    nsm: Arc<dyn NsmDevice>,
+    recipient: RecipientKey,
+    policy: TokenPolicy,
+    ring_spec: RingSpec,
+    kms: KmsSettings,
+    chain: AuditChain,
+    state: RwLock<Option<Arc<UnsealedState>>>,
+    unseal_lock: tokio::sync::Mutex<()>,
+    rng: SystemRandom,
+}
+
+fn wire(kind: WireErrorKind, message: impl Into<String>) -> WireError {
+    WireError::new(kind, message)
+}
+
+fn token_error(e: TokenError) -> WireError {
+    let kind = match &e {
+        TokenError::InvalidWallet { .. } => WireErrorKind::InvalidWallet,
+        TokenError::TtlOutOfRange { .. }
+        | TokenError::AudienceNotAllowed { .. }
+        | TokenError::Config(_) => WireErrorKind::InvalidRequest,
+        TokenError::Clock | TokenError::Sign(_) | TokenError::Random => WireErrorKind::Internal,
+    };
+    wire(kind, e.to_string())
+}
+
+fn nsm_error(e: NsmError) -> WireError {
+    let kind = match &e {
+        NsmError::FieldTooLarge { .. } => WireErrorKind::InvalidRequest,
+        _ => WireErrorKind::Nsm,
+    };
+    wire(kind, e.to_string())
+}
+
+fn audit_error(e: AuditError) -> WireError {
+    match e {
+        AuditError::Nsm(n) => nsm_error(n),
+        other => wire(WireErrorKind::Internal, other.to_string()),
+    }
+}
+
+fn poisoned() -> WireError {
+    wire(WireErrorKind::Internal, "enclave state lock poisoned")
+}
+
+impl Enclave {
+    /// Builds the enclave around an NSM: draws the audit epoch and generates the per-boot
+    /// RSA-2048 recipient key.
+    pub fn new(
+        nsm: Arc<dyn NsmDevice>,
+        policy: TokenPolicy,
+        ring_spec: RingSpec,
+        kms: KmsSettings,
+    ) -> Result<Enclave, StartError> {
+        let chain = AuditChain::from_nsm(nsm.as_ref())?;
+        let recipient =
+            RecipientKey::generate().map_err(|e| StartError::RecipientKey(e.to_string()))?;
+        Ok(Enclave {
+            nsm,
+            recipient,
+            policy,
+            ring_spec,
+            kms,
+            chain,
+            state: RwLock::new(None),
+            unseal_lock: tokio::sync::Mutex::new(()),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    fn unsealed(&self) -> Result<Option<Arc<UnsealedState>>, WireError> {
+        self.state.read().map(|s| s.clone()).map_err(|_| poisoned())
+    }
+
+    fn require_unsealed(&self) -> Result<Arc<UnsealedState>, WireError> {
+        self.unsealed()?.ok_or_else(|| {
+            wire(
+                WireErrorKind::NotUnsealed,
+                "the issuer seed is not unsealed yet: send Unseal first",
+            )
+        })
+    }
+
+    /// Handles one request. Never panics on any input.
+    pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Response, WireError> {
+        let name = request.name();
+        let result = match request {
+            Request::Status => self.status(),
+            Request::Unseal(req) => self.unseal(req).await,
+            Request::MintJwt(req) => self.mint(req),
+            Request::Attest { nonce } => self.attest(nonce).await,
+            Request::AuditCheckpoint { nonce } => self.checkpoint(nonce).await,
+        };
+        match &result {
+            Ok(Response::Jwt(m)) => {
+                tracing::debug!(request = name, kid = %m.kid, jti = %m.jti, seq = m.seq, "minted")
+            }
+            Ok(_) => tracing::info!(request = name, "ok"),
+            Err(e) => tracing::warn!(request = name, kind = ?e.kind, error = %e.message, "refused"),
+        }
+        result
+    }
+
+    fn status(&self) -> Result<Response, WireError> {
+        let state = self.unsealed()?;
+        let position = self.chain.current().map_err(audit_error)?;
+        Ok(Response::Status(EnclaveStatus {
+            unsealed: state.is_some(),
+            mock: self.nsm.is_mock(),
+            issuer: self.policy.issuer().to_string(),
+            kids: state.as_ref().map(|s| s.ring.kids()).unwrap_or_default(),
+            active_kid: state.as_ref().map(|s| s.ring.active().kid().to_string()),
+            epoch: position.epoch,
+            seq: position.seq,
+        }))
+    }
+
+    async fn unseal(self: &Arc<Self>, req: UnsealRequest) -> Result<Response, WireError> {
+        let _guard = self.unseal_lock.lock().await;
+        if let Some(state) = self.unsealed()? {
+            let same_seed = req.sealed_seed.as_deref() == Some(&state.result.sealed_seed[..]);
+            let genesis_retry = req.sealed_seed.is_none() && state.result.genesis;
+            if same_seed || genesis_retry {
+                return Ok(Response::Unsealed(state.result.clone()));
+            }
+            return Err(wire(
+                WireErrorKind::AlreadyUnsealed,
+                format!(
+                    "already unsealed with a different sealed seed (active kid {}); restart the \
+                     enclave to change seeds",
+                    state.ring.active().kid()
+                ),
+            ));
+        }
+        tracing::info!(
+            region = %req.region,
+            kms_key_id = %req.kms_key_id,
+            genesis = req.sealed_seed.is_none(),
+            "unsealing through KMS"
+        );
+        let unsealed = kms::unseal(&self.kms, self.nsm.as_ref(), &self.recipient, &req)
+            .await
+            .map_err(|e| wire(e.wire_kind(), e.to_string()))?;
+        let ring = KeyRing::derive(&unsealed.seed, self.ring_spec)
+            .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))?;
+        drop(unsealed.seed);
+        let result = UnsealResult {
+            sealed_seed: unsealed.sealed_seed,
+            genesis: unsealed.genesis,
+            active_kid: ring.active().kid().to_string(),
+            kids: ring.kids(),
+        };
+        tracing::info!(active_kid = %result.active_kid, kids = ?result.kids, genesis = result.genesis, "unsealed");
+        let state = Arc::new(UnsealedState {
+            ring,
+            result: result.clone(),
+        });
+        *self.state.write().map_err(|_| poisoned())? = Some(state);
+        Ok(Response::Unsealed(result))
+    }
+
+    fn mint(&self, req: MintJwtRequest) -> Result<Response, WireError> {
+        let state = self.require_unsealed()?;
+        let now = jwt::now_unix().map_err(token_error)?;
+        let params = MintParams {
+            wallet: &req.wallet,
+            ttl_seconds: req.ttl_seconds,
+            audience: req.audience.as_deref(),
+        };
+        let minted = jwt::mint(&self.policy, state.ring.active(), &params, now, &self.rng)
+            .map_err(token_error)?;
+        let entry = self.chain.append(&minted.jwt_sha256).map_err(audit_error)?;
+        Ok(Response::Jwt(MintedJwt {
+            jwt: minted.jwt,
+            kid: minted.kid,
+            jti: minted.jti,
+            wallet: minted.wallet,
+            iat: minted.iat,
+            exp: minted.exp,
+            epoch: entry.epoch,
+            seq: entry.seq,
+            jwt_sha256: minted.jwt_sha256,
+            head: entry.head,
+        }))
+    }
+
+    async fn attest(self: &Arc<Self>, nonce: Option<Vec<u8>>) -> Result<Response, WireError> {
+        let state = self.require_unsealed()?;
+        let this = self.clone();
+        let jwks = state.ring.jwks_bytes().to_vec();
+        let jwks_sha256: [u8; 32] = Sha256::digest(&jwks).into();
+        let kids = state.ring.kids();
+        let document = tokio::task::spawn_blocking(move || {
+            nsm::attest(
+                this.nsm.as_ref(),
+                Some(&jwks_sha256),
+                nonce.as_deref(),
+                Some(state.ring.active().spki_der()),
+            )
+        })
+        .await
+        .map_err(|e| wire(WireErrorKind::Internal, format!("attestation task: {e}")))?
+        .map_err(nsm_error)?;
+        Ok(Response::Attestation(Attestation {
+            document,
+            jwks,
+            jwks_sha256,
+            kids,
+        }))
+    }
+
+    async fn checkpoint(self: &Arc<Self>, nonce: Option<Vec<u8>>) -> Result<Response, WireError> {
+        let this = self.clone();
+        let cp = tokio::task::spawn_blocking(move || {
+            this.chain.checkpoint(this.nsm.as_ref(), nonce.as_deref())
+        })
+        .await
+        .map_err(|e| wire(WireErrorKind::Internal, format!("checkpoint task: {e}")))?
+        .map_err(audit_error)?;
+        Ok(Response::Checkpoint(AuditCheckpoint {
+            epoch: cp.data.epoch,
+            seq: cp.data.seq,
+            head: cp.data.head,
+            document: cp.document,
+        }))
+    }
+}
+
+/// Opens the NSM the configuration asks for.
+pub fn open_nsm(config: &EnclaveConfig) -> Result<Arc<dyn NsmDevice>, StartError> {
+    if config.mock.enabled {
+        return open_mock_nsm(config);
+    }
+    Ok(Arc::new(nsm::DevNsm::open()?))
+}
+
+#[cfg(feature = "mock")]
+fn open_mock_nsm(config: &EnclaveConfig) -> Result<Arc<dyn NsmDevice>, StartError> {
+    let mut c = agentkeys_mock_nsm::MockNsmConfig::default().debug_mode(config.mock.debug);
+    for (index, value) in &config.mock.pcrs {
+        c = c
+            .pcr(*index, *value)
+            .map_err(|e| StartError::MockConfig(e.to_string()))?;
+    }
+    Ok(Arc::new(agentkeys_mock_nsm::MockNsm::new(c)))
+}
+
+#[cfg(not(feature = "mock"))]
+fn open_mock_nsm(_config: &EnclaveConfig) -> Result<Arc<dyn NsmDevice>, StartError> {
+    Err(StartError::MockUnavailable)
+}
+
+/// Runs the enclave service until the process ends: opens the NSM, generates the
+/// recipient key, binds the listener and serves every connection.
+pub async fn run(config: EnclaveConfig) -> Result<(), StartError> {
+    let nsm = open_nsm(&config)?;
+    let enclave = Arc::new(Enclave::new(
+        nsm,
+        config.policy.clone(),
+        config.ring,
+        config.kms_settings(),
+    )?);
+    let listener = config
+        .listen
+        .listen()
+        .await
+        .map_err(|source| StartError::Listen {
+            address: config.listen.to_string(),
+            source,
+        })?;
+    tracing::info!(
+        address = %config.listen,
+        issuer = %config.policy.issuer(),
+        mock = config.mock.enabled,
+        epoch = enclave.chain.epoch(),
+        "enclave listening"
+    );
+    if config.mock.enabled {
+        tracing::warn!("MOCK MODE: attestation documents are signed by the public mock root and prove nothing");
+    }
+    serve_listener(enclave, listener).await;
+    Ok(())
+}
+
+/// Serves connections on `listener` with `enclave`.
+pub async fn serve_listener(enclave: Arc<Enclave>, listener: agentkeys_wire::Listener) {
+    agentkeys_wire::serve(listener, move |request| {
+        let enclave = enclave.clone();
+        async move { enclave.handle(request).await }
+    })
+    .await;
+}
+
+/// The default listening address in production: vsock, any CID.
+pub fn vsock_listen_address(port: u32) -> Address {
+    Address::Vsock {
+        cid: agentkeys_wire::address::VSOCK_CID_ANY,
+        port,
+    }
+}

@@ -1,0 +1,412 @@
+//! The multiplexed client the parent uses to talk to the enclave.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use zeroize::Zeroizing;
+
+use crate::address::Address;
+use crate::frame::{decode_body, encode_frame, pump_frames, read_frame};
+use crate::messages::{
+    Attestation, AuditCheckpoint, EnclaveStatus, MintJwtRequest, MintedJwt, Request,
+    RequestEnvelope, Response, ResponseEnvelope, UnsealRequest, UnsealResult, WireError,
+    UNKNOWN_REQUEST_ID,
+};
+
+/// Frames queued per connection before callers wait (back-pressure).
+const QUEUE_DEPTH: usize = 1024;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be opened.
+    #[error("cannot connect to the enclave at {address}: {source}")]
+    Connect {
+        /// The address tried.
+        address: String,
+        /// The transport error.
+        #[source]
+        source: io::Error,
+    },
+    /// The connection failed while the call was in flight (or just before).
+    #[error("enclave connection failed: {message}")]
+    Io {
+        /// What happened to the connection.
+        message: String,
+    },
+    /// No answer within the per-call timeout.
+    #[error("{request} request to the enclave timed out after {after:?}")]
+    Timeout {
+        /// Request name.
+        request: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The enclave answered with an error.
+    #[error("enclave refused the request: {0}")]
+    Remote(WireError),
+    /// The request could not be encoded, or the answer was not the expected one.
+    #[error("enclave protocol error: {message}")]
+    Protocol {
+        /// Detail.
+        message: String,
+    },
+}
+
+type Reply = Result<Result<Response, WireError>, ClientError>;
+
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Set once the connection is dead: why.
+    closed: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    fn register(&self, id: u64) -> Result<oneshot::Receiver<Reply>, ClientError> {
+        let mut pending = self.lock();
+        if let Some(reason) = &pending.closed {
+            return Err(ClientError::Io {
+                message: reason.clone(),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        pending.waiters.insert(id, tx);
+        Ok(rx)
+    }
+
+    fn complete(&self, envelope: ResponseEnvelope) {
+        let waiter = self.lock().waiters.remove(&envelope.id);
+        match waiter {
+            Some(waiter) => {
+                // The caller may have given up (timeout); nothing to do then.
+                let _ = waiter.send(Ok(envelope.result));
+            }
+            None if envelope.id == UNKNOWN_REQUEST_ID => {
+                tracing::warn!(
+                    result = ?envelope.result.err(),
+                    "enclave could not read one of our frames"
+                );
+            }
+            None => tracing::debug!(id = envelope.id, "reply for a call no longer waiting"),
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().waiters.remove(&id);
+    }
+
+    fn fail_all(&self, reason: String) {
+        let waiters = {
+            let mut pending = self.lock();
+            if pending.closed.is_none() {
+                pending.closed = Some(reason.clone());
+            }
+            std::mem::take(&mut pending.waiters)
+        };
+        for (_, waiter) in waiters {
+            let _ = waiter.send(Err(ClientError::Io {
+                message: reason.clone(),
+            }));
+        }
+    }
+}
+
+/// Removes a waiter when its call ends early (timeout, cancellation, send failure).
+struct WaiterGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.shared.remove(self.id);
+    }
+}
+
+/// One persistent connection: a writer task and a reader task.
+struct Connection {
+    shared: Arc<Shared>,
+    frames: mpsc::Sender<Zeroizing<Vec<u8>>>,
+    reader: AbortHandle,
+    writer: AbortHandle,
+}
+
+impl Connection {
+    fn start<S>(stream: S) -> Connection
+    where
+        S: AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (mut read_half, mut write_half) = tokio::io::split(stream);
+        let shared = Arc::new(Shared::default());
+        let (frames, mut queue) = mpsc::channel(QUEUE_DEPTH);
+
+        let writer_shared = shared.clone();
+        let writer = tokio::spawn(async move {
+            if let Err(error) = pump_frames(&mut write_half, &mut queue).await {
+                writer_shared.fail_all(format!("write failed: {error}"));
+            }
+        })
+        .abort_handle();
+
+        let reader_shared = shared.clone();
+        let reader = tokio::spawn(async move {
+            let reason = loop {
+                match read_frame(&mut read_half).await {
+                    Ok(Some(body)) => match decode_body::<ResponseEnvelope>(&body) {
+                        Ok(envelope) => reader_shared.complete(envelope),
+                        Err(error) => break format!("undecodable reply: {error}"),
+                    },
+                    Ok(None) => break "connection closed by the enclave".to_owned(),
+                    Err(error) => break format!("read failed: {error}"),
+                }
+            };
+            reader_shared.fail_all(reason);
+        })
+        .abort_handle();
+
+        Connection {
+            shared,
+            frames,
+            reader,
+            writer,
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared
+            .fail_all("connection dropped by the client".to_owned());
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+/// One pooled connection: the live connection (fast path, a plain mutex held for a
+/// clone) and an async lock serializing reconnects.
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<Arc<Connection>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn live(&self) -> Option<Arc<Connection>> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|connection| !connection.shared.is_closed())
+            .cloned()
+    }
+}
+
+struct Inner {
+    address: Address,
+    timeout: Duration,
+    slots: Vec<Slot>,
+    next_slot: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+/// A client for the enclave: a small pool of persistent connections used round-robin,
+/// each carrying many concurrent requests matched to replies by request id.
+///
+/// Connections are opened lazily on first use and re-opened on the next call after a
+/// failure; calls in flight on a connection that dies fail at once with
+/// [`ClientError::Io`]. Every call has a timeout covering connect, send and reply.
+/// Cloning is cheap and shares the pool.
+#[derive(Clone)]
+pub struct EnclaveClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EnclaveClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnclaveClient")
+            .field("address", &self.inner.address)
+            .field("connections", &self.inner.slots.len())
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+impl EnclaveClient {
+    /// A client for `address` with `connections` persistent connections (at least 1) and
+    /// a per-call `timeout`. Connects lazily; needs no runtime until the first call.
+    pub fn new(address: Address, connections: usize, timeout: Duration) -> EnclaveClient {
+        let slots = (0..connections.max(1)).map(|_| Slot::default()).collect();
+        EnclaveClient {
+            inner: Arc::new(Inner {
+                address,
+                timeout,
+                slots,
+                next_slot: AtomicUsize::new(0),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The enclave address.
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    /// Sends `request` and waits for its reply. An error reply becomes
+    /// [`ClientError::Remote`].
+    pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let name = request.name();
+        let id = self.next_id();
+        let frame = encode_frame(&RequestEnvelope { id, request }).map_err(|error| {
+            ClientError::Protocol {
+                message: format!("cannot encode {name} request: {error}"),
+            }
+        })?;
+        let after = self.inner.timeout;
+        match tokio::time::timeout(after, self.exchange(id, frame)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout {
+                request: name,
+                after,
+            }),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        loop {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != UNKNOWN_REQUEST_ID {
+                return id;
+            }
+        }
+    }
+
+    async fn exchange(&self, id: u64, frame: Zeroizing<Vec<u8>>) -> Result<Response, ClientError> {
+        let slot = self.inner.next_slot.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len();
+        let connection = self.connection(slot).await?;
+        let reply = connection.shared.register(id)?;
+        let _guard = WaiterGuard {
+            shared: connection.shared.clone(),
+            id,
+        };
+        connection
+            .frames
+            .send(frame)
+            .await
+            .map_err(|_| ClientError::Io {
+                message: "connection writer stopped".to_owned(),
+            })?;
+        drop(connection);
+        match reply.await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(remote))) => Err(ClientError::Remote(remote)),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(ClientError::Io {
+                message: "connection closed before the reply".to_owned(),
+            }),
+        }
+    }
+
+    async fn connection(&self, slot: usize) -> Result<Arc<Connection>, ClientError> {
+        let Some(slot) = self.inner.slots.get(slot) else {
+            return Err(ClientError::Protocol {
+                message: "connection slot out of range".to_owned(),
+            });
+        };
+        if let Some(connection) = slot.live() {
+            return Ok(connection);
+        }
+        let _connecting = slot.connecting.lock().await;
+        // Another call may have reconnected while this one waited.
+        if let Some(connection) = slot.live() {
+            return Ok(connection);
+        }
+        // Dead or never opened: drop the old one (aborting its tasks) and reconnect.
+        let old = slot
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(old);
+        let stream = self
+            .inner
+            .address
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                address: self.inner.address.to_string(),
+                source,
+            })?;
+        let connection = Arc::new(Connection::start(stream));
+        *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// [`Request::Status`].
+    pub async fn status(&self) -> Result<EnclaveStatus, ClientError> {
+        match self.call(Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(unexpected("Status", &other)),
+        }
+    }
+
+    /// [`Request::Unseal`].
+    pub async fn unseal(&self, request: UnsealRequest) -> Result<UnsealResult, ClientError> {
+        match self.call(Request::Unseal(request)).await? {
+            Response::Unsealed(result) => Ok(result),
+            other => Err(unexpected("Unsealed", &other)),
+        }
+    }
+
+    /// [`Request::MintJwt`].
+    pub async fn mint_jwt(&self, request: MintJwtRequest) -> Result<MintedJwt, ClientError> {
+        match self.call(Request::MintJwt(request)).await? {
+            Response::Jwt(jwt) => Ok(jwt),
+            other => Err(unexpected("Jwt", &other)),
+        }
+    }
+
+    /// [`Request::Attest`].
+    pub async fn attest(&self, nonce: Option<Vec<u8>>) -> Result<Attestation, ClientError> {
+        match self.call(Request::Attest { nonce }).await? {
+            Response::Attestation(attestation) => Ok(attestation),
+            other => Err(unexpected("Attestation", &other)),
+        }
+    }
+
+    /// [`Request::AuditCheckpoint`].
+    pub async fn audit_checkpoint(
+        &self,
+        nonce: Option<Vec<u8>>,
+    ) -> Result<AuditCheckpoint, ClientError> {
+        match self.call(Request::AuditCheckpoint { nonce }).await? {
+            Response::Checkpoint(checkpoint) => Ok(checkpoint),
+            other => Err(unexpected("Checkpoint", &other)),
+        }
+    }
+}
+
+fn unexpected(expected: &str, actual: &Response) -> ClientError {
+    ClientError::Protocol {
+        message: format!("expected a {expected} reply, got {}", actual.name()),
+    }
+}

@@ -1,0 +1,290 @@
+//! Framing: `u32` big-endian body length ‖ CBOR body.
+//!
+//! The pure functions ([`encode_frame`], [`decode_frame`], [`decode_body`],
+//! [`body_length`]) take bytes and return messages without I/O, so they can be fuzzed;
+//! [`read_frame`] and [`write_frame`] move frames over any tokio stream.
+
+use std::io;
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+use crate::messages::{RequestEnvelope, ResponseEnvelope};
+
+/// Largest accepted frame body, in bytes.
+///
+/// The largest legitimate message is an attestation reply: an NSM COSE_Sign1 document
+/// (about 4.5 KiB with its certificate bundle, plus at most 1 KiB each of `user_data`,
+/// `nonce` and `public_key` per the NSM API limits) beside a JWKS of a handful of P-256
+/// keys (< 1 KiB). An unseal request (STS session token up to a few KiB, a KMS
+/// `CiphertextBlob` of a few hundred bytes) is smaller. 64 KiB leaves a wide margin
+/// while bounding what one peer can make the other buffer: at most
+/// [`MAX_IN_FLIGHT_PER_CONNECTION`](crate::MAX_IN_FLIGHT_PER_CONNECTION) × 64 KiB per
+/// connection.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Size of the length prefix (`u32` big-endian).
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// CBOR nesting limit while decoding. Our messages nest at most 5 deep; the limit
+/// bounds the stack used on hostile input (ciborium's default is 256).
+pub const CBOR_RECURSION_LIMIT: usize = 32;
+
+/// Why a frame could not be encoded, decoded, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announced an empty body.
+    #[error("frame length is 0: a frame body is at least one byte of CBOR")]
+    Empty,
+    /// The length prefix (or an encoded message) exceeds [`MAX_FRAME_BYTES`].
+    #[error("frame body of {length} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Announced or encoded body length.
+        length: u64,
+        /// [`MAX_FRAME_BYTES`].
+        max: usize,
+    },
+    /// Fewer bytes than the frame needs.
+    #[error("truncated frame: expected {expected} bytes, got {actual}")]
+    Truncated {
+        /// Bytes needed (prefix + body).
+        expected: usize,
+        /// Bytes present.
+        actual: usize,
+    },
+    /// Bytes after the frame (pure decoding) or after the CBOR item (in the body).
+    #[error("{extra} unexpected bytes after the {after}")]
+    TrailingBytes {
+        /// How many bytes were left over.
+        extra: usize,
+        /// `"frame"` or `"CBOR item"`.
+        after: &'static str,
+    },
+    /// The body is not well-formed CBOR.
+    #[error("invalid CBOR at body offset {offset}")]
+    InvalidCbor {
+        /// Offset of the syntax error in the body.
+        offset: usize,
+    },
+    /// The body ended inside a CBOR item.
+    #[error("CBOR body ends inside an item")]
+    TruncatedCbor,
+    /// Well-formed CBOR of the wrong shape or types for the message.
+    #[error("CBOR does not match the message type{}: {message}", offset.map(|o| format!(" at body offset {o}")).unwrap_or_default())]
+    WrongShape {
+        /// Offset in the body, when known.
+        offset: Option<usize>,
+        /// What the decoder expected.
+        message: String,
+    },
+    /// CBOR nested deeper than [`CBOR_RECURSION_LIMIT`].
+    #[error("CBOR nests deeper than {limit} levels")]
+    TooDeep {
+        /// [`CBOR_RECURSION_LIMIT`].
+        limit: usize,
+    },
+    /// A message could not be serialized.
+    #[error("cannot encode message: {message}")]
+    Encode {
+        /// Serializer detail.
+        message: String,
+    },
+    /// Transport failure.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Validates a length prefix and returns the body length it announces.
+pub fn body_length(prefix: [u8; LENGTH_PREFIX_BYTES]) -> Result<usize, FrameError> {
+    let length = u32::from_be_bytes(prefix);
+    if length == 0 {
+        return Err(FrameError::Empty);
+    }
+    let length = usize::try_from(length).map_err(|_| FrameError::TooLarge {
+        length: u64::from(length),
+        max: MAX_FRAME_BYTES,
+    })?;
+    if length > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            length: length as u64,
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    Ok(length)
+}
+
+/// Serializes `message` as a complete frame (prefix ‖ CBOR body).
+///
+/// The returned buffer is zeroized on drop (request frames can carry credentials).
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let mut frame = Zeroizing::new(vec![0u8; LENGTH_PREFIX_BYTES]);
+    ciborium::ser::into_writer(message, &mut *frame).map_err(|e| FrameError::Encode {
+        message: e.to_string(),
+    })?;
+    let length = frame.len() - LENGTH_PREFIX_BYTES;
+    if length > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            length: length as u64,
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    // length <= MAX_FRAME_BYTES < u32::MAX, so the cast is exact.
+    frame[..LENGTH_PREFIX_BYTES].copy_from_slice(&(length as u32).to_be_bytes());
+    Ok(frame)
+}
+
+/// Decodes exactly one complete frame (prefix ‖ body, nothing after it).
+pub fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
+    let Some(prefix) = frame.first_chunk::<LENGTH_PREFIX_BYTES>() else {
+        return Err(FrameError::Truncated {
+            expected: LENGTH_PREFIX_BYTES,
+            actual: frame.len(),
+        });
+    };
+    let length = body_length(*prefix)?;
+    let body = &frame[LENGTH_PREFIX_BYTES..];
+    if body.len() < length {
+        return Err(FrameError::Truncated {
+            expected: LENGTH_PREFIX_BYTES + length,
+            actual: frame.len(),
+        });
+    }
+    if body.len() > length {
+        return Err(FrameError::TrailingBytes {
+            extra: body.len() - length,
+            after: "frame",
+        });
+    }
+    decode_body(body)
+}
+
+/// Decodes a frame body (the CBOR item, nothing after it).
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            length: body.len() as u64,
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    let mut reader = body;
+    let value = ciborium::de::from_reader_with_recursion_limit(&mut reader, CBOR_RECURSION_LIMIT)
+        .map_err(|error| match error {
+        ciborium::de::Error::Io(_) => FrameError::TruncatedCbor,
+        ciborium::de::Error::Syntax(offset) => FrameError::InvalidCbor { offset },
+        ciborium::de::Error::Semantic(offset, message) => {
+            FrameError::WrongShape { offset, message }
+        }
+        ciborium::de::Error::RecursionLimitExceeded => FrameError::TooDeep {
+            limit: CBOR_RECURSION_LIMIT,
+        },
+    })?;
+    if !reader.is_empty() {
+        return Err(FrameError::TrailingBytes {
+            extra: reader.len(),
+            after: "CBOR item",
+        });
+    }
+    Ok(value)
+}
+
+/// Decodes a complete request frame.
+pub fn decode_request(frame: &[u8]) -> Result<RequestEnvelope, FrameError> {
+    decode_frame(frame)
+}
+
+/// Decodes a complete response frame.
+pub fn decode_response(frame: &[u8]) -> Result<ResponseEnvelope, FrameError> {
+    decode_frame(frame)
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: u64,
+    #[allow(dead_code)]
+    #[serde(default)]
+    request: Option<IgnoredAny>,
+}
+
+/// Best effort: the request id of a body that does not decode as a request (to tag the
+/// error reply). `None` if even the id cannot be read.
+pub fn salvage_request_id(body: &[u8]) -> Option<u64> {
+    decode_body::<IdOnly>(body).ok().map(|partial| partial.id)
+}
+
+/// Reads one frame body. `Ok(None)` on a clean end of stream before a new frame.
+///
+/// The prefix is validated before any body byte is read or buffered, so an oversized
+/// announcement costs nothing; the stream is out of sync after any error.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<Zeroizing<Vec<u8>>>, FrameError> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    let mut filled = 0;
+    while filled < LENGTH_PREFIX_BYTES {
+        let n = reader.read(&mut prefix[filled..]).await?;
+        if n == 0 {
+            if filled == 0 {
+                return Ok(None);
+            }
+            return Err(FrameError::Truncated {
+                expected: LENGTH_PREFIX_BYTES,
+                actual: filled,
+            });
+        }
+        filled += n;
+    }
+    let length = body_length(prefix)?;
+    let mut body = Zeroizing::new(vec![0u8; length]);
+    let mut filled = 0;
+    while filled < length {
+        let n = reader.read(&mut body[filled..]).await?;
+        if n == 0 {
+            return Err(FrameError::Truncated {
+                expected: LENGTH_PREFIX_BYTES + length,
+                actual: LENGTH_PREFIX_BYTES + filled,
+            });
+        }
+        filled += n;
+    }
+    Ok(Some(body))
+}
+
+/// Writes one complete frame (as made by [`encode_frame`]) and flushes.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &[u8],
+) -> Result<(), FrameError> {
+    writer.write_all(frame).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Largest batch of queued frames written with one `write_all`.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes queued frames until the queue closes, coalescing frames queued together into
+/// one write. The batch buffer is zeroized between writes.
+pub(crate) async fn pump_frames<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frames: &mut tokio::sync::mpsc::Receiver<Zeroizing<Vec<u8>>>,
+) -> io::Result<()> {
+    use zeroize::Zeroize;
+    let mut batch = Zeroizing::new(Vec::with_capacity(WRITE_BATCH_BYTES));
+    while let Some(frame) = frames.recv().await {
+        batch.extend_from_slice(&frame);
+        drop(frame);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match frames.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        let written = writer.write_all(&batch).await;
+        batch.zeroize();
+        written?;
+        writer.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! Request and response messages, their envelopes and the error type.
+//!
+//! # What can never cross
+//!
+//! No type in this module has a field for the issuer seed, the P-256 signing scalar or
+//! the enclave's per-boot RSA private key, so no encoding of any message can carry them.
+//! The only key-related bytes that cross are public: the sealed seed (a KMS
+//! `CiphertextBlob`, useless without KMS and the attested image), public JWKS bytes and
+//! attestation documents. Adding such a field is a protocol change that must be refused.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Request id `0` is reserved: the server uses it for a reply to a frame whose id it
+/// could not read. Clients number their requests from 1.
+pub const UNKNOWN_REQUEST_ID: u64 = 0;
+
+/// A request from the parent to the enclave, with its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// Caller-chosen id, echoed in the reply; never [`UNKNOWN_REQUEST_ID`].
+    pub id: u64,
+    /// The request.
+    pub request: Request,
+}
+
+/// A reply from the enclave, tagged with the id of the request it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseEnvelope {
+    /// The id of the request answered, or [`UNKNOWN_REQUEST_ID`] for a frame whose id
+    /// could not be read.
+    pub id: u64,
+    /// The answer or the error.
+    pub result: Result<Response, WireError>,
+}
+
+/// What the parent can ask of the enclave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// State of the enclave (unsealed, kids, audit chain position). Answered by
+    /// [`Response::Status`].
+    Status,
+    /// Unseal (genesis or re-open) the issuer seed through KMS. Answered by
+    /// [`Response::Unsealed`].
+    Unseal(UnsealRequest),
+    /// Mint a JWT for a wallet the parent vouches for. Answered by [`Response::Jwt`].
+    MintJwt(MintJwtRequest),
+    /// A fresh attestation document over the JWKS bytes. Answered by
+    /// [`Response::Attestation`].
+    Attest {
+        /// Auditor nonce to embed in the document, if any.
+        #[serde(default, with = "serde_bytes")]
+        nonce: Option<Vec<u8>>,
+    },
+    /// An attested audit chain checkpoint. Answered by [`Response::Checkpoint`].
+    AuditCheckpoint {
+        /// Nonce to embed in the document, if any.
+        #[serde(default, with = "serde_bytes")]
+        nonce: Option<Vec<u8>>,
+    },
+}
+
+impl Request {
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "Status",
+            Request::Unseal(_) => "Unseal",
+            Request::MintJwt(_) => "MintJwt",
+            Request::Attest { .. } => "Attest",
+            Request::AuditCheckpoint { .. } => "AuditCheckpoint",
+        }
+    }
+}
+
+/// Parameters of [`Request::Unseal`].
+///
+/// The enclave calls KMS itself (TLS terminates inside the enclave); the parent only
+/// lends credentials and stores the sealed seed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsealRequest {
+    /// AWS region of the KMS key, e.g. `eu-west-1`.
+    pub region: String,
+    /// KMS key id, ARN or alias.
+    pub kms_key_id: String,
+    /// KMS endpoint override. Outside mock mode only
+    /// `https://kms[-fips].<region>.amazonaws.com` is accepted by the enclave.
+    #[serde(default)]
+    pub kms_endpoint: Option<String>,
+    /// Credentials the enclave uses for its KMS call.
+    pub credentials: AwsCredentials,
+    /// The stored KMS `CiphertextBlob` from a previous genesis; `None` = genesis.
+    #[serde(default, with = "serde_bytes")]
+    pub sealed_seed: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for UnsealRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnsealRequest")
+            .field("region", &self.region)
+            .field("kms_key_id", &self.kms_key_id)
+            .field("kms_endpoint", &self.kms_endpoint)
+            .field("credentials", &self.credentials)
+            .field(
+                "sealed_seed",
+                &self
+                    .sealed_seed
+                    .as_ref()
+                    .map(|s| format!("<{} bytes>", s.len())),
+            )
+            .finish()
+    }
+}
+
+/// Temporary AWS credentials lent to the enclave for its KMS call.
+///
+/// The secret access key and session token are zeroized on drop and never printed by
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct AwsCredentials {
+    /// Access key id (not secret).
+    pub access_key_id: String,
+    /// Secret access key (secret).
+    pub secret_access_key: String,
+    /// Session token for temporary credentials (secret).
+    #[serde(default)]
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Parameters of [`Request::MintJwt`]: only what the parent vouches for. The enclave
+/// builds the claims with its own clock, issuer and TTL bounds; it never signs
+/// caller-supplied bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintJwtRequest {
+    /// The authenticated wallet (becomes `sub`).
+    pub wallet: String,
+    /// Requested lifetime; the enclave applies its own bounds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u32>,
+    /// Audience choice; `None` = the enclave's default audience.
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// What the enclave can answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(EnclaveStatus),
+    /// Answer to [`Request::Unseal`].
+    Unsealed(UnsealResult),
+    /// Answer to [`Request::MintJwt`].
+    Jwt(MintedJwt),
+    /// Answer to [`Request::Attest`].
+    Attestation(Attestation),
+    /// Answer to [`Request::AuditCheckpoint`].
+    Checkpoint(AuditCheckpoint),
+}
+
+impl Response {
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Status(_) => "Status",
+            Response::Unsealed(_) => "Unsealed",
+            Response::Jwt(_) => "Jwt",
+            Response::Attestation(_) => "Attestation",
+            Response::Checkpoint(_) => "Checkpoint",
+        }
+    }
+}
+
+/// Enclave state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnclaveStatus {
+    /// Whether the seed has been unsealed (signing is possible).
+    pub unsealed: bool,
+    /// Whether the enclave runs with the mock NSM (never trust its documents).
+    pub mock: bool,
+    /// The configured issuer URL (`iss`).
+    pub issuer: String,
+    /// Every kid in the JWKS.
+    pub kids: Vec<String>,
+    /// The kid that signs now, once unsealed.
+    pub active_kid: Option<String>,
+    /// Audit chain epoch (random per boot).
+    pub epoch: u64,
+    /// Number of JWTs minted in this epoch (the last `seq`).
+    pub seq: u64,
+}
+
+/// Result of a successful unseal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsealResult {
+    /// The KMS `CiphertextBlob` sealing the seed: the parent stores it and sends it back
+    /// on the next boot. Useless without KMS and the attested image.
+    #[serde(with = "serde_bytes")]
+    pub sealed_seed: Vec<u8>,
+    /// Whether this unseal created the seed (`GenerateDataKey`).
+    pub genesis: bool,
+    /// The kid that signs now.
+    pub active_kid: String,
+    /// Every kid in the JWKS.
+    pub kids: Vec<String>,
+}
+
+/// A minted JWT and its audit chain position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintedJwt {
+    /// The compact JWS.
+    pub jwt: String,
+    /// Key id of the signing key.
+    pub kid: String,
+    /// The `jti` claim.
+    pub jti: String,
+    /// The `sub` claim (the wallet).
+    pub wallet: String,
+    /// The `iat` claim (UNIX seconds, enclave clock).
+    pub iat: u64,
+    /// The `exp` claim (UNIX seconds).
+    pub exp: u64,
+    /// Audit chain epoch.
+    pub epoch: u64,
+    /// Position of this JWT in the audit chain (1-based).
+    pub seq: u64,
+    /// SHA-256 of the JWT's ASCII bytes.
+    #[serde(with = "serde_bytes")]
+    pub jwt_sha256: [u8; 32],
+    /// Chain head after this JWT: `chain_next(prev, seq, jwt_sha256)`.
+    #[serde(with = "serde_bytes")]
+    pub head: [u8; 32],
+}
+
+/// An attestation document beside the exact JWKS bytes it attests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// NSM attestation document (COSE_Sign1) with `user_data` = `jwks_sha256`.
+    #[serde(with = "serde_bytes")]
+    pub document: Vec<u8>,
+    /// The exact JWKS bytes to serve.
+    #[serde(with = "serde_bytes")]
+    pub jwks: Vec<u8>,
+    /// SHA-256 of `jwks`.
+    #[serde(with = "serde_bytes")]
+    pub jwks_sha256: [u8; 32],
+    /// Kids in the JWKS.
+    pub kids: Vec<String>,
+}
+
+/// An attested audit chain checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    /// Audit chain epoch.
+    pub epoch: u64,
+    /// Last sequence number included.
+    pub seq: u64,
+    /// Chain head after `seq`.
+    #[serde(with = "serde_bytes")]
+    pub head: [u8; 32],
+    /// Attestation document whose `user_data` is
+    /// [`CheckpointUserData::encode`](crate::CheckpointUserData::encode).
+    #[serde(with = "serde_bytes")]
+    pub document: Vec<u8>,
+}
+
+/// An error answered by the enclave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct WireError {
+    /// Machine-readable class.
+    pub kind: WireErrorKind,
+    /// Human-readable detail; never contains secrets.
+    pub message: String,
+}
+
+impl WireError {
+    /// Builds an error.
+    pub fn new(kind: WireErrorKind, message: impl Into<String>) -> Self {
+        WireError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Classes of [`WireError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WireErrorKind {
+    /// Signing or attesting needs an unsealed seed.
+    NotUnsealed,
+    /// Unseal was already done this boot.
+    AlreadyUnsealed,
+    /// The wallet in a mint request is not valid.
+    InvalidWallet,
+    /// A request field is out of range or inconsistent.
+    InvalidRequest,
+    /// The KMS call failed.
+    Kms,
+    /// KMS (or a policy) refused access.
+    AccessDenied,
+    /// The NSM device failed.
+    Nsm,
+    /// A frame exceeded [`MAX_FRAME_BYTES`](crate::MAX_FRAME_BYTES).
+    FrameTooLarge,
+    /// A frame could not be decoded.
+    Malformed,
+    /// Any other failure inside the enclave.
+    Internal,
+}
+
+impl fmt::Display for WireErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            WireErrorKind::NotUnsealed => "not unsealed",
+            WireErrorKind::AlreadyUnsealed => "already unsealed",
+            WireErrorKind::InvalidWallet => "invalid wallet",
+            WireErrorKind::InvalidRequest => "invalid request",
+            WireErrorKind::Kms => "KMS error",
+            WireErrorKind::AccessDenied => "access denied",
+            WireErrorKind::Nsm => "NSM error",
+            WireErrorKind::FrameTooLarge => "frame too large",
+            WireErrorKind::Malformed => "malformed frame",
+            WireErrorKind::Internal => "internal error",
+        };
+        f.write_str(name)
+    }
+}

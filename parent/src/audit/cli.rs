@@ -1,0 +1,178 @@
+//! The `audit verify` and `audit tail` commands, as plain functions.
+
+use std::path::{Path, PathBuf};
+
+use super::row::AuditRow;
+use super::sqlite::{open_read_only, row_from_sql, ROW_COLUMNS};
+use super::verify::{
+    load_checkpoint, verify_chain, AuditVerifyError, CheckpointError, CheckpointTrust, VerifyReport,
+};
+
+/// Why a command could not run (a failed verification is a report, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditCliError {
+    /// The log could not be read.
+    #[error(transparent)]
+    Verify(#[from] AuditVerifyError),
+    /// The checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The log could not be read for `tail`.
+    #[error("cannot read audit database {path}: {source}")]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored row is malformed.
+    #[error(transparent)]
+    Row(#[from] super::sqlite::RowDecodeError),
+}
+
+/// `audit verify --db DB [--checkpoint FILE]`. The checkpoint file may be JSON
+/// `{"epoch":..,"seq":..,"head":"hex"}`, JSON with a base64 `document`, or a raw or
+/// base64 attestation document whose `user_data` is the 48-byte checkpoint; the
+/// document is only decoded here (use [`verify_with_trust`] to verify it as well).
+/// Exit non-zero when `!report.is_ok()`.
+pub fn verify(db: &Path, checkpoint: Option<&Path>) -> Result<VerifyReport, AuditCliError> {
+    verify_with_trust(db, checkpoint, None)
+}
+
+/// [`verify`], verifying the checkpoint's attestation document against `trust`.
+pub fn verify_with_trust(
+    db: &Path,
+    checkpoint: Option<&Path>,
+    trust: Option<&CheckpointTrust<'_>>,
+) -> Result<VerifyReport, AuditCliError> {
+    let cp = match checkpoint {
+        Some(p) => Some(load_checkpoint(p, trust)?),
+        None => None,
+    };
+    Ok(verify_chain(db, cp.as_ref())?)
+}
+
+/// The last `n` rows, oldest first.
+pub fn recent_rows(db: &Path, n: usize) -> Result<Vec<AuditRow>, AuditCliError> {
+    let sql_err = |source| AuditCliError::Sqlite {
+        path: db.to_path_buf(),
+        source,
+    };
+    if !db.exists() {
+        return Err(AuditVerifyError::Missing {
+            path: db.to_path_buf(),
+        }
+        .into());
+    }
+    let conn = open_read_only(db).map_err(sql_err)?;
+    let limit = i64::try_from(n).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"
+        ))
+        .map_err(sql_err)?;
+    let mut rows = stmt.query([limit]).map_err(sql_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(sql_err)? {
+        out.push(row_from_sql(r).map_err(sql_err)??);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// `audit tail --db DB [-n N] [--json]`: the last `n` rows as a table, or as JSON lines.
+pub fn tail(db: &Path, n: usize, json: bool) -> Result<String, AuditCliError> {
+    let rows = recent_rows(db, n)?;
+    if json {
+        let mut out = String::new();
+        for r in &rows {
+            // Serializing plain strings and numbers cannot fail.
+            out.push_str(&serde_json::to_string(&r.to_json()).unwrap_or_default());
+            out.push('\n');
+        }
+        return Ok(out);
+    }
+    Ok(render_table(&rows))
+}
+
+fn short(h: &Option<[u8; 32]>) -> String {
+    h.map(|h| hex::encode(&h[..6]))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn fmt_ts(ts_ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000);
+    match t {
+        Ok(t) => t
+            .format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .unwrap_or_else(|_| ts_ms.to_string()),
+        Err(_) => ts_ms.to_string(),
+    }
+}
+
+/// Renders rows as an aligned table.
+pub fn render_table(rows: &[AuditRow]) -> String {
+    let header = [
+        "ID",
+        "TIME (UTC)",
+        "EVENT",
+        "OUTCOME",
+        "STATUS",
+        "WALLET",
+        "EPOCH:SEQ",
+        "JWT",
+        "BEARER",
+        "ROW_HASH",
+        "DETAIL",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        table.push(vec![
+            r.id.to_string(),
+            fmt_ts(r.ts_ms),
+            r.event.to_string(),
+            r.outcome.to_string(),
+            r.status.map_or("-".into(), |s| s.to_string()),
+            r.wallet.clone().unwrap_or_else(|| "-".into()),
+            match (r.enclave_epoch, r.enclave_seq) {
+                (Some(e), Some(s)) => format!("{e}:{s}"),
+                _ => "-".into(),
+            },
+            short(&r.jwt_sha256),
+            short(&r.bearer_sha256),
+            hex::encode(&r.row_hash[..6]),
+            r.detail.replace(['\n', '\r', '\t'], " "),
+        ]);
+    }
+    let cols = header.len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            table
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == cols {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no rows)\n");
+    }
+    out
+}

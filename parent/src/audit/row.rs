@@ -1,0 +1,298 @@
+//! A stored audit row and its canonical, hash-chained encoding.
+//!
+//! `row_hash = SHA-256(prev_hash ‖ encode(row))` where `encode` is, in order:
+//!
+//! | field | encoding |
+//! |---|---|
+//! | domain tag | the 22 bytes `agentkeys-audit-row-v1` |
+//! | `id`, `ts_ms` | i64 big-endian, 8 bytes each |
+//! | `event`, `outcome`, `detail` (at its place below) | u32 big-endian length ‖ UTF-8 |
+//! | optional fields | `0x00` when absent; `0x01` ‖ value when present |
+//! | optional strings | value = u32 big-endian length ‖ UTF-8 |
+//! | optional u64 / u16 | value = big-endian, 8 / 2 bytes |
+//! | optional hashes | value = the 32 raw bytes |
+//!
+//! Field order: id, ts_ms, event, outcome, bearer_sha256, wallet, kid, jti,
+//! enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail.
+//! The first row's `prev_hash` is [`GENESIS_PREV_HASH`].
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{AuditEvent, Outcome};
+
+/// The `prev_hash` of the first row: 32 zero bytes.
+pub const GENESIS_PREV_HASH: [u8; 32] = [0u8; 32];
+
+/// Domain separation for the row encoding (version 1 of the row format).
+const ROW_DOMAIN: &[u8] = b"agentkeys-audit-row-v1";
+
+/// One row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Position in the log (1, 2, …).
+    pub id: i64,
+    /// When the row was appended (UNIX milliseconds).
+    pub ts_ms: i64,
+    /// What happened.
+    pub event: AuditEvent,
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// SHA-256 of the bearer.
+    pub bearer_sha256: Option<[u8; 32]>,
+    /// Wallet.
+    pub wallet: Option<String>,
+    /// Key id.
+    pub kid: Option<String>,
+    /// JWT id.
+    pub jti: Option<String>,
+    /// Enclave chain epoch.
+    pub enclave_epoch: Option<u64>,
+    /// Enclave chain sequence number.
+    pub enclave_seq: Option<u64>,
+    /// SHA-256 of the JWT.
+    pub jwt_sha256: Option<[u8; 32]>,
+    /// Enclave chain head after this JWT.
+    pub enclave_head: Option<[u8; 32]>,
+    /// HTTP status returned.
+    pub status: Option<u16>,
+    /// Operator text.
+    pub detail: String,
+    /// The previous row's `row_hash` (zeros for the first row).
+    pub prev_hash: [u8; 32],
+    /// This row's chain hash.
+    pub row_hash: [u8; 32],
+}
+
+/// The JSON shape of a row (hashes as lower-case hex) for `audit tail --json`.
+#[derive(Debug, Serialize)]
+pub struct AuditRowJson<'a> {
+    id: i64,
+    ts_ms: i64,
+    event: &'static str,
+    outcome: &'static str,
+    bearer_sha256: Option<String>,
+    wallet: Option<&'a str>,
+    kid: Option<&'a str>,
+    jti: Option<&'a str>,
+    enclave_epoch: Option<u64>,
+    enclave_seq: Option<u64>,
+    jwt_sha256: Option<String>,
+    enclave_head: Option<String>,
+    status: Option<u16>,
+    detail: &'a str,
+    prev_hash: String,
+    row_hash: String,
+}
+
+impl AuditRow {
+    /// The JSON view of this row.
+    pub fn to_json(&self) -> AuditRowJson<'_> {
+        AuditRowJson {
+            id: self.id,
+            ts_ms: self.ts_ms,
+            event: self.event.as_str(),
+            outcome: self.outcome.as_str(),
+            bearer_sha256: self.bearer_sha256.map(hex::encode),
+            wallet: self.wallet.as_deref(),
+            kid: self.kid.as_deref(),
+            jti: self.jti.as_deref(),
+            enclave_epoch: self.enclave_epoch,
+            enclave_seq: self.enclave_seq,
+            jwt_sha256: self.jwt_sha256.map(hex::encode),
+            enclave_head: self.enclave_head.map(hex::encode),
+            status: self.status,
+            detail: &self.detail,
+            prev_hash: hex::encode(self.prev_hash),
+            row_hash: hex::encode(self.row_hash),
+        }
+    }
+
+    /// Recomputes this row's hash from its fields and `prev_hash`.
+    pub fn compute_hash(&self) -> [u8; 32] {
+        row_hash(&self.prev_hash, &self.encode())
+    }
+
+    /// The canonical encoding (see the module documentation).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.detail.len());
+        out.extend_from_slice(ROW_DOMAIN);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.ts_ms.to_be_bytes());
+        put_str(&mut out, self.event.as_str());
+        put_str(&mut out, self.outcome.as_str());
+        put_opt_hash(&mut out, self.bearer_sha256.as_ref());
+        put_opt_str(&mut out, self.wallet.as_deref());
+        put_opt_str(&mut out, self.kid.as_deref());
+        put_opt_str(&mut out, self.jti.as_deref());
+        put_opt_u64(&mut out, self.enclave_epoch);
+        put_opt_u64(&mut out, self.enclave_seq);
+        put_opt_hash(&mut out, self.jwt_sha256.as_ref());
+        put_opt_hash(&mut out, self.enclave_head.as_ref());
+        match self.status {
+            None => out.push(0),
+            Some(s) => {
+                out.push(1);
+                out.extend_from_slice(&s.to_be_bytes());
+            }
+        }
+        put_str(&mut out, &self.detail);
+        out
+    }
+}
+
+/// `SHA-256(prev_hash ‖ encoding)`.
+pub fn row_hash(prev_hash: &[u8; 32], encoding: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev_hash);
+    h.update(encoding);
+    h.finalize().into()
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Lengths above u32::MAX cannot occur for rows SQLite accepts (1 GB limit); saturate
+    // rather than wrap so the encoding stays injective for every representable row.
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+    }
+}
+
+fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+fn put_opt_hash(out: &mut Vec<u8>, v: Option<&[u8; 32]>) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AuditRow {
+        AuditRow {
+            id: 1,
+            ts_ms: 1_700_000_000_000,
+            event: AuditEvent::MintJwt,
+            outcome: Outcome::Success,
+            bearer_sha256: Some([1; 32]),
+            wallet: Some("0xabc".into()),
+            kid: Some("kid".into()),
+            jti: Some("jti".into()),
+            enclave_epoch: Some(7),
+            enclave_seq: Some(1),
+            jwt_sha256: Some([2; 32]),
+            enclave_head: Some([3; 32]),
+            status: Some(200),
+            detail: String::new(),
+            prev_hash: GENESIS_PREV_HASH,
+            row_hash: [0; 32],
+        }
+    }
+
+    #[test]
+    fn every_field_changes_the_hash() {
+        let base = sample();
+        let h = base.compute_hash();
+        let mut variants = Vec::new();
+        let mut r = base.clone();
+        r.id = 2;
+        variants.push(r);
+        let mut r = base.clone();
+        r.ts_ms += 1;
+        variants.push(r);
+        let mut r = base.clone();
+        r.event = AuditEvent::MintAwsCreds;
+        variants.push(r);
+        let mut r = base.clone();
+        r.outcome = Outcome::Failure;
+        variants.push(r);
+        let mut r = base.clone();
+        r.bearer_sha256 = None;
+        variants.push(r);
+        let mut r = base.clone();
+        r.wallet = Some("0xabd".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.kid = None;
+        variants.push(r);
+        let mut r = base.clone();
+        r.jti = Some("jtj".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.enclave_epoch = Some(8);
+        variants.push(r);
+        let mut r = base.clone();
+        r.enclave_seq = Some(2);
+        variants.push(r);
+        let mut r = base.clone();
+        r.jwt_sha256 = Some([9; 32]);
+        variants.push(r);
+        let mut r = base.clone();
+        r.enclave_head = None;
+        variants.push(r);
+        let mut r = base.clone();
+        r.status = Some(201);
+        variants.push(r);
+        let mut r = base.clone();
+        r.detail = "x".into();
+        variants.push(r);
+        let mut r = base.clone();
+        r.prev_hash = [5; 32];
+        variants.push(r);
+        for v in variants {
+            assert_ne!(v.compute_hash(), h, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn field_boundaries_are_unambiguous() {
+        let mut a = sample();
+        a.wallet = Some("ab".into());
+        a.kid = Some("c".into());
+        let mut b = sample();
+        b.wallet = Some("a".into());
+        b.kid = Some("bc".into());
+        assert_ne!(a.encode(), b.encode());
+        let mut c = sample();
+        c.wallet = None;
+        c.kid = Some(String::new());
+        let mut d = sample();
+        d.wallet = Some(String::new());
+        d.kid = None;
+        assert_ne!(c.encode(), d.encode());
+    }
+
+    #[test]
+    fn hash_is_prev_then_encoding() {
+        let r = sample();
+        let mut h = Sha256::new();
+        h.update([0u8; 32]);
+        h.update(r.encode());
+        let expected: [u8; 32] = h.finalize().into();
+        assert_eq!(r.compute_hash(), expected);
+        assert!(r.encode().starts_with(b"agentkeys-audit-row-v1"));
+    }
+}

@@ -1,0 +1,813 @@
+//! The SQLite audit store: WAL, `synchronous=FULL`, append-only triggers, one writer
+//! thread doing group commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::row::{AuditRow, GENESIS_PREV_HASH};
+use super::{
+    AuditError, AuditEvent, AuditReceipt, AuditStore, GroupCommitConfig, NewAuditRow, Outcome,
+};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Schema version 1. `enclave_epoch`/`enclave_seq` are u64 values stored bit-for-bit in
+/// SQLite's signed 64-bit INTEGER. Hashes are lower-case hex.
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS audit_log (
+    id            INTEGER PRIMARY KEY,
+    ts_ms         INTEGER NOT NULL,
+    event         TEXT    NOT NULL,
+    outcome       TEXT    NOT NULL,
+    bearer_sha256 TEXT,
+    wallet        TEXT,
+    kid           TEXT,
+    jti           TEXT,
+    enclave_epoch INTEGER,
+    enclave_seq   INTEGER,
+    jwt_sha256    TEXT,
+    enclave_head  TEXT,
+    status        INTEGER,
+    detail        TEXT    NOT NULL,
+    prev_hash     TEXT    NOT NULL,
+    row_hash      TEXT    NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_log_enclave ON audit_log (enclave_epoch, enclave_seq);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused'); END;
+CREATE TABLE IF NOT EXISTS audit_probe (x INTEGER) STRICT;
+";
+
+/// The columns of `audit_log` in the order [`row_from_sql`] reads them.
+pub(crate) const ROW_COLUMNS: &str = "id, ts_ms, event, outcome, bearer_sha256, wallet, kid, \
+     jti, enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail, prev_hash, row_hash";
+
+const INSERT_ROW: &str = "INSERT INTO audit_log (id, ts_ms, event, outcome, bearer_sha256, \
+     wallet, kid, jti, enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail, \
+     prev_hash, row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+     ?15, ?16)";
+
+/// How long a connection waits for a lock held by another process (e.g. `audit verify`
+/// reading while the broker writes) before failing: 5 s is far above any commit.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An injected fault, for fault-injection tests of the callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFault {
+    /// Normal operation.
+    None,
+    /// The writer's connection refuses every write (`PRAGMA query_only`), as a read-only
+    /// or full disk would: appends fail, nothing is acknowledged, `healthy()` fails.
+    RefuseWrites,
+}
+
+/// Handle to switch an [`AuditFault`] on a running store.
+#[derive(Debug, Clone)]
+pub struct AuditFaults {
+    shared: Arc<Shared>,
+}
+
+impl AuditFaults {
+    /// Applies `fault` from the writer's next batch on.
+    pub fn set(&self, fault: AuditFault) {
+        let v = match fault {
+            AuditFault::None => 0,
+            AuditFault::RefuseWrites => 1,
+        };
+        self.shared.fault.store(v, Ordering::SeqCst);
+    }
+}
+
+/// Counters of a running store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Rows made durable.
+    pub rows: u64,
+    /// Transactions that failed (every row in them was answered with an error).
+    pub failed_commits: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    commits: AtomicU64,
+    rows: AtomicU64,
+    failed_commits: AtomicU64,
+    pending_withheld: AtomicUsize,
+    fault: AtomicU8,
+    alive: AtomicBool,
+}
+
+enum Msg {
+    Append {
+        row: NewAuditRow,
+        ts_ms: i64,
+        reply: oneshot::Sender<Result<AuditReceipt, AuditError>>,
+    },
+    Withheld {
+        row: NewAuditRow,
+        ts_ms: i64,
+    },
+    Health {
+        reply: oneshot::Sender<Result<(), AuditError>>,
+    },
+}
+
+/// The SQLite audit store. See the module documentation of [`crate::audit`].
+pub struct SqliteAuditStore {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SqliteAuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteAuditStore")
+            .field("path", &self.path)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn is_not_writable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::PermissionDenied
+                | rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::SystemIoFailure
+        )
+    )
+}
+
+fn open_error(path: &Path, e: rusqlite::Error) -> AuditError {
+    if is_not_writable(&e) {
+        AuditError::NotWritable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    } else {
+        AuditError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+impl SqliteAuditStore {
+    /// Opens (creating if needed) the database at `path` and starts the writer thread.
+    ///
+    /// The parent directory must exist and be writable. Sets `journal_mode=WAL` and
+    /// `synchronous=FULL`, creates the schema on first use and refuses a newer schema.
+    pub fn open(path: &Path, config: GroupCommitConfig) -> Result<SqliteAuditStore, AuditError> {
+        let conn = open_writer_connection(path)?;
+        let shared = Arc::new(Shared {
+            alive: AtomicBool::new(true),
+            ..Shared::default()
+        });
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer {
+            conn,
+            rx,
+            shared: Arc::clone(&shared),
+            max_batch: config.max_batch.max(1),
+            retry_interval: config.retry_interval,
+            tip: None,
+            withheld: Vec::new(),
+            applied_fault: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run())
+            .map_err(AuditError::Spawn)?;
+        Ok(SqliteAuditStore {
+            path: path.to_path_buf(),
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            shared,
+        })
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commit counters.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            commits: self.shared.commits.load(Ordering::SeqCst),
+            rows: self.shared.rows.load(Ordering::SeqCst),
+            failed_commits: self.shared.failed_commits.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The fault-injection handle.
+    pub fn faults(&self) -> AuditFaults {
+        AuditFaults {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Stops the writer after it has answered everything already queued, and waits for it.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            // A panicked writer has already answered nothing more; nothing to do.
+            let _ = handle.join();
+        }
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), AuditError> {
+        let guard = self.tx.lock().map_err(|_| AuditError::WriterGone)?;
+        match guard.as_ref() {
+            Some(tx) => tx.send(msg).map_err(|_| AuditError::WriterGone),
+            None => Err(AuditError::WriterGone),
+        }
+    }
+}
+
+impl Drop for SqliteAuditStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl AuditStore for SqliteAuditStore {
+    fn append(&self, row: NewAuditRow) -> BoxFuture<'_, Result<AuditReceipt, AuditError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(Msg::Append {
+            row,
+            ts_ms: now_ms(),
+            reply,
+        });
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| AuditError::WriterGone)?
+        })
+    }
+
+    fn healthy(&self) -> BoxFuture<'_, Result<(), AuditError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = if self.shared.alive.load(Ordering::SeqCst) {
+            self.send(Msg::Health { reply })
+        } else {
+            Err(AuditError::WriterGone)
+        };
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| AuditError::WriterGone)?
+        })
+    }
+
+    fn queue_withheld(&self, mut row: NewAuditRow) {
+        row.event = AuditEvent::MintWithheld;
+        row.outcome = Outcome::Failure;
+        self.shared.pending_withheld.fetch_add(1, Ordering::SeqCst);
+        if self
+            .send(Msg::Withheld {
+                row,
+                ts_ms: now_ms(),
+            })
+            .is_err()
+        {
+            self.shared.pending_withheld.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!("audit writer is not running: a mint_withheld row was lost");
+        }
+    }
+
+    fn pending_withheld(&self) -> usize {
+        self.shared.pending_withheld.load(Ordering::SeqCst)
+    }
+}
+
+fn open_writer_connection(path: &Path) -> Result<Connection, AuditError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(AuditError::DirectoryMissing { path: dir });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+    // SQLite silently falls back to read-only when the file cannot be opened for writing.
+    if conn
+        .is_readonly(rusqlite::DatabaseName::Main)
+        .map_err(|e| open_error(path, e))?
+    {
+        return Err(AuditError::NotWritable {
+            path: path.to_path_buf(),
+            reason: "the file opened read-only".into(),
+        });
+    }
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| open_error(path, e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(|e| open_error(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(AuditError::NotWal {
+            path: path.to_path_buf(),
+            actual: mode,
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| open_error(path, e))?;
+    init_schema(&conn, path)?;
+    Ok(conn)
+}
+
+fn init_schema(conn: &Connection, path: &Path) -> Result<(), AuditError> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| open_error(path, e))?;
+    let result = (|| -> Result<(), AuditError> {
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| open_error(path, e))?;
+        match found {
+            0 => {
+                conn.execute_batch(SCHEMA_V1)
+                    .map_err(|e| open_error(path, e))?;
+                conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(|e| open_error(path, e))?;
+                Ok(())
+            }
+            SCHEMA_VERSION => Ok(()),
+            other => Err(AuditError::UnsupportedSchema {
+                path: path.to_path_buf(),
+                found: other,
+                supported: SCHEMA_VERSION,
+            }),
+        }
+    })();
+    match result {
+        Ok(()) => conn
+            .execute_batch("COMMIT")
+            .map_err(|e| open_error(path, e)),
+        Err(e) => {
+            // The transaction wrote nothing durable; a failed rollback changes nothing.
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The writer thread's state: it alone owns the write connection.
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Msg>,
+    shared: Arc<Shared>,
+    max_batch: usize,
+    retry_interval: Duration,
+    /// `(last id, last row_hash)`; `None` after a failure, re-read from the database.
+    tip: Option<(i64, [u8; 32])>,
+    withheld: Vec<(NewAuditRow, i64)>,
+    applied_fault: u8,
+}
+
+type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;
+
+impl Writer {
+    fn run(&mut self) {
+        let mut batch: Vec<(NewAuditRow, i64)> = Vec::with_capacity(self.max_batch);
+        let mut replies: Vec<Reply> = Vec::with_capacity(self.max_batch);
+        let mut health: Vec<oneshot::Sender<Result<(), AuditError>>> = Vec::new();
+        loop {
+            let first = match self.rx.recv_timeout(self.retry_interval) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if !self.withheld.is_empty() {
+                        // The outcome is visible through pending_withheld(); retried later.
+                        let _ = self.commit(&[]);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            self.accept(first, &mut batch, &mut replies, &mut health);
+            while batch.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(m) => self.accept(m, &mut batch, &mut replies, &mut health),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() || !self.withheld.is_empty() {
+                match self.commit(&batch) {
+                    Ok(receipts) => {
+                        for (reply, receipt) in replies.drain(..).zip(receipts) {
+                            // The appender may have given up waiting; the row is durable anyway.
+                            let _ = reply.send(Ok(receipt));
+                        }
+                    }
+                    Err(reason) => {
+                        for reply in replies.drain(..) {
+                            let _ = reply.send(Err(AuditError::Commit {
+                                reason: reason.clone(),
+                            }));
+                        }
+                    }
+                }
+                batch.clear();
+            }
+            for reply in health.drain(..) {
+                let _ = reply.send(self.probe());
+            }
+        }
+        // Drain what is left so that nobody waits forever.
+        for reply in replies.drain(..) {
+            let _ = reply.send(Err(AuditError::WriterGone));
+        }
+        self.shared.alive.store(false, Ordering::SeqCst);
+    }
+
+    fn accept(
+        &mut self,
+        msg: Msg,
+        batch: &mut Vec<(NewAuditRow, i64)>,
+        replies: &mut Vec<Reply>,
+        health: &mut Vec<oneshot::Sender<Result<(), AuditError>>>,
+    ) {
+        match msg {
+            Msg::Append { row, ts_ms, reply } => {
+                batch.push((row, ts_ms));
+                replies.push(reply);
+            }
+            Msg::Withheld { row, ts_ms } => self.withheld.push((row, ts_ms)),
+            Msg::Health { reply } => health.push(reply),
+        }
+    }
+
+    fn apply_fault(&mut self) -> Result<(), String> {
+        let want = self.shared.fault.load(Ordering::SeqCst);
+        if want != self.applied_fault {
+            let on = if want == 1 { "ON" } else { "OFF" };
+            self.conn
+                .pragma_update(None, "query_only", on)
+                .map_err(|e| e.to_string())?;
+            self.applied_fault = want;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending withheld rows then `batch` in one transaction.
+    /// Returns the receipts of `batch` (in order) once the commit returned.
+    fn commit(&mut self, batch: &[(NewAuditRow, i64)]) -> Result<Vec<AuditReceipt>, String> {
+        let result = self.apply_fault().and_then(|()| {
+            let withheld = std::mem::take(&mut self.withheld);
+            let r = write_batch(&mut self.conn, self.tip, &withheld, batch);
+            match r {
+                Ok(v) => Ok((v, withheld.len())),
+                Err(e) => {
+                    self.withheld = withheld;
+                    Err(e)
+                }
+            }
+        });
+        match result {
+            Ok(((tip, receipts), withheld_written)) => {
+                self.tip = Some(tip);
+                self.shared.commits.fetch_add(1, Ordering::SeqCst);
+                self.shared.rows.fetch_add(
+                    u64::try_from(receipts.len() + withheld_written).unwrap_or(u64::MAX),
+                    Ordering::SeqCst,
+                );
+                self.shared
+                    .pending_withheld
+                    .fetch_sub(withheld_written, Ordering::SeqCst);
+                Ok(receipts)
+            }
+            Err(e) => {
+                self.tip = None;
+                self.shared.failed_commits.fetch_add(1, Ordering::SeqCst);
+                tracing::error!(error = %e, rows = batch.len(), "audit commit failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Health: flush withheld rows (a real commit) if any, then begin a write
+    /// transaction, write a probe row and roll it back.
+    fn probe(&mut self) -> Result<(), AuditError> {
+        if !self.withheld.is_empty() {
+            self.commit(&[])
+                .map_err(|reason| AuditError::Unhealthy { reason })?;
+        }
+        self.apply_fault()
+            .map_err(|reason| AuditError::Unhealthy { reason })?;
+        let r = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO audit_probe (x) VALUES (1);");
+        // Always leave no transaction open, whatever happened.
+        let rb = if self.conn.is_autocommit() {
+            Ok(())
+        } else {
+            self.conn.execute_batch("ROLLBACK")
+        };
+        r.and(rb).map_err(|e| AuditError::Unhealthy {
+            reason: e.to_string(),
+        })
+    }
+}
+
+type Tip = (i64, [u8; 32]);
+
+fn write_batch(
+    conn: &mut Connection,
+    tip: Option<Tip>,
+    withheld: &[(NewAuditRow, i64)],
+    batch: &[(NewAuditRow, i64)],
+) -> Result<(Tip, Vec<AuditReceipt>), String> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    let (mut last_id, mut prev) = match tip {
+        Some(t) => t,
+        None => read_tip(&tx)?,
+    };
+    let mut receipts = Vec::with_capacity(batch.len());
+    {
+        let mut stmt = tx.prepare_cached(INSERT_ROW).map_err(|e| e.to_string())?;
+        for (i, (new, ts_ms)) in withheld.iter().chain(batch.iter()).enumerate() {
+            let row = AuditRow {
+                id: last_id + 1,
+                ts_ms: *ts_ms,
+                event: new.event,
+                outcome: new.outcome,
+                bearer_sha256: new.bearer_sha256,
+                wallet: new.wallet.clone(),
+                kid: new.kid.clone(),
+                jti: new.jti.clone(),
+                enclave_epoch: new.enclave_epoch,
+                enclave_seq: new.enclave_seq,
+                jwt_sha256: new.jwt_sha256,
+                enclave_head: new.enclave_head,
+                status: new.status,
+                detail: new.detail.clone(),
+                prev_hash: prev,
+                row_hash: [0; 32],
+            };
+            let hash = row.compute_hash();
+            stmt.execute(params![
+                row.id,
+                row.ts_ms,
+                row.event.as_str(),
+                row.outcome.as_str(),
+                row.bearer_sha256.map(hex::encode),
+                row.wallet,
+                row.kid,
+                row.jti,
+                row.enclave_epoch.map(u64_to_sql),
+                row.enclave_seq.map(u64_to_sql),
+                row.jwt_sha256.map(hex::encode),
+                row.enclave_head.map(hex::encode),
+                row.status,
+                row.detail,
+                hex::encode(row.prev_hash),
+                hex::encode(hash),
+            ])
+            .map_err(|e| e.to_string())?;
+            if i >= withheld.len() {
+                receipts.push(AuditReceipt {
+                    id: row.id,
+                    row_hash: hash,
+                });
+            }
+            last_id = row.id;
+            prev = hash;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(((last_id, prev), receipts))
+}
+
+fn read_tip(conn: &Connection) -> Result<Tip, String> {
+    let last: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT id, row_hash FROM audit_log ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| e.to_string())?;
+    match last {
+        None => Ok((0, GENESIS_PREV_HASH)),
+        Some((id, h)) => {
+            let hash = decode_hash(&h)
+                .ok_or_else(|| format!("the last row {id} has a malformed row_hash {h:?}"))?;
+            Ok((id, hash))
+        }
+    }
+}
+
+/// u64 stored bit-for-bit in SQLite's signed INTEGER.
+pub(crate) fn u64_to_sql(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
+/// Inverse of [`u64_to_sql`].
+pub(crate) fn u64_from_sql(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}
+
+/// Decodes 64 hex digits.
+pub(crate) fn decode_hash(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// A stored row that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("row {id}: column {column} holds {value:?}, which is not valid")]
+pub struct RowDecodeError {
+    /// The row id.
+    pub id: i64,
+    /// The column.
+    pub column: &'static str,
+    /// What it holds.
+    pub value: String,
+}
+
+/// Reads one row (columns in [`ROW_COLUMNS`] order).
+pub(crate) fn row_from_sql(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<AuditRow, RowDecodeError>> {
+    let id: i64 = r.get(0)?;
+    let ts_ms: i64 = r.get(1)?;
+    let event: String = r.get(2)?;
+    let outcome: String = r.get(3)?;
+    let bearer: Option<String> = r.get(4)?;
+    let wallet: Option<String> = r.get(5)?;
+    let kid: Option<String> = r.get(6)?;
+    let jti: Option<String> = r.get(7)?;
+    let epoch: Option<i64> = r.get(8)?;
+    let seq: Option<i64> = r.get(9)?;
+    let jwt: Option<String> = r.get(10)?;
+    let head: Option<String> = r.get(11)?;
+    let status: Option<i64> = r.get(12)?;
+    let detail: String = r.get(13)?;
+    let prev: String = r.get(14)?;
+    let hash: String = r.get(15)?;
+    let bad = |column: &'static str, value: &str| RowDecodeError {
+        id,
+        column,
+        value: value.to_string(),
+    };
+    let opt_hash = |column: &'static str, v: Option<String>| match v {
+        None => Ok(None),
+        Some(s) => decode_hash(&s).map(Some).ok_or_else(|| bad(column, &s)),
+    };
+    let decoded = (|| {
+        Ok(AuditRow {
+            id,
+            ts_ms,
+            event: AuditEvent::parse(&event).ok_or_else(|| bad("event", &event))?,
+            outcome: Outcome::parse(&outcome).ok_or_else(|| bad("outcome", &outcome))?,
+            bearer_sha256: opt_hash("bearer_sha256", bearer)?,
+            wallet,
+            kid,
+            jti,
+            enclave_epoch: epoch.map(u64_from_sql),
+            enclave_seq: seq.map(u64_from_sql),
+            jwt_sha256: opt_hash("jwt_sha256", jwt)?,
+            enclave_head: opt_hash("enclave_head", head)?,
+            status: match status {
+                None => None,
+                Some(s) => Some(u16::try_from(s).map_err(|_| bad("status", &s.to_string()))?),
+            },
+            detail,
+            prev_hash: decode_hash(&prev).ok_or_else(|| bad("prev_hash", &prev))?,
+            row_hash: decode_hash(&hash).ok_or_else(|| bad("row_hash", &hash))?,
+        })
+    })();
+    Ok(decoded)
+}
+
+/// Opens an existing database read-only (for `verify` and `tail`).
+pub(crate) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u64_roundtrips_through_sql_integer() {
+        for v in [0u64, 1, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+            assert_eq!(u64_from_sql(u64_to_sql(v)), v);
+        }
+    }
+
+    #[test]
+    fn decode_hash_rejects_wrong_lengths() {
+        assert!(decode_hash(&"ab".repeat(32)).is_some());
+        assert!(decode_hash(&"ab".repeat(31)).is_none());
+        assert!(decode_hash(&"zz".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn missing_directory_is_named() {
+        let err = SqliteAuditStore::open(
+            Path::new("/nonexistent-agentkeys-dir/sub/audit.db"),
+            GroupCommitConfig::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, AuditError::DirectoryMissing { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("/nonexistent-agentkeys-dir/sub"));
+    }
+
+    #[test]
+    fn unwritable_location_is_named() {
+        // /proc refuses file creation even to root.
+        let err = SqliteAuditStore::open(Path::new("/proc/agentkeys-audit.db"), Default::default())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::NotWritable { .. } | AuditError::Open { .. }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("/proc/agentkeys-audit.db"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = SqliteAuditStore::open(&path, Default::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::UnsupportedSchema {
+                    found: 99,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn pragmas_are_wal_and_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let conn = open_writer_connection(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL is 2");
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+}

@@ -1,0 +1,774 @@
+//! Broker configuration: command-line flags with `BROKER_*` environment mirrors, and the
+//! validation that turns them into a [`BrokerConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Lower bound of the JWT lifetime (DESIGN §5: TTL bounded [60, 3600]).
+pub const JWT_TTL_MIN_SECONDS: u32 = 60;
+/// Upper bound of the JWT lifetime (DESIGN §5).
+pub const JWT_TTL_MAX_SECONDS: u32 = 3600;
+/// Lower bound of the STS session duration (AWS STS `DurationSeconds` minimum).
+pub const STS_DURATION_MIN_SECONDS: u32 = 900;
+/// Upper bound of the STS session duration (AWS STS `DurationSeconds` maximum, 12 h).
+pub const STS_DURATION_MAX_SECONDS: u32 = 43_200;
+/// Role name used when only `ACCOUNT_ID` is known (DESIGN §6).
+pub const DEFAULT_ROLE_NAME: &str = "agentkeys-data-role";
+
+/// How `/v1/mint-aws-creds` obtains credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StsMode {
+    /// `AssumeRoleWithWebIdentity` with the enclave-signed JWT; no parent credentials.
+    WebIdentity,
+    /// Plain `AssumeRole` with the parent's own credentials (the seed broker's mode).
+    AssumeRole,
+}
+
+/// Flags of `agentkeys-broker serve`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// OIDC issuer URL (`iss`); `https://`, or loopback `http://` with `--dev-mode`.
+    #[arg(long, env = "BROKER_OIDC_ISSUER")]
+    pub issuer: String,
+    /// Address to listen on.
+    #[arg(long, env = "BROKER_BIND", default_value = "127.0.0.1:8091")]
+    pub bind: SocketAddr,
+    /// Session backend base URL (`GET {url}/session/validate`).
+    #[arg(long, env = "BROKER_BACKEND_URL")]
+    pub backend_url: String,
+    /// Enclave address: `vsock:CID:PORT` or `unix:PATH`.
+    #[arg(long, env = "BROKER_ENCLAVE_ADDR", default_value = "vsock:16:5000")]
+    pub enclave: String,
+    /// Persistent multiplexed connections to the enclave.
+    #[arg(long, env = "BROKER_ENCLAVE_CONNECTIONS", default_value_t = 4)]
+    pub enclave_connections: usize,
+    /// Timeout of one enclave call, in milliseconds.
+    #[arg(long, env = "BROKER_ENCLAVE_TIMEOUT_MS", default_value_t = 5000)]
+    pub enclave_timeout_ms: u64,
+    /// How often the supervisor polls the enclave's status, in milliseconds.
+    #[arg(long, env = "BROKER_SUPERVISE_INTERVAL_MS", default_value_t = 1000)]
+    pub supervise_interval_ms: u64,
+    /// Requested JWT lifetime in seconds, bounded [60, 3600].
+    #[arg(long, env = "BROKER_OIDC_JWT_TTL_SECONDS", default_value_t = 300)]
+    pub jwt_ttl_seconds: u32,
+    /// Role for `/v1/mint-aws-creds`. Falls back to `BROKER_AGENT_ROLE_ARN`, then
+    /// `arn:aws:iam::$ACCOUNT_ID:role/agentkeys-data-role`.
+    #[arg(long, env = "BROKER_DATA_ROLE_ARN")]
+    pub role_arn: Option<String>,
+    /// STS session duration in seconds, bounded [900, 43200].
+    #[arg(long, env = "BROKER_STS_DURATION_SECONDS", default_value_t = 3600)]
+    pub sts_duration_seconds: u32,
+    /// STS mode.
+    #[arg(
+        long,
+        env = "BROKER_STS_MODE",
+        value_enum,
+        default_value = "web-identity"
+    )]
+    pub sts_mode: StsMode,
+    /// STS endpoint override (e.g. a regional or local endpoint).
+    #[arg(long, env = "BROKER_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+    /// STS region.
+    #[arg(long, env = "BROKER_STS_REGION", default_value = "us-east-1")]
+    pub sts_region: String,
+    /// Timeout of one STS call, in milliseconds.
+    #[arg(long, env = "BROKER_STS_TIMEOUT_MS", default_value_t = 5000)]
+    pub sts_timeout_ms: u64,
+    /// Timeout of one session-backend call, in milliseconds.
+    #[arg(long, env = "BROKER_BACKEND_TIMEOUT_MS", default_value_t = 2000)]
+    pub backend_timeout_ms: u64,
+    /// Seconds a validated bearer is remembered (keyed by its SHA-256); 0 disables.
+    #[arg(long, env = "BROKER_SESSION_CACHE_SECONDS", default_value_t = 30)]
+    pub session_cache_seconds: u64,
+    /// SQLite audit database path.
+    #[arg(long, env = "BROKER_AUDIT_DB", default_value = "agentkeys-audit.db")]
+    pub audit_db: PathBuf,
+    /// Sealed seed file (KMS `CiphertextBlob`), created on genesis with mode 0600.
+    #[arg(
+        long,
+        env = "BROKER_SEALED_SEED_PATH",
+        default_value = "sealed-seed.bin"
+    )]
+    pub sealed_seed: PathBuf,
+    /// KMS key id, ARN or alias the enclave unseals with.
+    #[arg(long, env = "BROKER_KMS_KEY_ID")]
+    pub kms_key_id: String,
+    /// KMS region.
+    #[arg(long, env = "BROKER_KMS_REGION", default_value = "us-east-1")]
+    pub kms_region: String,
+    /// KMS endpoint override (accepted by the enclave only in mock mode).
+    #[arg(long, env = "BROKER_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
+    /// Access key id lent to the enclave for KMS; default: the AWS default provider chain.
+    #[arg(long, env = "BROKER_KMS_ACCESS_KEY_ID")]
+    pub kms_access_key_id: Option<String>,
+    /// Secret access key lent to the enclave for KMS (with `--kms-access-key-id`).
+    #[arg(long, env = "BROKER_KMS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub kms_secret_access_key: Option<String>,
+    /// Session token lent to the enclave for KMS.
+    #[arg(long, env = "BROKER_KMS_SESSION_TOKEN", hide_env_values = true)]
+    pub kms_session_token: Option<String>,
+    /// TLS certificate chain (PEM); with `--tls-key` the broker serves HTTPS.
+    #[arg(long, env = "BROKER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "BROKER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Maximum request body size in bytes (larger bodies get 413).
+    #[arg(long, env = "BROKER_BODY_LIMIT_BYTES", default_value_t = 16 * 1024)]
+    pub body_limit_bytes: usize,
+    /// `max-age` of the JWKS `Cache-Control` header, in seconds.
+    #[arg(long, env = "BROKER_JWKS_MAX_AGE_SECONDS", default_value_t = 300)]
+    pub jwks_max_age_seconds: u64,
+    /// A TLS-terminating proxy is in front: allows a non-loopback bind without TLS.
+    #[arg(long, env = "BROKER_BEHIND_TLS_PROXY")]
+    pub behind_tls_proxy: bool,
+    /// Development mode: allows a loopback `http://` issuer.
+    #[arg(long, env = "BROKER_DEV_MODE")]
+    pub dev_mode: bool,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The issuer is not a URL.
+    #[error("issuer {issuer:?} is not a URL: {reason}")]
+    IssuerNotUrl {
+        /// The value given.
+        issuer: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The issuer scheme is not allowed.
+    #[error("issuer {issuer:?} must use https:// (loopback http:// only with --dev-mode)")]
+    IssuerScheme {
+        /// The value given.
+        issuer: String,
+    },
+    /// The issuer has a query or fragment.
+    #[error("issuer {issuer:?} must not have a query or fragment")]
+    IssuerQuery {
+        /// The value given.
+        issuer: String,
+    },
+    /// The issuer has credentials in it.
+    #[error("issuer {issuer:?} must not contain user info")]
+    IssuerUserInfo {
+        /// The value given.
+        issuer: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("{name} = {value} is outside [{min}, {max}]")]
+    OutOfRange {
+        /// Flag name.
+        name: &'static str,
+        /// The value given.
+        value: u64,
+        /// Lower bound.
+        min: u64,
+        /// Upper bound.
+        max: u64,
+    },
+    /// A non-loopback plaintext bind without `--behind-tls-proxy`.
+    #[error("refusing to listen on non-loopback {bind} without TLS; give --tls-cert/--tls-key or --behind-tls-proxy")]
+    PlaintextBind {
+        /// The bind address.
+        bind: SocketAddr,
+    },
+    /// Only one of the TLS cert/key was given.
+    #[error("--tls-cert and --tls-key must be given together")]
+    TlsHalf,
+    /// Only one of the two `DAEMON_*` keys was set.
+    #[error("assume-role mode needs both DAEMON_ACCESS_KEY_ID and DAEMON_SECRET_ACCESS_KEY, or neither (default chain); only {present} is set")]
+    DaemonKeyHalf {
+        /// The one variable that is set.
+        present: &'static str,
+    },
+    /// Only one of the KMS access key id / secret was given.
+    #[error("--kms-access-key-id and --kms-secret-access-key must be given together")]
+    KmsKeyHalf,
+    /// No role ARN could be determined.
+    #[error("no role ARN: set BROKER_DATA_ROLE_ARN, BROKER_AGENT_ROLE_ARN or ACCOUNT_ID")]
+    NoRoleArn,
+    /// The backend URL is not a http(s) URL.
+    #[error("backend URL {url:?} is not an http(s) URL")]
+    BackendUrl {
+        /// The value given.
+        url: String,
+    },
+    /// The enclave address is not valid.
+    #[error("enclave address {address:?}: {reason}")]
+    EnclaveAddress {
+        /// The value given.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The body limit is zero.
+    #[error("--body-limit-bytes must be at least 1")]
+    BodyLimitZero,
+}
+
+/// Validated issuer and the warnings its normalisation produced.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ValidIssuer {
+    /// The issuer, without a trailing slash.
+    pub issuer: String,
+    /// Warnings to log (e.g. the trailing slash that was stripped).
+    pub warnings: Vec<String>,
+}
+
+/// Validates an issuer URL (DESIGN §6): `https://`, no query or fragment, no user info;
+/// a loopback `http://` issuer only in dev mode; a trailing slash is stripped with a warning.
+pub fn validate_issuer(raw: &str, dev_mode: bool) -> Result<ValidIssuer, ConfigError> {
+    let parsed = url::Url::parse(raw).map_err(|e| ConfigError::IssuerNotUrl {
+        issuer: raw.to_string(),
+        reason: e.to_string(),
+    })?;
+    if parsed.query().is_some() || parsed.fragment().is_some() || raw.contains('?') {
+        return Err(ConfigError::IssuerQuery {
+            issuer: raw.to_string(),
+        });
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ConfigError::IssuerUserInfo {
+            issuer: raw.to_string(),
+        });
+    }
+    match parsed.scheme() {
+        "https" => {}
+        "http" if dev_mode && host_is_loopback(&parsed) => {}
+        _ => {
+            return Err(ConfigError::IssuerScheme {
+                issuer: raw.to_string(),
+            })
+        }
+    }
+    let mut warnings = Vec::new();
+    let mut issuer = raw.to_string();
+    while issuer.ends_with('/') {
+        issuer.pop();
+        if warnings.is_empty() {
+            warnings.push(format!(
+                "issuer {raw:?} had a trailing slash; using {:?} (STS compares iss exactly)",
+                raw.trim_end_matches('/')
+            ));
+        }
+    }
+    Ok(ValidIssuer { issuer, warnings })
+}
+
+fn host_is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Resolves the role ARN: explicit value, then `BROKER_AGENT_ROLE_ARN`, then
+/// `arn:aws:iam::$ACCOUNT_ID:role/agentkeys-data-role`.
+pub fn resolve_role_arn(
+    explicit: Option<&str>,
+    agent_role_arn: Option<&str>,
+    account_id: Option<&str>,
+) -> Result<String, ConfigError> {
+    fn non_empty(v: Option<&str>) -> Option<&str> {
+        v.map(str::trim).filter(|v| !v.is_empty())
+    }
+    if let Some(v) = non_empty(explicit) {
+        return Ok(v.to_string());
+    }
+    if let Some(v) = non_empty(agent_role_arn) {
+        return Ok(v.to_string());
+    }
+    if let Some(account) = non_empty(account_id) {
+        return Ok(format!("arn:aws:iam::{account}:role/{DEFAULT_ROLE_NAME}"));
+    }
+    Err(ConfigError::NoRoleArn)
+}
+
+/// Long-term credentials for the assume-role mode.
+#[derive(Clone)]
+pub enum DaemonCredentials {
+    /// The AWS default provider chain.
+    DefaultChain,
+    /// `DAEMON_ACCESS_KEY_ID` / `DAEMON_SECRET_ACCESS_KEY`.
+    Static {
+        /// Access key id.
+        access_key_id: String,
+        /// Secret access key (never printed).
+        secret_access_key: String,
+    },
+}
+
+impl std::fmt::Debug for DaemonCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonCredentials::DefaultChain => f.write_str("DefaultChain"),
+            DaemonCredentials::Static { access_key_id, .. } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// Reads the `DAEMON_*` pair: both or neither (never one).
+pub fn daemon_credentials(
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+) -> Result<DaemonCredentials, ConfigError> {
+    let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+    match (non_empty(access_key_id), non_empty(secret_access_key)) {
+        (None, None) => Ok(DaemonCredentials::DefaultChain),
+        (Some(access_key_id), Some(secret_access_key)) => Ok(DaemonCredentials::Static {
+            access_key_id,
+            secret_access_key,
+        }),
+        (Some(_), None) => Err(ConfigError::DaemonKeyHalf {
+            present: "DAEMON_ACCESS_KEY_ID",
+        }),
+        (None, Some(_)) => Err(ConfigError::DaemonKeyHalf {
+            present: "DAEMON_SECRET_ACCESS_KEY",
+        }),
+    }
+}
+
+/// Credentials lent to the enclave for its KMS call.
+#[derive(Clone)]
+pub enum KmsCredentials {
+    /// Resolved from the AWS default provider chain at each unseal.
+    DefaultChain,
+    /// Given by flags.
+    Static(agentkeys_wire::AwsCredentials),
+}
+
+impl std::fmt::Debug for KmsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KmsCredentials::DefaultChain => f.write_str("DefaultChain"),
+            KmsCredentials::Static(c) => f.debug_tuple("Static").field(c).finish(),
+        }
+    }
+}
+
+fn check_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::OutOfRange {
+            name,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The validated configuration of a running broker.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Issuer without a trailing slash.
+    pub issuer: String,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Backend base URL without a trailing slash.
+    pub backend_url: String,
+    /// Enclave address.
+    pub enclave: agentkeys_wire::Address,
+    /// Enclave connections.
+    pub enclave_connections: usize,
+    /// Enclave call timeout.
+    pub enclave_timeout: Duration,
+    /// Supervisor poll interval.
+    pub supervise_interval: Duration,
+    /// JWT lifetime.
+    pub jwt_ttl_seconds: u32,
+    /// Role ARN (web-identity and assume-role).
+    pub role_arn: Option<String>,
+    /// STS session duration.
+    pub sts_duration_seconds: u32,
+    /// STS mode.
+    pub sts_mode: StsMode,
+    /// STS endpoint override.
+    pub sts_endpoint: Option<String>,
+    /// STS region.
+    pub sts_region: String,
+    /// STS timeout.
+    pub sts_timeout: Duration,
+    /// Credentials for assume-role mode.
+    pub daemon_credentials: DaemonCredentials,
+    /// Backend timeout.
+    pub backend_timeout: Duration,
+    /// Positive session cache lifetime (zero disables).
+    pub session_cache: Duration,
+    /// Audit DB path.
+    pub audit_db: PathBuf,
+    /// Sealed seed path.
+    pub sealed_seed: PathBuf,
+    /// KMS key id.
+    pub kms_key_id: String,
+    /// KMS region.
+    pub kms_region: String,
+    /// KMS endpoint override.
+    pub kms_endpoint: Option<String>,
+    /// KMS credentials lent to the enclave.
+    pub kms_credentials: KmsCredentials,
+    /// TLS cert/key paths.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Body limit.
+    pub body_limit_bytes: usize,
+    /// JWKS cache max-age.
+    pub jwks_max_age_seconds: u64,
+    /// Dev mode.
+    pub dev_mode: bool,
+}
+
+impl ServeArgs {
+    /// Validates the flags (with the role-ARN and `DAEMON_*` environment fallbacks).
+    /// Returns the configuration and warnings to log.
+    pub fn validate(&self) -> Result<(BrokerConfig, Vec<String>), ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        self.validate_with_env(&env)
+    }
+
+    /// [`ServeArgs::validate`] with an explicit environment lookup (for tests).
+    pub fn validate_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(BrokerConfig, Vec<String>), ConfigError> {
+        let ValidIssuer {
+            issuer,
+            mut warnings,
+        } = validate_issuer(&self.issuer, self.dev_mode)?;
+        check_range(
+            "--jwt-ttl-seconds",
+            self.jwt_ttl_seconds.into(),
+            JWT_TTL_MIN_SECONDS.into(),
+            JWT_TTL_MAX_SECONDS.into(),
+        )?;
+        check_range(
+            "--sts-duration-seconds",
+            self.sts_duration_seconds.into(),
+            STS_DURATION_MIN_SECONDS.into(),
+            STS_DURATION_MAX_SECONDS.into(),
+        )?;
+        check_range(
+            "--enclave-connections",
+            self.enclave_connections as u64,
+            1,
+            64,
+        )?;
+        if self.body_limit_bytes == 0 {
+            return Err(ConfigError::BodyLimitZero);
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => return Err(ConfigError::TlsHalf),
+        };
+        if tls.is_none() && !self.bind.ip().is_loopback() && !self.behind_tls_proxy {
+            return Err(ConfigError::PlaintextBind { bind: self.bind });
+        }
+        let backend = url::Url::parse(&self.backend_url).map_err(|_| ConfigError::BackendUrl {
+            url: self.backend_url.clone(),
+        })?;
+        if !matches!(backend.scheme(), "http" | "https") {
+            return Err(ConfigError::BackendUrl {
+                url: self.backend_url.clone(),
+            });
+        }
+        let enclave: agentkeys_wire::Address =
+            self.enclave
+                .parse()
+                .map_err(
+                    |e: agentkeys_wire::AddressError| ConfigError::EnclaveAddress {
+                        address: self.enclave.clone(),
+                        reason: e.to_string(),
+                    },
+                )?;
+        let role_arn = match resolve_role_arn(
+            self.role_arn.as_deref(),
+            env("BROKER_AGENT_ROLE_ARN").as_deref(),
+            env("ACCOUNT_ID").as_deref(),
+        ) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warnings.push(format!("{e}; /v1/mint-aws-creds will answer 502"));
+                None
+            }
+        };
+        let daemon_credentials = match self.sts_mode {
+            StsMode::AssumeRole => {
+                daemon_credentials(env("DAEMON_ACCESS_KEY_ID"), env("DAEMON_SECRET_ACCESS_KEY"))?
+            }
+            StsMode::WebIdentity => DaemonCredentials::DefaultChain,
+        };
+        let kms_credentials = match (&self.kms_access_key_id, &self.kms_secret_access_key) {
+            (Some(id), Some(secret)) => KmsCredentials::Static(agentkeys_wire::AwsCredentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                session_token: self.kms_session_token.clone(),
+            }),
+            (None, None) => KmsCredentials::DefaultChain,
+            _ => return Err(ConfigError::KmsKeyHalf),
+        };
+        Ok((
+            BrokerConfig {
+                issuer,
+                bind: self.bind,
+                backend_url: self.backend_url.trim_end_matches('/').to_string(),
+                enclave,
+                enclave_connections: self.enclave_connections,
+                enclave_timeout: Duration::from_millis(self.enclave_timeout_ms),
+                supervise_interval: Duration::from_millis(self.supervise_interval_ms.max(50)),
+                jwt_ttl_seconds: self.jwt_ttl_seconds,
+                role_arn,
+                sts_duration_seconds: self.sts_duration_seconds,
+                sts_mode: self.sts_mode,
+                sts_endpoint: self.sts_endpoint.clone(),
+                sts_region: self.sts_region.clone(),
+                sts_timeout: Duration::from_millis(self.sts_timeout_ms),
+                daemon_credentials,
+                backend_timeout: Duration::from_millis(self.backend_timeout_ms),
+                session_cache: Duration::from_secs(self.session_cache_seconds),
+                audit_db: self.audit_db.clone(),
+                sealed_seed: self.sealed_seed.clone(),
+                kms_key_id: self.kms_key_id.clone(),
+                kms_region: self.kms_region.clone(),
+                kms_endpoint: self.kms_endpoint.clone(),
+                kms_credentials,
+                tls,
+                body_limit_bytes: self.body_limit_bytes,
+                jwks_max_age_seconds: self.jwks_max_age_seconds,
+                dev_mode: self.dev_mode,
+            },
+            warnings,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut v = vec![
+            "t",
+            "--issuer",
+            "https://issuer.example.com",
+            "--backend-url",
+            "http://127.0.0.1:1",
+            "--enclave",
+            "unix:/tmp/x.sock",
+            "--kms-key-id",
+            "alias/k",
+        ];
+        v.extend_from_slice(extra);
+        T::try_parse_from(v).unwrap().serve
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn issuer_https_ok() {
+        let v = validate_issuer("https://a.example.com/path", false).unwrap();
+        assert_eq!(v.issuer, "https://a.example.com/path");
+        assert!(v.warnings.is_empty());
+    }
+
+    #[test]
+    fn issuer_trailing_slash_stripped_with_warning() {
+        let v = validate_issuer("https://a.example.com/", false).unwrap();
+        assert_eq!(v.issuer, "https://a.example.com");
+        assert_eq!(v.warnings.len(), 1);
+    }
+
+    #[test]
+    fn issuer_http_refused_outside_dev() {
+        assert!(matches!(
+            validate_issuer("http://127.0.0.1:8091", false),
+            Err(ConfigError::IssuerScheme { .. })
+        ));
+    }
+
+    #[test]
+    fn issuer_http_loopback_in_dev() {
+        assert!(validate_issuer("http://127.0.0.1:8091", true).is_ok());
+        assert!(validate_issuer("http://localhost:8091", true).is_ok());
+        assert!(validate_issuer("http://[::1]:8091", true).is_ok());
+    }
+
+    #[test]
+    fn issuer_http_non_loopback_refused_in_dev() {
+        assert!(validate_issuer("http://10.0.0.1:8091", true).is_err());
+        assert!(validate_issuer("http://example.com", true).is_err());
+    }
+
+    #[test]
+    fn issuer_query_fragment_refused() {
+        assert!(matches!(
+            validate_issuer("https://a.example.com/?x=1", false),
+            Err(ConfigError::IssuerQuery { .. })
+        ));
+        assert!(matches!(
+            validate_issuer("https://a.example.com/#f", false),
+            Err(ConfigError::IssuerQuery { .. })
+        ));
+        assert!(matches!(
+            validate_issuer("https://a.example.com/?", false),
+            Err(ConfigError::IssuerQuery { .. })
+        ));
+    }
+
+    #[test]
+    fn issuer_userinfo_and_garbage_refused() {
+        assert!(validate_issuer("https://u:p@a.example.com", false).is_err());
+        assert!(validate_issuer("not a url", false).is_err());
+        assert!(validate_issuer("ftp://a.example.com", false).is_err());
+    }
+
+    #[test]
+    fn role_arn_fallbacks() {
+        assert_eq!(
+            resolve_role_arn(Some("arn:a"), Some("arn:b"), Some("1")).unwrap(),
+            "arn:a"
+        );
+        assert_eq!(
+            resolve_role_arn(None, Some("arn:b"), Some("1")).unwrap(),
+            "arn:b"
+        );
+        assert_eq!(
+            resolve_role_arn(Some(""), None, Some("123456789012")).unwrap(),
+            "arn:aws:iam::123456789012:role/agentkeys-data-role"
+        );
+        assert_eq!(
+            resolve_role_arn(None, None, None),
+            Err(ConfigError::NoRoleArn)
+        );
+    }
+
+    #[test]
+    fn daemon_keys_both_or_neither() {
+        assert!(matches!(
+            daemon_credentials(None, None),
+            Ok(DaemonCredentials::DefaultChain)
+        ));
+        assert!(matches!(
+            daemon_credentials(Some("a".into()), Some("b".into())),
+            Ok(DaemonCredentials::Static { .. })
+        ));
+        assert!(matches!(
+            daemon_credentials(Some("a".into()), None),
+            Err(ConfigError::DaemonKeyHalf {
+                present: "DAEMON_ACCESS_KEY_ID"
+            })
+        ));
+        assert!(matches!(
+            daemon_credentials(None, Some("b".into())),
+            Err(ConfigError::DaemonKeyHalf {
+                present: "DAEMON_SECRET_ACCESS_KEY"
+            })
+        ));
+    }
+
+    #[test]
+    fn daemon_debug_redacts() {
+        let c = daemon_credentials(Some("AKIA".into()), Some("SECRETVALUE".into())).unwrap();
+        assert!(!format!("{c:?}").contains("SECRETVALUE"));
+    }
+
+    #[test]
+    fn assume_role_with_one_daemon_key_is_a_startup_error() {
+        let a = args(&["--sts-mode", "assume-role"]);
+        let env = |k: &str| (k == "DAEMON_ACCESS_KEY_ID").then(|| "AKIA".to_string());
+        assert!(matches!(
+            a.validate_with_env(&env),
+            Err(ConfigError::DaemonKeyHalf { .. })
+        ));
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let (c, _) = args(&["--role-arn", "arn:x"])
+            .validate_with_env(&no_env)
+            .unwrap();
+        assert_eq!(c.jwt_ttl_seconds, 300);
+        assert_eq!(c.sts_duration_seconds, 3600);
+        assert_eq!(c.role_arn.as_deref(), Some("arn:x"));
+    }
+
+    #[test]
+    fn ttl_and_duration_bounds() {
+        for bad in [
+            vec!["--jwt-ttl-seconds", "59"],
+            vec!["--jwt-ttl-seconds", "3601"],
+            vec!["--sts-duration-seconds", "899"],
+            vec!["--sts-duration-seconds", "43201"],
+        ] {
+            assert!(matches!(
+                args(&bad).validate_with_env(&no_env),
+                Err(ConfigError::OutOfRange { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn plaintext_public_bind_refused_unless_proxy() {
+        assert!(matches!(
+            args(&["--bind", "0.0.0.0:8091"]).validate_with_env(&no_env),
+            Err(ConfigError::PlaintextBind { .. })
+        ));
+        assert!(args(&["--bind", "0.0.0.0:8091", "--behind-tls-proxy"])
+            .validate_with_env(&no_env)
+            .is_ok());
+    }
+
+    #[test]
+    fn tls_half_refused() {
+        assert!(matches!(
+            args(&["--tls-cert", "c.pem"]).validate_with_env(&no_env),
+            Err(ConfigError::TlsHalf)
+        ));
+    }
+
+    #[test]
+    fn kms_key_half_refused() {
+        assert!(matches!(
+            args(&["--kms-access-key-id", "AKIA"]).validate_with_env(&no_env),
+            Err(ConfigError::KmsKeyHalf)
+        ));
+    }
+
+    #[test]
+    fn bad_enclave_address_refused() {
+        let mut a = args(&[]);
+        a.enclave = "tcp:1".into();
+        assert!(matches!(
+            a.validate_with_env(&no_env),
+            Err(ConfigError::EnclaveAddress { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_role_is_a_warning_not_an_error() {
+        let (c, w) = args(&[]).validate_with_env(&no_env).unwrap();
+        assert!(c.role_arn.is_none());
+        assert!(w.iter().any(|w| w.contains("no role ARN")));
+    }
+}

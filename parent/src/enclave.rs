@@ -1,0 +1,385 @@
+//! The parent's view of the enclave: a multiplexed [`EnclaveClient`], unsealing at
+//! start-up and after an enclave restart (a background supervisor), the published JWKS
+//! and attestation document, and the mapping of enclave failures to API errors.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use agentkeys_wire::{
+    Attestation, AuditCheckpoint, AwsCredentials, ClientError, EnclaveClient, MintJwtRequest,
+    MintedJwt, UnsealRequest, WireErrorKind,
+};
+use base64::Engine;
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::config::{BrokerConfig, KmsCredentials};
+use crate::error::ApiError;
+use crate::seed;
+
+/// Shortest wait between failed supervisor attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between failed supervisor attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a cached (nonce-less) attestation document is served before it is refreshed:
+/// well inside the 3-hour life of a Nitro leaf certificate (DESIGN §9).
+const ATTESTATION_REFRESH: Duration = Duration::from_secs(600);
+
+/// What `Unseal` needs, besides the sealed seed read from disk.
+#[derive(Clone, Debug)]
+pub struct UnsealConfig {
+    /// KMS region.
+    pub region: String,
+    /// KMS key id.
+    pub kms_key_id: String,
+    /// KMS endpoint override.
+    pub kms_endpoint: Option<String>,
+    /// Credentials lent to the enclave.
+    pub credentials: KmsCredentials,
+    /// Sealed seed file.
+    pub sealed_seed_path: PathBuf,
+}
+
+impl UnsealConfig {
+    /// From the broker configuration.
+    pub fn from_config(c: &BrokerConfig) -> UnsealConfig {
+        UnsealConfig {
+            region: c.kms_region.clone(),
+            kms_key_id: c.kms_key_id.clone(),
+            kms_endpoint: c.kms_endpoint.clone(),
+            credentials: c.kms_credentials.clone(),
+            sealed_seed_path: c.sealed_seed.clone(),
+        }
+    }
+}
+
+/// The JWKS and attestation the enclave published, as served.
+#[derive(Debug)]
+pub struct Published {
+    /// The exact JWKS bytes.
+    pub jwks: Bytes,
+    /// Body of `GET /.well-known/nitro-attestation` without a nonce.
+    pub attestation_body: Bytes,
+    /// Kids in the JWKS.
+    pub kids: Vec<String>,
+    /// Enclave epoch when fetched.
+    pub epoch: u64,
+    /// When fetched.
+    pub fetched: Instant,
+}
+
+/// JSON body for an attestation answer.
+pub fn attestation_json(a: &Attestation, nonce: Option<&[u8]>, mock: bool) -> serde_json::Value {
+    serde_json::json!({
+        "document": base64::engine::general_purpose::STANDARD.encode(&a.document),
+        "format": "cose_sign1",
+        "jwks_sha256": hex::encode(a.jwks_sha256),
+        "kids": a.kids,
+        "nonce": nonce.map(hex::encode),
+        "mock": mock,
+    })
+}
+
+/// Supervisor state and the client.
+pub struct EnclaveManager {
+    client: EnclaveClient,
+    unseal: UnsealConfig,
+    interval: Duration,
+    ready: AtomicBool,
+    mock: AtomicBool,
+    epoch: AtomicU64,
+    unseals: AtomicU64,
+    published: RwLock<Option<Arc<Published>>>,
+    last_error: Mutex<String>,
+    wake: Notify,
+}
+
+/// Why unsealing or refreshing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    /// The enclave call failed.
+    #[error("{step}: {source}")]
+    Enclave {
+        /// Which step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: ClientError,
+    },
+    /// The sealed seed file.
+    #[error(transparent)]
+    Seed(#[from] seed::SeedFileError),
+    /// No KMS credentials could be resolved.
+    #[error("KMS credentials: {0}")]
+    Credentials(String),
+    /// The enclave says unsealed after Unseal succeeded, but reports otherwise.
+    #[error("enclave still sealed after Unseal")]
+    StillSealed,
+}
+
+impl EnclaveManager {
+    /// A manager; call [`EnclaveManager::spawn_supervisor`] to start unsealing.
+    pub fn new(client: EnclaveClient, unseal: UnsealConfig, interval: Duration) -> Arc<Self> {
+        Arc::new(EnclaveManager {
+            client,
+            unseal,
+            interval,
+            ready: AtomicBool::new(false),
+            mock: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            unseals: AtomicU64::new(0),
+            published: RwLock::new(None),
+            last_error: Mutex::new("not yet contacted".to_string()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Whether the enclave is unsealed and its JWKS published.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Why the enclave is not ready (the last failure).
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| "unknown".into())
+    }
+
+    /// How many successful unseals happened (genesis or re-open).
+    pub fn unseal_count(&self) -> u64 {
+        self.unseals.load(Ordering::Relaxed)
+    }
+
+    /// The current published JWKS/attestation.
+    pub fn published(&self) -> Option<Arc<Published>> {
+        self.published.read().ok().and_then(|p| p.clone())
+    }
+
+    /// Whether the enclave reported mock mode.
+    pub fn is_mock(&self) -> bool {
+        self.mock.load(Ordering::Relaxed)
+    }
+
+    fn mark_down(&self, why: String) {
+        let was = self.ready.swap(false, Ordering::AcqRel);
+        if was {
+            tracing::warn!(reason = %why, "enclave not ready");
+        }
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = why;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Starts the background supervisor.
+    pub fn spawn_supervisor(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move { me.supervise().await })
+    }
+
+    async fn supervise(self: Arc<Self>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut last_logged = String::new();
+        loop {
+            match self.ensure_ready().await {
+                Ok(()) => {
+                    backoff = BACKOFF_MIN;
+                    last_logged.clear();
+                    let _ = tokio::time::timeout(self.interval, self.wake.notified()).await;
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    if why != last_logged {
+                        tracing::warn!(reason = %why, retry_in = ?backoff, "enclave not ready; retrying");
+                        last_logged = why.clone();
+                    }
+                    self.mark_down(why);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One supervisor step: status, unseal if needed, refresh the published documents.
+    pub async fn ensure_ready(&self) -> Result<(), SuperviseError> {
+        let enclave = |step| move |source| SuperviseError::Enclave { step, source };
+        let mut status = self.client.status().await.map_err(enclave("Status"))?;
+        self.mock.store(status.mock, Ordering::Relaxed);
+        if !status.unsealed {
+            if self.ready.load(Ordering::Acquire) {
+                tracing::warn!("enclave restarted (sealed); re-unsealing");
+            }
+            self.ready.store(false, Ordering::Release);
+            self.do_unseal().await?;
+            status = self.client.status().await.map_err(enclave("Status"))?;
+            if !status.unsealed {
+                return Err(SuperviseError::StillSealed);
+            }
+        }
+        let stale = match self.published() {
+            None => true,
+            Some(p) => {
+                p.epoch != status.epoch
+                    || p.kids != status.kids
+                    || p.fetched.elapsed() > ATTESTATION_REFRESH
+            }
+        };
+        if stale {
+            let a = self.client.attest(None).await.map_err(enclave("Attest"))?;
+            let body = attestation_json(&a, None, status.mock).to_string();
+            let p = Published {
+                jwks: Bytes::from(a.jwks.clone()),
+                attestation_body: Bytes::from(body),
+                kids: a.kids.clone(),
+                epoch: status.epoch,
+                fetched: Instant::now(),
+            };
+            if let Ok(mut slot) = self.published.write() {
+                *slot = Some(Arc::new(p));
+            }
+        }
+        self.epoch.store(status.epoch, Ordering::Relaxed);
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                epoch = status.epoch,
+                active_kid = ?status.active_kid,
+                mock = status.mock,
+                "enclave ready"
+            );
+        }
+        Ok(())
+    }
+
+    async fn credentials(&self) -> Result<AwsCredentials, SuperviseError> {
+        match &self.unseal.credentials {
+            KmsCredentials::Static(c) => Ok(c.clone()),
+            KmsCredentials::DefaultChain => {
+                use aws_credential_types::provider::ProvideCredentials;
+                let loaded = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(self.unseal.region.clone()))
+                    .load()
+                    .await;
+                let provider = loaded.credentials_provider().ok_or_else(|| {
+                    SuperviseError::Credentials(
+                        "no credentials provider in the default chain".into(),
+                    )
+                })?;
+                let c = provider
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| SuperviseError::Credentials(e.to_string()))?;
+                Ok(AwsCredentials {
+                    access_key_id: c.access_key_id().to_string(),
+                    secret_access_key: c.secret_access_key().to_string(),
+                    session_token: c.session_token().map(str::to_string),
+                })
+            }
+        }
+    }
+
+    async fn do_unseal(&self) -> Result<(), SuperviseError> {
+        let sealed_seed = seed::read_sealed_seed(&self.unseal.sealed_seed_path)?;
+        let had_seed = sealed_seed.is_some();
+        let request = UnsealRequest {
+            region: self.unseal.region.clone(),
+            kms_key_id: self.unseal.kms_key_id.clone(),
+            kms_endpoint: self.unseal.kms_endpoint.clone(),
+            credentials: self.credentials().await?,
+            sealed_seed,
+        };
+        let started = Instant::now();
+        let result = match self.client.unseal(request).await {
+            Ok(r) => r,
+            Err(ClientError::Remote(e)) if e.kind == WireErrorKind::AlreadyUnsealed => {
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(SuperviseError::Enclave {
+                    step: "Unseal",
+                    source,
+                })
+            }
+        };
+        if result.genesis || !had_seed {
+            seed::write_sealed_seed(&self.unseal.sealed_seed_path, &result.sealed_seed)?;
+            tracing::info!(
+                path = %self.unseal.sealed_seed_path.display(),
+                "genesis: sealed seed stored"
+            );
+        }
+        self.unseals.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            active_kid = %result.active_kid,
+            genesis = result.genesis,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "enclave unsealed"
+        );
+        Ok(())
+    }
+
+    fn map_error(&self, e: ClientError) -> ApiError {
+        match e {
+            ClientError::Remote(w) => match w.kind {
+                WireErrorKind::InvalidWallet | WireErrorKind::InvalidRequest => {
+                    ApiError::EnclaveRefused(w.to_string())
+                }
+                _ => {
+                    let msg = w.to_string();
+                    if w.kind == WireErrorKind::NotUnsealed {
+                        self.mark_down(msg.clone());
+                    }
+                    ApiError::EnclaveUnavailable(msg)
+                }
+            },
+            other => {
+                let msg = other.to_string();
+                self.mark_down(msg.clone());
+                ApiError::EnclaveUnavailable(msg)
+            }
+        }
+    }
+
+    fn require_ready(&self) -> Result<(), ApiError> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(ApiError::EnclaveUnavailable(self.last_error()))
+        }
+    }
+
+    /// Mints a JWT for `wallet`.
+    pub async fn mint(&self, wallet: &str, ttl_seconds: u32) -> Result<MintedJwt, ApiError> {
+        self.require_ready()?;
+        self.client
+            .mint_jwt(MintJwtRequest {
+                wallet: wallet.to_string(),
+                ttl_seconds: Some(ttl_seconds),
+                audience: None,
+            })
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+
+    /// A fresh attestation with `nonce`.
+    pub async fn attest(&self, nonce: Option<Vec<u8>>) -> Result<Attestation, ApiError> {
+        self.require_ready()?;
+        self.client
+            .attest(nonce)
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+
+    /// An attested audit checkpoint with `nonce`.
+    pub async fn checkpoint(&self, nonce: Option<Vec<u8>>) -> Result<AuditCheckpoint, ApiError> {
+        self.require_ready()?;
+        self.client
+            .audit_checkpoint(nonce)
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+}

@@ -1,0 +1,150 @@
+//! The API error type and its one mapping to HTTP status codes and the
+//! `{"error": kind, "message": ...}` body (DESIGN §6).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Every way an API request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request body or a parameter is not acceptable.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body exceeds the configured limit.
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// No `Authorization: Bearer` header, or an unusable one.
+    #[error("{0}")]
+    MissingBearer(&'static str),
+    /// The session backend refused the bearer.
+    #[error("the session backend rejected the bearer")]
+    BearerRejected,
+    /// The session backend failed or answered something unexpected.
+    #[error("session backend: {0}")]
+    Backend(String),
+    /// STS refused or failed; `code` is the STS error code.
+    #[error("STS {code}: {message}")]
+    Sts {
+        /// STS error code (e.g. `InvalidIdentityToken`), or a transport class.
+        code: String,
+        /// STS message.
+        message: String,
+    },
+    /// The enclave is not unsealed or not reachable.
+    #[error("enclave not ready: {0}")]
+    EnclaveUnavailable(String),
+    /// The enclave refused the request (e.g. an invalid wallet from the backend).
+    #[error("enclave refused the request: {0}")]
+    EnclaveRefused(String),
+    /// The audit row could not be made durable: nothing is returned.
+    #[error("audit log write failed; nothing was issued: {0}")]
+    Audit(String),
+    /// Unknown route.
+    #[error("no such route")]
+    NotFound,
+    /// Any other internal failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MissingBearer(_) | ApiError::BearerRejected => StatusCode::UNAUTHORIZED,
+            ApiError::Backend(_) | ApiError::Sts { .. } | ApiError::EnclaveRefused(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ApiError::EnclaveUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Audit(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// Machine-readable error kind (the `error` member).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::MissingBearer(_) | ApiError::BearerRejected => "unauthorized",
+            ApiError::Backend(_) => "backend_error",
+            ApiError::Sts { .. } => "sts_error",
+            ApiError::EnclaveUnavailable(_) => "enclave_unavailable",
+            ApiError::EnclaveRefused(_) => "enclave_error",
+            ApiError::Audit(_) => "audit_failure",
+            ApiError::NotFound => "not_found",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({"error": self.kind(), "message": self.to_string()});
+        let mut response = (status, body.to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
+            (
+                ApiError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
+            (ApiError::MissingBearer("m"), 401, "unauthorized"),
+            (ApiError::BearerRejected, 401, "unauthorized"),
+            (ApiError::Backend("x".into()), 502, "backend_error"),
+            (
+                ApiError::Sts {
+                    code: "InvalidIdentityToken".into(),
+                    message: "m".into(),
+                },
+                502,
+                "sts_error",
+            ),
+            (
+                ApiError::EnclaveUnavailable("x".into()),
+                503,
+                "enclave_unavailable",
+            ),
+            (ApiError::Audit("x".into()), 500, "audit_failure"),
+            (ApiError::NotFound, 404, "not_found"),
+        ];
+        for (e, status, kind) in cases {
+            assert_eq!(e.status().as_u16(), status);
+            assert_eq!(e.kind(), kind);
+        }
+    }
+
+    #[test]
+    fn sts_message_names_code() {
+        let e = ApiError::Sts {
+            code: "ExpiredTokenException".into(),
+            message: "expired".into(),
+        };
+        assert!(e.to_string().contains("ExpiredTokenException"));
+    }
+}

@@ -1,0 +1,251 @@
+//! Session-backend stand-in: issues, validates and revokes session bearers.
+//!
+//! | route | request | answer |
+//! |---|---|---|
+//! | `POST /session/create` | `{"wallet":"0x…40 hex"}` | 200 `{"token": 32 random bytes base64url, "wallet": lower case}`; 400 `{"error":"bad_request","message":…}` |
+//! | `GET /session/validate` | `Authorization: Bearer T` | 200 `{"wallet":…}`; 401 `{"error":"unauthorized"}` |
+//! | `POST /session/revoke` | `Authorization: Bearer T` | 200 `{"revoked":true}`; 401 `{"error":"unauthorized"}` |
+//! | `GET /healthz` | | `ok` |
+//!
+//! Tokens are kept only as SHA-256 digests in a hash map, so a lookup never compares a
+//! secret byte by byte.
+//!
+//! Test knobs ([`BackendKnobs`], changeable while serving) apply to `/session/validate`,
+//! the route the broker calls: a delay before answering, a forced status code (with the
+//! usual error body), or a garbage (non-JSON) 200 body.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// Size of a session token in random bytes (256 bits).
+const TOKEN_BYTES: usize = 32;
+
+/// Largest request body accepted (a wallet JSON is ~60 bytes).
+const MAX_BODY_BYTES: usize = 4096;
+
+/// What `/session/validate` should do instead of its normal answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendBehaviour {
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Answer with this status (and `{"error":"forced"}`) whatever the bearer.
+    pub force_status: Option<u16>,
+    /// Answer 200 with a body that is not JSON.
+    pub garbage_body: bool,
+}
+
+/// Shared, changeable test knobs.
+#[derive(Debug, Clone, Default)]
+pub struct BackendKnobs {
+    inner: Arc<Mutex<BackendBehaviour>>,
+}
+
+impl BackendKnobs {
+    /// Replaces the behaviour.
+    pub fn set(&self, behaviour: BackendBehaviour) {
+        if let Ok(mut b) = self.inner.lock() {
+            *b = behaviour;
+        }
+    }
+
+    /// The current behaviour.
+    pub fn get(&self) -> BackendBehaviour {
+        self.inner.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+/// Configuration of the stand-in.
+#[derive(Debug, Clone, Default)]
+pub struct BackendConfig {
+    /// Test knobs.
+    pub knobs: BackendKnobs,
+}
+
+#[derive(Default)]
+struct Sessions {
+    /// SHA-256(token) → wallet.
+    by_hash: HashMap<[u8; 32], String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    sessions: Arc<Mutex<Sessions>>,
+    knobs: BackendKnobs,
+}
+
+/// Serves the stand-in on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: BackendConfig,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(config)).await
+}
+
+/// The stand-in's routes, for embedding.
+pub fn router(config: BackendConfig) -> Router {
+    let state = AppState {
+        sessions: Arc::new(Mutex::new(Sessions::default())),
+        knobs: config.knobs,
+    };
+    Router::new()
+        .route("/session/create", post(create))
+        .route("/session/validate", get(validate))
+        .route("/session/revoke", post(revoke))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// `0x` followed by 40 hex digits.
+pub fn is_valid_wallet(w: &str) -> bool {
+    w.len() == 42 && w.starts_with("0x") && w[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "bad_request", "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "unauthorized"})),
+    )
+        .into_response()
+}
+
+/// The bearer of an `Authorization: Bearer T` header (scheme case-insensitive).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[derive(Deserialize)]
+struct CreateRequest {
+    wallet: String,
+}
+
+async fn create(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: CreateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("expected {{\"wallet\":\"0x…\"}}: {e}")),
+    };
+    if !is_valid_wallet(&req.wallet) {
+        return bad_request("wallet must be 0x followed by 40 hex digits");
+    }
+    let wallet = req.wallet.to_ascii_lowercase();
+    let mut raw = [0u8; TOKEN_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    match state.sessions.lock() {
+        Ok(mut s) => {
+            s.by_hash.insert(token_hash(&token), wallet.clone());
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+    Json(json!({"token": token, "wallet": wallet})).into_response()
+}
+
+async fn validate(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let behaviour = state.knobs.get();
+    if !behaviour.delay.is_zero() {
+        tokio::time::sleep(behaviour.delay).await;
+    }
+    if let Some(code) = behaviour.force_status {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, Json(json!({"error": "forced"}))).into_response();
+    }
+    if behaviour.garbage_body {
+        return (StatusCode::OK, "<html>this is not json").into_response();
+    }
+    let Some(token) = bearer(&headers) else {
+        return unauthorized();
+    };
+    let wallet = state
+        .sessions
+        .lock()
+        .ok()
+        .and_then(|s| s.by_hash.get(&token_hash(token)).cloned());
+    match wallet {
+        Some(wallet) => Json(json!({"wallet": wallet})).into_response(),
+        None => unauthorized(),
+    }
+}
+
+async fn revoke(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return unauthorized();
+    };
+    let removed = state
+        .sessions
+        .lock()
+        .ok()
+        .and_then(|mut s| s.by_hash.remove(&token_hash(token)));
+    match removed {
+        Some(_) => Json(json!({"revoked": true})).into_response(),
+        None => unauthorized(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wallet_validation() {
+        assert!(is_valid_wallet(
+            "0x00000000000000000000000000000000000000aA"
+        ));
+        assert!(!is_valid_wallet(
+            "0x00000000000000000000000000000000000000a"
+        ));
+        assert!(!is_valid_wallet(
+            "0x00000000000000000000000000000000000000aaa"
+        ));
+        assert!(!is_valid_wallet(
+            "1x00000000000000000000000000000000000000aa"
+        ));
+        assert!(!is_valid_wallet(
+            "0x00000000000000000000000000000000000000ag"
+        ));
+        assert!(!is_valid_wallet(""));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,288 @@
+//! The STS exchange behind `/v1/mint-aws-creds`: `AssumeRoleWithWebIdentity` with the
+//! enclave-signed JWT (no parent credentials), or the older `AssumeRole` mode.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials as SdkCredentials;
+use aws_sdk_sts::config::{Region, SharedCredentialsProvider};
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::types::Tag;
+
+use crate::config::{BrokerConfig, DaemonCredentials, StsMode};
+
+/// Session tag key carrying the wallet in assume-role mode (the same name as the JWT's
+/// principal tag, DESIGN §5).
+pub const WALLET_TAG_KEY: &str = "agentkeys_user_wallet";
+
+/// Temporary credentials returned to the client.
+pub struct IssuedCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token.
+    pub session_token: String,
+    /// Expiration, RFC 3339.
+    pub expiration: String,
+}
+
+impl std::fmt::Debug for IssuedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An STS failure: the STS error code (or a transport class) and message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{code}: {message}")]
+pub struct StsError {
+    /// STS error code (`InvalidIdentityToken`, …) or `Timeout`/`Unreachable`/`NoRoleArn`.
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+/// Role session name derived from the wallet: `agentkeys-<wallet>` (52 characters, within
+/// STS's `[\w+=,.@-]{2,64}`); anything outside the alphabet becomes `-`.
+pub fn session_name(wallet: &str) -> String {
+    let mut name: String = format!("agentkeys-{wallet}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    // STS limit: 64 characters.
+    name.truncate(64);
+    name
+}
+
+/// Clamps a requested duration into STS's [900, 43200] and the configured maximum.
+pub fn bounded_duration(requested: Option<u32>, configured: u32) -> u32 {
+    requested
+        .unwrap_or(configured)
+        .clamp(crate::config::STS_DURATION_MIN_SECONDS, configured)
+}
+
+/// The STS client for the configured mode.
+#[derive(Clone)]
+pub struct StsExchanger {
+    client: aws_sdk_sts::Client,
+    mode: StsMode,
+    role_arn: Option<String>,
+    duration_seconds: u32,
+}
+
+impl StsExchanger {
+    /// Builds the client. Web-identity mode uses no credentials at all; assume-role mode
+    /// uses `DAEMON_*` or the default provider chain.
+    pub async fn new(config: &BrokerConfig) -> StsExchanger {
+        let timeouts = aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+            .operation_timeout(config.sts_timeout)
+            .connect_timeout(Duration::from_secs(3).min(config.sts_timeout))
+            .build();
+        let mut builder = aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.sts_region.clone()))
+            .timeout_config(timeouts)
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(2));
+        if let Some(endpoint) = &config.sts_endpoint {
+            builder = builder.endpoint_url(endpoint.clone());
+        }
+        if config.sts_mode == StsMode::AssumeRole {
+            let provider = match &config.daemon_credentials {
+                DaemonCredentials::Static {
+                    access_key_id,
+                    secret_access_key,
+                } => SharedCredentialsProvider::new(SdkCredentials::new(
+                    access_key_id.clone(),
+                    secret_access_key.clone(),
+                    None,
+                    None,
+                    "DAEMON_ACCESS_KEY_ID",
+                )),
+                DaemonCredentials::DefaultChain => {
+                    let loaded = aws_config::defaults(BehaviorVersion::latest())
+                        .region(Region::new(config.sts_region.clone()))
+                        .load()
+                        .await;
+                    match loaded.credentials_provider() {
+                        Some(p) => p,
+                        None => {
+                            tracing::warn!("assume-role mode: no credentials in the default chain");
+                            return StsExchanger {
+                                client: aws_sdk_sts::Client::from_conf(builder.build()),
+                                mode: config.sts_mode,
+                                role_arn: config.role_arn.clone(),
+                                duration_seconds: config.sts_duration_seconds,
+                            };
+                        }
+                    }
+                }
+            };
+            builder = builder.credentials_provider(provider);
+        }
+        StsExchanger {
+            client: aws_sdk_sts::Client::from_conf(builder.build()),
+            mode: config.sts_mode,
+            role_arn: config.role_arn.clone(),
+            duration_seconds: config.sts_duration_seconds,
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> StsMode {
+        self.mode
+    }
+
+    /// Exchanges `jwt` (web-identity) or the parent's credentials (assume-role) for
+    /// temporary credentials for `wallet`.
+    pub async fn exchange(
+        &self,
+        jwt: Option<&str>,
+        wallet: &str,
+        duration: Option<u32>,
+    ) -> Result<IssuedCredentials, StsError> {
+        let role_arn = self.role_arn.as_deref().ok_or_else(|| StsError {
+            code: "NoRoleArn".into(),
+            message: "no role ARN configured".into(),
+        })?;
+        let duration = bounded_duration(duration, self.duration_seconds) as i32;
+        let name = session_name(wallet);
+        let creds = match (self.mode, jwt) {
+            (StsMode::WebIdentity, Some(jwt)) => {
+                self.client
+                    .assume_role_with_web_identity()
+                    .role_arn(role_arn)
+                    .role_session_name(name)
+                    .web_identity_token(jwt)
+                    .duration_seconds(duration)
+                    .send()
+                    .await
+                    .map_err(map_sdk_error)?
+                    .credentials
+            }
+            (StsMode::WebIdentity, None) => {
+                return Err(StsError {
+                    code: "Internal".into(),
+                    message: "web-identity exchange without a token".into(),
+                })
+            }
+            (StsMode::AssumeRole, _) => {
+                let tag = Tag::builder()
+                    .key(WALLET_TAG_KEY)
+                    .value(wallet)
+                    .build()
+                    .map_err(|e| StsError {
+                        code: "Internal".into(),
+                        message: e.to_string(),
+                    })?;
+                self.client
+                    .assume_role()
+                    .role_arn(role_arn)
+                    .role_session_name(name)
+                    .duration_seconds(duration)
+                    .tags(tag)
+                    .transitive_tag_keys(WALLET_TAG_KEY)
+                    .send()
+                    .await
+                    .map_err(map_sdk_error)?
+                    .credentials
+            }
+        };
+        let creds = creds.ok_or_else(|| StsError {
+            code: "MalformedResponse".into(),
+            message: "STS answer has no Credentials".into(),
+        })?;
+        let expiration = creds
+            .expiration()
+            .fmt(aws_smithy_types_format())
+            .map_err(|e| StsError {
+                code: "MalformedResponse".into(),
+                message: e.to_string(),
+            })?;
+        Ok(IssuedCredentials {
+            access_key_id: creds.access_key_id().to_string(),
+            secret_access_key: creds.secret_access_key().to_string(),
+            session_token: creds.session_token().to_string(),
+            expiration,
+        })
+    }
+}
+
+fn aws_smithy_types_format() -> aws_sdk_sts::primitives::DateTimeFormat {
+    aws_sdk_sts::primitives::DateTimeFormat::DateTime
+}
+
+fn map_sdk_error<E, R>(e: SdkError<E, R>) -> StsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            StsError {
+                code: err.code().unwrap_or("Unknown").to_string(),
+                message: err.message().unwrap_or("").to_string(),
+            }
+        }
+        SdkError::TimeoutError(_) => StsError {
+            code: "Timeout".into(),
+            message: "STS did not answer in time".into(),
+        },
+        SdkError::DispatchFailure(d) => StsError {
+            code: if d.is_timeout() {
+                "Timeout".into()
+            } else {
+                "Unreachable".into()
+            },
+            message: format!("{d:?}").chars().take(300).collect(),
+        },
+        SdkError::ResponseError(_) => StsError {
+            code: "MalformedResponse".into(),
+            message: "STS answer could not be parsed".into(),
+        },
+        _ => StsError {
+            code: "Unknown".into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(name: &str) -> bool {
+        (2..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+    }
+
+    #[test]
+    fn session_names_are_valid() {
+        let n = session_name("0x00000000000000000000000000000000000000aa");
+        assert_eq!(n, "agentkeys-0x00000000000000000000000000000000000000aa");
+        assert!(valid(&n));
+        assert!(valid(&session_name("a b/c")));
+        assert!(valid(&session_name(&"x".repeat(200))));
+        assert!(valid(&session_name("")));
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(bounded_duration(None, 3600), 3600);
+        assert_eq!(bounded_duration(Some(1), 3600), 900);
+        assert_eq!(bounded_duration(Some(100_000), 3600), 3600);
+        assert_eq!(bounded_duration(Some(1200), 43_200), 1200);
+    }
+}

@@ -1,0 +1,226 @@
+//! Starting and stopping `agentkeys-broker dev` for a benchmark run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+
+/// How long the stack may take to write its ready file before the run is abandoned.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `dev` gets to stop after SIGINT before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ready file written by `agentkeys-broker dev --ready-file`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReadyInfo {
+    /// The broker's base URL.
+    pub broker_url: String,
+    /// The session-backend stand-in.
+    pub backend_url: String,
+    /// The enclave child process.
+    pub enclave_pid: u32,
+    /// The SQLite audit log.
+    pub audit_db: PathBuf,
+    /// The `dev` process itself (the broker runs inside it), when the file says so.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+/// A running dev stack; stopped (SIGINT, then SIGKILL) when dropped.
+pub struct DevStack {
+    child: Option<Child>,
+    /// What the stack reported once ready.
+    pub info: ReadyInfo,
+    /// Time from spawn to the ready file.
+    pub ready_in: Duration,
+    /// Combined stdout/stderr of `dev`.
+    pub log: PathBuf,
+}
+
+/// The `agentkeys-broker` binary next to this executable.
+pub fn sibling_broker() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
+    let candidate = dir.join(format!("agentkeys-broker{}", std::env::consts::EXE_SUFFIX));
+    if candidate.is_file() {
+        return Ok(candidate);
+    }
+    bail!(
+        "agentkeys-broker not found at {} (it must sit next to agentkeys-bench): run \
+         `cargo build --release --bins` (or `cargo build --bins` for a debug build) first, \
+         or pass --broker-bin PATH, or target a running broker with --url",
+        candidate.display()
+    )
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl DevStack {
+    /// Spawns `broker dev` with `data_dir` and waits for its ready file.
+    pub fn start(broker: &Path, data_dir: &Path) -> anyhow::Result<DevStack> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let ready_file = data_dir.join("bench-ready.json");
+        let _ = std::fs::remove_file(&ready_file);
+        let log = data_dir.join("bench-dev.log");
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let port = free_port()?;
+        let spawned_at = Instant::now();
+        let child = Command::new(broker)
+            .arg("dev")
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--port")
+            .arg(port.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("spawning {} dev", broker.display()))?;
+        let mut stack = DevStack {
+            child: Some(child),
+            info: ReadyInfo {
+                broker_url: String::new(),
+                backend_url: String::new(),
+                enclave_pid: 0,
+                audit_db: PathBuf::new(),
+                pid: None,
+            },
+            ready_in: Duration::ZERO,
+            log,
+        };
+        loop {
+            if let Ok(bytes) = std::fs::read(&ready_file) {
+                if let Ok(info) = serde_json::from_slice::<ReadyInfo>(&bytes) {
+                    stack.ready_in = spawned_at.elapsed();
+                    stack.info = info;
+                    return Ok(stack);
+                }
+            }
+            if let Some(c) = stack.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    stack.child = None;
+                    bail!(
+                        "agentkeys-broker dev exited ({status}) before it was ready; its log \
+                         ({}):\n{}",
+                        stack.log.display(),
+                        tail(&stack.log)
+                    );
+                }
+            }
+            if spawned_at.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "agentkeys-broker dev was not ready after {READY_TIMEOUT:?}; its log ({}):\n{}",
+                    stack.log.display(),
+                    tail(&stack.log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The process running the broker: the `dev` process itself.
+    pub fn broker_pid(&self) -> Option<u32> {
+        self.info
+            .pid
+            .or_else(|| self.child.as_ref().map(|c| c.id()))
+    }
+
+    /// Stops the stack: SIGINT, then SIGKILL after [`STOP_TIMEOUT`].
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: plain kill(2) on the pid of our own child, which has not been reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The last lines of a log file.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Peak resident set size (`VmHWM`) of `pid` in MiB, from `/proc/PID/status`.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_hwm_kib(&status).map(|kib| kib as f64 / 1024.0)
+}
+
+/// Parses the `VmHWM:   1234 kB` line.
+pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut parts = line["VmHWM:".len()..].split_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => Some(n),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_parsed() {
+        let s = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    5120 kB\nVmRSS:\t 4000 kB\n";
+        assert_eq!(parse_vm_hwm_kib(s), Some(5120));
+        assert_eq!(parse_vm_hwm_kib("Name: x\n"), None);
+        assert_eq!(parse_vm_hwm_kib("VmHWM: lots kB\n"), None);
+        assert_eq!(parse_vm_hwm_kib("VmHWM: 12 MB\n"), None);
+    }
+
+    #[test]
+    fn own_peak_rss_is_readable() {
+        let mib = peak_rss_mib(std::process::id()).unwrap();
+        assert!(mib > 0.0);
+    }
+
+    #[test]
+    fn ready_file_parses_with_extra_fields() {
+        let j = r#"{"broker_url":"http://127.0.0.1:1","issuer":"x","backend_url":"http://127.0.0.1:2",
+            "sts_url":"http://127.0.0.1:3","kms_url":"k","mock_root_pem":"/p","enclave_pid":5,
+            "audit_db":"/d/audit.db","data_dir":"/d","pid":4}"#;
+        let r: ReadyInfo = serde_json::from_str(j).unwrap();
+        assert_eq!(r.enclave_pid, 5);
+        assert_eq!(r.pid, Some(4));
+    }
+}

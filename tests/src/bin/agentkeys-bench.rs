@@ -1,0 +1,775 @@
+//! `agentkeys-bench`: load benchmark of the broker's mint routes, with the machine's
+//! own ceilings measured in the same run.
+//!
+//! By default it starts `agentkeys-broker dev` (the binary next to this one) in a fresh
+//! data directory, creates one session per connection (distinct wallets), drives
+//! `POST /v1/mint-oidc-jwt` (or `/v1/mint-aws-creds`) over keep-alive HTTP/1.1
+//! connections, then checks that the audit log holds exactly one success row per token
+//! returned. It also measures (a) the raw ES256 signing rate of the enclave's signer on
+//! every core and (b) a minimal axum JSON endpoint driven by the same load generator, and
+//! prints the broker's throughput as a ratio of each.
+//!
+//! `--short` is the CI mode: about two seconds a phase; it never judges speed, only that
+//! the run completed with zero errors and every audit row accounted for.
+
+#[path = "../bench/histogram.rs"]
+mod histogram;
+#[path = "../bench/load.rs"]
+mod load;
+#[path = "../bench/stack.rs"]
+mod stack;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+use load::{LoadResult, LoadSpec};
+use stack::DevStack;
+
+/// Phase length in `--short` mode (CI).
+const SHORT_DURATION: Duration = Duration::from_secs(2);
+/// Warm-up in `--short` mode.
+const SHORT_WARMUP: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Route {
+    /// `POST /v1/mint-oidc-jwt`
+    MintOidcJwt,
+    /// `POST /v1/mint-aws-creds` (against the STS stand-in in the dev stack)
+    MintAwsCreds,
+}
+
+impl Route {
+    fn path(self) -> &'static str {
+        match self {
+            Route::MintOidcJwt => "/v1/mint-oidc-jwt",
+            Route::MintAwsCreds => "/v1/mint-aws-creds",
+        }
+    }
+
+    /// The audit event a successful request writes (parent/src/audit `AuditEvent::as_str`).
+    fn audit_event(self) -> &'static str {
+        match self {
+            Route::MintOidcJwt => "mint_jwt",
+            Route::MintAwsCreds => "mint_aws_creds",
+        }
+    }
+}
+
+/// Load benchmark of the AgentKeys broker, with this machine's ceilings for comparison.
+#[derive(Debug, Parser)]
+#[command(name = "agentkeys-bench", version)]
+struct Args {
+    /// Target a running broker instead of starting `agentkeys-broker dev`.
+    #[arg(long, requires = "backend_url")]
+    url: Option<String>,
+    /// Session backend that creates the bearers (`POST /session/create`); needed with --url.
+    #[arg(long)]
+    backend_url: Option<String>,
+    /// With --url: the broker's audit database, to check rows against responses.
+    #[arg(long)]
+    audit_db: Option<PathBuf>,
+    /// With --url: the broker's pid, for its peak RSS.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// With --url: the enclave's pid, for its peak RSS.
+    #[arg(long)]
+    enclave_pid: Option<u32>,
+    /// The `agentkeys-broker` binary to start (default: next to this executable).
+    #[arg(long)]
+    broker_bin: Option<PathBuf>,
+    /// Data directory for the dev stack (default: a fresh temporary directory, removed
+    /// afterwards).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Route to drive.
+    #[arg(long, value_enum, default_value = "mint-oidc-jwt")]
+    route: Route,
+    /// Keep-alive connections (one session and one wallet each).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured period of each phase (e.g. `10s`, `500ms`).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Warm-up before each measured load phase.
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// CI mode: ~2 s phases; exits non-zero unless errors == 0 and audit rows match.
+    #[arg(long)]
+    short: bool,
+    /// Print one JSON object as the last line of output.
+    #[arg(long)]
+    json: bool,
+    /// Skip the two ceiling measurements.
+    #[arg(long)]
+    no_ceilings: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (examples: 10s, 500ms, 1.5s)"))?;
+    let secs = match unit {
+        "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s or m)")),
+    };
+    if !(secs.is_finite() && (0.0..=86_400.0).contains(&secs)) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Host and socket address of an `http://host:port` base URL.
+fn parse_base_url(url: &str) -> anyhow::Result<(String, SocketAddr)> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        anyhow!("`{url}`: only plain http:// targets are supported (put the benchmark next to the broker)")
+    })?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        bail!("`{url}` has no host");
+    }
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {with_port}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{with_port} resolves to nothing"))?;
+    Ok((authority.to_string(), addr))
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Where the broker under test runs.
+struct Target {
+    broker_url: String,
+    backend_url: String,
+    audit_db: Option<PathBuf>,
+    broker_pid: Option<u32>,
+    enclave_pid: Option<u32>,
+    /// Present when this run started the stack.
+    stack: Option<DevStack>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn start_target(args: &Args) -> anyhow::Result<Target> {
+    if let Some(url) = &args.url {
+        return Ok(Target {
+            broker_url: url.trim_end_matches('/').to_string(),
+            backend_url: args
+                .backend_url
+                .clone()
+                .ok_or_else(|| anyhow!("--url needs --backend-url"))?
+                .trim_end_matches('/')
+                .to_string(),
+            audit_db: args.audit_db.clone(),
+            broker_pid: args.broker_pid,
+            enclave_pid: args.enclave_pid,
+            stack: None,
+            _tmp: None,
+        });
+    }
+    let broker = match &args.broker_bin {
+        Some(p) => p.clone(),
+        None => stack::sibling_broker()?,
+    };
+    let (tmp, dir) = match &args.data_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("agentkeys-bench-")
+                .tempdir()
+                .context("creating a temporary data directory")?;
+            let d = t.path().to_path_buf();
+            (Some(t), d)
+        }
+    };
+    let stack = DevStack::start(&broker, &dir)?;
+    Ok(Target {
+        broker_url: stack.info.broker_url.trim_end_matches('/').to_string(),
+        backend_url: stack.info.backend_url.trim_end_matches('/').to_string(),
+        audit_db: Some(stack.info.audit_db.clone()),
+        broker_pid: stack.broker_pid(),
+        enclave_pid: Some(stack.info.enclave_pid),
+        stack: Some(stack),
+        _tmp: tmp,
+    })
+}
+
+/// One session per connection, each with its own wallet.
+async fn create_sessions(backend_url: &str, n: usize) -> anyhow::Result<Vec<Option<String>>> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let wallet = format!("0x{:040x}", 0xbe7c_0000_u64 + i as u64);
+        let resp = http
+            .post(format!("{backend_url}/session/create"))
+            .json(&json!({ "wallet": wallet }))
+            .send()
+            .await
+            .with_context(|| format!("POST {backend_url}/session/create"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .with_context(|| format!("session/create answered {status} without JSON"))?;
+        if !status.is_success() {
+            bail!("session/create answered {status}: {body}");
+        }
+        let token = body
+            .get("token")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| anyhow!("session/create answer has no \"token\": {body}"))?;
+        out.push(Some(token.to_string()));
+    }
+    Ok(out)
+}
+
+/// The audit check: success rows written since the run began versus 200s received.
+#[derive(Debug, Default)]
+struct AuditCheck {
+    rows: u64,
+    returned: u64,
+    duplicates_returned: u64,
+    missing_audit_id: u64,
+    not_in_log: u64,
+    not_returned: u64,
+}
+
+impl AuditCheck {
+    fn matches(&self) -> bool {
+        self.rows == self.returned
+            && self.duplicates_returned == 0
+            && self.missing_audit_id == 0
+            && self.not_in_log == 0
+            && self.not_returned == 0
+    }
+}
+
+fn open_ro(db: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {} read-only", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Highest audit row id before the run (0 for an empty log).
+fn audit_baseline(db: &std::path::Path) -> anyhow::Result<i64> {
+    let conn = open_ro(db)?;
+    Ok(
+        conn.query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+fn audit_check(
+    db: &std::path::Path,
+    baseline: i64,
+    event: &str,
+    result: &LoadResult,
+) -> anyhow::Result<AuditCheck> {
+    let conn = open_ro(db)?;
+    let mut stmt = conn.prepare(
+        "SELECT id FROM audit_log WHERE id > ?1 AND event = ?2 AND outcome = 'success' ORDER BY id",
+    )?;
+    let rows: BTreeSet<i64> = stmt
+        .query_map(rusqlite::params![baseline, event], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let returned: BTreeSet<i64> = result.audit_ids.iter().copied().collect();
+    Ok(AuditCheck {
+        rows: rows.len() as u64,
+        returned: result.total_ok,
+        duplicates_returned: result.audit_ids.len() as u64 - returned.len() as u64,
+        missing_audit_id: result.missing_audit_ids,
+        not_in_log: returned.difference(&rows).count() as u64,
+        not_returned: rows.difference(&returned).count() as u64,
+    })
+}
+
+/// A JWT signing input of realistic size (header.claims, base64url).
+fn sample_signing_input() -> Vec<u8> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header =
+        r#"{"alg":"ES256","kid":"Zk0aPZVw2T7VxS0eW2lQj9eXb8yVQm6iKxqJm0n3cF8","typ":"JWT"}"#;
+    let wallet = "0x00000000000000000000000000000000be7c0001";
+    let claims = format!(
+        r#"{{"iss":"https://broker.example.com","sub":"agentkeys:agent:{wallet}","aud":"sts.amazonaws.com","iat":1700000000,"nbf":1700000000,"exp":1700000300,"jti":"6f1c0a3e5b7d49e8a2c4f6b8d0e1a3c5","agentkeys_user_wallet":"{wallet}","https://aws.amazon.com/tags":{{"principal_tags":{{"agentkeys_user_wallet":["{wallet}"]}},"transitive_tag_keys":["agentkeys_user_wallet"]}}}}"#
+    );
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    )
+    .into_bytes()
+}
+
+/// Ceiling (a): ES256 signatures per second with the enclave's signer on `threads` threads.
+fn sign_ceiling(threads: usize, duration: Duration) -> anyhow::Result<f64> {
+    use agentkeys_enclave::keys::{Seed, SigningKey};
+    let seed = Seed::from_slice(&[0x5e; 32]).map_err(|e| anyhow!("benchmark seed: {e}"))?;
+    let key = Arc::new(SigningKey::derive(&seed, 1).map_err(|e| anyhow!("deriving: {e}"))?);
+    let msg = Arc::new(sample_signing_input());
+    // A short warm-up so every thread has touched the key tables.
+    for _ in 0..100 {
+        key.sign(&msg).map_err(|e| anyhow!("sign: {e}"))?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (key, msg, stop) = (key.clone(), msg.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..32 {
+                        if key.sign(&msg).is_err() {
+                            return Err(());
+                        }
+                    }
+                    n += 32;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0u64;
+    for h in handles {
+        total += h
+            .join()
+            .map_err(|_| anyhow!("signing thread panicked"))?
+            .map_err(|_| anyhow!("signing failed"))?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Ceiling (b): a minimal axum JSON endpoint, in process, driven by the same generator.
+fn axum_ceiling(
+    load_rt: &tokio::runtime::Runtime,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    use axum::routing::post;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores())
+        .thread_name("axum-ceiling")
+        .enable_all()
+        .build()?;
+    let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/x",
+        post(|| async { axum::Json(json!({ "ok": true, "n": 1 })) }),
+    );
+    server_rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let result = load_rt.block_on(load::run(LoadSpec {
+        addr,
+        host: addr.to_string(),
+        path: "/x".into(),
+        bearers: vec![None; connections],
+        body: Bytes::new(),
+        warmup,
+        duration,
+        collect_audit_ids: false,
+    }));
+    server_rt.shutdown_background();
+    Ok(result)
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("agentkeys-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the benchmark; `Ok(false)` when the run completed but a check failed.
+fn run(args: &Args) -> anyhow::Result<bool> {
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let duration = args.duration.unwrap_or(if args.short {
+        SHORT_DURATION
+    } else {
+        Duration::from_secs(10)
+    });
+    let warmup = args.warmup.unwrap_or(if args.short {
+        SHORT_WARMUP
+    } else {
+        Duration::from_secs(2)
+    });
+    if duration.is_zero() {
+        bail!("--duration must be positive");
+    }
+    let n_cores = cores();
+    let route = args.route;
+    println!(
+        "agentkeys-bench: POST {} with {} keep-alive connections, warm-up {:.1} s, measured {:.1} s; {} cores",
+        route.path(),
+        args.connections,
+        warmup.as_secs_f64(),
+        duration.as_secs_f64(),
+        n_cores
+    );
+
+    let mut target = start_target(args)?;
+    let ready_s = target.stack.as_ref().map(|s| s.ready_in.as_secs_f64());
+    if let Some(s) = ready_s {
+        println!("dev stack ready in {s:.2} s (spawn of agentkeys-broker dev to its ready file)");
+    } else {
+        println!("target {} (already running)", target.broker_url);
+    }
+
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(n_cores)
+        .thread_name("bench-load")
+        .enable_all()
+        .build()?;
+    let bearers = load_rt.block_on(create_sessions(&target.backend_url, args.connections))?;
+    println!(
+        "sessions: {} created, one wallet per connection",
+        bearers.len()
+    );
+
+    let baseline = match &target.audit_db {
+        Some(db) => Some(audit_baseline(db)?),
+        None => None,
+    };
+    let (host, addr) = parse_base_url(&target.broker_url)?;
+    let broker = load_rt.block_on(load::run(LoadSpec {
+        addr,
+        host,
+        path: route.path().into(),
+        bearers,
+        body: Bytes::new(),
+        warmup,
+        duration,
+        collect_audit_ids: true,
+    }));
+    let parent_rss = target.broker_pid.and_then(stack::peak_rss_mib);
+    let enclave_rss = target.enclave_pid.and_then(stack::peak_rss_mib);
+    let audit = match (&target.audit_db, baseline) {
+        (Some(db), Some(base)) => Some(audit_check(db, base, route.audit_event(), &broker)?),
+        _ => None,
+    };
+    let dev_log = target.stack.as_ref().map(|s| s.log.clone());
+    if let Some(s) = target.stack.as_mut() {
+        s.stop();
+    }
+
+    let rps = broker.requests_per_second();
+    let h = &broker.histogram;
+    println!();
+    println!(
+        "broker   {:>9.0} req/s   p50 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms   errors {}",
+        rps,
+        ms(h.quantile_ns(0.5)),
+        ms(h.quantile_ns(0.99)),
+        ms(h.quantile_ns(0.999)),
+        ms(h.max_ns()),
+        broker.errors
+    );
+    if broker.errors > 0 {
+        println!(
+            "errors   statuses {:?}, transport {}; first: {}",
+            broker.error_statuses,
+            broker.transport_errors,
+            broker.first_error.as_deref().unwrap_or("-")
+        );
+        if let Some(log) = &dev_log {
+            println!("         dev stack log: {}", log.display());
+        }
+    }
+    match &audit {
+        Some(a) => println!(
+            "audit    {} `{}` success rows since the start, {} 200s received; audit_id sets {} \
+             (not in log {}, not returned {}, duplicates {}, bodies without audit_id {})",
+            a.rows,
+            route.audit_event(),
+            a.returned,
+            if a.matches() { "equal" } else { "DIFFER" },
+            a.not_in_log,
+            a.not_returned,
+            a.duplicates_returned,
+            a.missing_audit_id
+        ),
+        None => println!("audit    not checked (pass --audit-db with --url)"),
+    }
+    let fmt_rss = |v: Option<f64>| v.map_or("n/a".to_string(), |m| format!("{m:.1} MiB"));
+    println!(
+        "memory   parent peak RSS {} (pid {}{}); enclave peak RSS {} (pid {})",
+        fmt_rss(parent_rss),
+        target.broker_pid.map_or("?".into(), |p| p.to_string()),
+        if target.stack.is_some() {
+            ": the `dev` process, which runs the broker and the KMS/STS/backend stand-ins"
+        } else {
+            ""
+        },
+        fmt_rss(enclave_rss),
+        target.enclave_pid.map_or("?".into(), |p| p.to_string()),
+    );
+
+    let (sign, axum) = if args.no_ceilings {
+        (None, None)
+    } else {
+        let sign = sign_ceiling(n_cores, duration)?;
+        println!(
+            "ceiling  ES256 sign (agentkeys_enclave::keys::SigningKey, {n_cores} threads): {sign:.0} /s"
+        );
+        let ax = axum_ceiling(&load_rt, args.connections, warmup, duration)?;
+        println!(
+            "ceiling  minimal axum POST /x, in process, {} connections: {:.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}",
+            args.connections,
+            ax.requests_per_second(),
+            ms(ax.histogram.quantile_ns(0.5)),
+            ms(ax.histogram.quantile_ns(0.99)),
+            ax.errors
+        );
+        (Some(sign), Some(ax))
+    };
+    let axum_rps = axum.as_ref().map(|a| a.requests_per_second());
+    let ratio = |c: Option<f64>| c.filter(|c| *c > 0.0).map(|c| rps / c);
+    if let (Some(rs), Some(ra)) = (ratio(sign), ratio(axum_rps)) {
+        println!(
+            "ratio    broker / sign ceiling = {:.3}   broker / axum ceiling = {:.3}",
+            rs, ra
+        );
+    }
+
+    let audit_match = audit.as_ref().map(AuditCheck::matches);
+    let mut failures = Vec::new();
+    if broker.errors > 0 {
+        failures.push(format!("{} errors", broker.errors));
+    }
+    if broker.total_ok == 0 || h.is_empty() {
+        failures.push("no request succeeded in the measured period".to_string());
+    }
+    match audit_match {
+        Some(false) => failures.push("audit rows do not match the tokens returned".into()),
+        None if args.short => failures.push("audit rows were not checked".into()),
+        _ => {}
+    }
+    if let Some(ax) = &axum {
+        if ax.errors > 0 {
+            failures.push(format!(
+                "axum ceiling had {} errors (first: {})",
+                ax.errors,
+                ax.first_error.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    let ok = failures.is_empty();
+    println!(
+        "result   {}",
+        if ok {
+            "OK".to_string()
+        } else {
+            format!("FAILED: {}", failures.join("; "))
+        }
+    );
+
+    if args.json {
+        let j = json!({
+            "route": route.path(),
+            "connections": args.connections,
+            "duration_s": duration.as_secs_f64(),
+            "warmup_s": warmup.as_secs_f64(),
+            "cores": n_cores,
+            "requests_per_second": round(rps, 1),
+            "requests": broker.measured_requests,
+            "ok_total": broker.total_ok,
+            "latency_samples": h.len(),
+            "p50_ms": round(ms(h.quantile_ns(0.5)), 3),
+            "p99_ms": round(ms(h.quantile_ns(0.99)), 3),
+            "p999_ms": round(ms(h.quantile_ns(0.999)), 3),
+            "max_ms": round(ms(h.max_ns()), 3),
+            "mean_ms": round(h.mean_ns() / 1e6, 3),
+            "errors": broker.errors,
+            "audit_rows_match": audit_match,
+            "audit_rows": audit.as_ref().map(|a| a.rows),
+            "sign_ceiling_per_second": sign.map(|v| round(v, 1)),
+            "axum_ceiling_per_second": axum_rps.map(|v| round(v, 1)),
+            "axum_p99_ms": axum.as_ref().map(|a| round(ms(a.histogram.quantile_ns(0.99)), 3)),
+            "ratio_to_sign": ratio(sign).map(|v| round(v, 4)),
+            "ratio_to_axum": ratio(axum_rps).map(|v| round(v, 4)),
+            "parent_peak_rss_mib": parent_rss.map(|v| round(v, 2)),
+            "enclave_peak_rss_mib": enclave_rss.map(|v| round(v, 2)),
+            "parent_pid": target.broker_pid,
+            "enclave_pid": target.enclave_pid,
+            "dev_ready_seconds": ready_s.map(|v| round(v, 3)),
+            "ok": ok,
+        });
+        println!("{j}");
+    }
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999s").is_err());
+    }
+
+    #[test]
+    fn base_urls_parse() {
+        let (host, addr) = parse_base_url("http://127.0.0.1:8091").unwrap();
+        assert_eq!(host, "127.0.0.1:8091");
+        assert_eq!(addr.port(), 8091);
+        let (_, addr) = parse_base_url("http://127.0.0.1:9/prefix").unwrap();
+        assert_eq!(addr.port(), 9);
+        let (host, addr) = parse_base_url("http://127.0.0.1").unwrap();
+        assert_eq!((host.as_str(), addr.port()), ("127.0.0.1", 80));
+        assert!(parse_base_url("https://127.0.0.1:1").is_err());
+        assert!(parse_base_url("http://").is_err());
+    }
+
+    #[test]
+    fn audit_check_matching_rules() {
+        let good = AuditCheck {
+            rows: 3,
+            returned: 3,
+            ..Default::default()
+        };
+        assert!(good.matches());
+        assert!(!AuditCheck {
+            rows: 3,
+            returned: 2,
+            ..Default::default()
+        }
+        .matches());
+        assert!(!AuditCheck {
+            rows: 3,
+            returned: 3,
+            not_in_log: 1,
+            ..Default::default()
+        }
+        .matches());
+        assert!(!AuditCheck {
+            rows: 3,
+            returned: 3,
+            duplicates_returned: 1,
+            ..Default::default()
+        }
+        .matches());
+        assert!(!AuditCheck {
+            rows: 3,
+            returned: 3,
+            missing_audit_id: 1,
+            ..Default::default()
+        }
+        .matches());
+    }
+
+    #[test]
+    fn audit_check_against_a_real_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, event TEXT, outcome TEXT);
+             INSERT INTO audit_log VALUES (1,'mint_jwt','success'),(2,'mint_jwt','success'),
+               (3,'auth_failed','failure'),(4,'mint_jwt','success'),(5,'mint_jwt','failure');",
+        )
+        .unwrap();
+        drop(c);
+        let base = 1;
+        let mut r = LoadResult {
+            total_ok: 2,
+            audit_ids: vec![4, 2],
+            ..Default::default()
+        };
+        assert!(audit_check(&db, base, "mint_jwt", &r).unwrap().matches());
+        r.audit_ids = vec![4, 1];
+        let a = audit_check(&db, base, "mint_jwt", &r).unwrap();
+        assert_eq!((a.not_in_log, a.not_returned), (1, 1));
+        assert!(!a.matches());
+        assert_eq!(audit_baseline(&db).unwrap(), 5);
+    }
+
+    #[test]
+    fn sign_ceiling_runs() {
+        let rate = sign_ceiling(1, Duration::from_millis(50)).unwrap();
+        assert!(rate > 0.0);
+    }
+
+    #[test]
+    fn axum_ceiling_runs_without_errors() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = axum_ceiling(
+            &rt,
+            4,
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert_eq!(r.errors, 0, "{:?}", r.first_error);
+        assert!(r.measured_ok > 0);
+        assert!(r.requests_per_second() > 0.0);
+    }
+}
