@@ -131,9 +131,10 @@ impl TrustAnchor {
 }
 
 fn pem_to_der(pem: &str) -> Result<Vec<u8>, AnchorError> {
-    let (label, der) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|e| AnchorError::Pem {
-        message: e.to_string(),
-    })?;
+    let (label, der) =
+        der::pem::decode_vec(pem.trim().as_bytes()).map_err(|e| AnchorError::Pem {
+            message: e.to_string(),
+        })?;
     if label != "CERTIFICATE" {
         return Err(AnchorError::Label {
             actual: label.to_owned(),

@@ -290,7 +290,12 @@ fn extensions(entry: &PathCert<'_>) -> Result<Constraints, ChainError> {
         basic: None,
         key_usage: None,
     };
-    let list = entry.cert.tbs_certificate.extensions.as_deref().unwrap_or(&[]);
+    let list = entry
+        .cert
+        .tbs_certificate
+        .extensions
+        .as_deref()
+        .unwrap_or(&[]);
     for ext in list {
         let oid = ext.extn_id;
         if !seen.insert(oid) {
@@ -323,7 +328,10 @@ fn extensions(entry: &PathCert<'_>) -> Result<Constraints, ChainError> {
 /// CA certificates: basicConstraints cA = TRUE, keyUsage with keyCertSign, and a
 /// pathLenConstraint (when present) not smaller than the intermediate CAs below
 /// (RFC 5280 §4.2.1.9, §6.1.4 (k)–(n)).
-fn check_ca_constraints(entry: &PathCert<'_>, intermediates_below: usize) -> Result<(), ChainError> {
+fn check_ca_constraints(
+    entry: &PathCert<'_>,
+    intermediates_below: usize,
+) -> Result<(), ChainError> {
     let constraints = extensions(entry)?;
     let basic = constraints.basic.unwrap_or(BasicConstraints {
         ca: false,
@@ -393,7 +401,11 @@ fn describe_key_usage(usage: Option<&KeyUsage>) -> String {
         (usage.encipher_only(), "encipherOnly"),
         (usage.decipher_only(), "decipherOnly"),
     ];
-    let set: Vec<&str> = names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
     if set.is_empty() {
         "empty".to_owned()
     } else {

@@ -100,11 +100,12 @@ pub(crate) fn parse_cose_sign1(document: &[u8]) -> Result<CoseSign1, DecodeError
         Value::Array(items) => items,
         other => return Err(cose_type("COSE_Sign1", "array", &other)),
     };
-    let [protected, unprotected, payload, signature]: [Value; 4] = items
-        .try_into()
-        .map_err(|items: Vec<Value>| DecodeError::CoseArrayLength {
-            actual: items.len(),
-        })?;
+    let [protected, unprotected, payload, signature]: [Value; 4] =
+        items
+            .try_into()
+            .map_err(|items: Vec<Value>| DecodeError::CoseArrayLength {
+                actual: items.len(),
+            })?;
 
     let protected = match protected {
         Value::Bytes(bytes) => bytes,
@@ -125,10 +126,9 @@ pub(crate) fn parse_cose_sign1(document: &[u8]) -> Result<CoseSign1, DecodeError
         Value::Bytes(bytes) => bytes,
         other => return Err(cose_type("signature", "bstr", &other)),
     };
-    let signature: [u8; ES384_SIGNATURE_BYTES] =
-        signature
-            .try_into()
-            .map_err(|s: Vec<u8>| DecodeError::SignatureLength { actual: s.len() })?;
+    let signature: [u8; ES384_SIGNATURE_BYTES] = signature
+        .try_into()
+        .map_err(|s: Vec<u8>| DecodeError::SignatureLength { actual: s.len() })?;
 
     Ok(CoseSign1 {
         protected,
@@ -365,12 +365,13 @@ fn parse_optional_bytes(
 fn decode_cbor(bytes: &[u8], check: Check, field: &'static str) -> Result<Value, DecodeError> {
     let mut reader = bytes;
     let value: Value =
-        ciborium::de::from_reader_with_recursion_limit(&mut reader, CBOR_RECURSION_LIMIT)
-            .map_err(|e| DecodeError::Cbor {
+        ciborium::de::from_reader_with_recursion_limit(&mut reader, CBOR_RECURSION_LIMIT).map_err(
+            |e| DecodeError::Cbor {
                 check,
                 field,
                 message: e.to_string(),
-            })?;
+            },
+        )?;
     if !reader.is_empty() {
         return Err(DecodeError::TrailingBytes {
             check,

@@ -304,7 +304,9 @@ pub enum ChainError {
         actual: String,
     },
     /// The outer and the TBS signature algorithms differ.
-    #[error("certificate_path: {position} tbsCertificate.signature differs from signatureAlgorithm")]
+    #[error(
+        "certificate_path: {position} tbsCertificate.signature differs from signatureAlgorithm"
+    )]
     SignatureAlgorithmMismatch {
         /// Which certificate.
         position: CertPosition,
@@ -403,7 +405,9 @@ pub enum ChainError {
         actual: bool,
     },
     /// A required key usage bit is not set.
-    #[error("certificate_path: {position} keyUsage is {actual}, expected it to include {expected}")]
+    #[error(
+        "certificate_path: {position} keyUsage is {actual}, expected it to include {expected}"
+    )]
     KeyUsage {
         /// Which certificate.
         position: CertPosition,
@@ -434,7 +438,9 @@ pub enum SignatureError {
     #[error("cose_signature: signature is not a valid ES384 r||s value")]
     Encoding,
     /// The signature does not verify.
-    #[error("cose_signature: ES384 signature over the Sig_structure does not verify with the leaf key")]
+    #[error(
+        "cose_signature: ES384 signature over the Sig_structure does not verify with the leaf key"
+    )]
     Invalid,
 }
 

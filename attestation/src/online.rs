@@ -214,10 +214,12 @@ impl OnlineAudit {
         // Fresh attestation with our nonce.
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let mut attestation_url = Url::parse(&attestation_uri).map_err(|e| protocol(
-            OnlineCheck::Discovery,
-            format!("nitro_attestation_uri {attestation_uri:?} is not a URL: {e}"),
-        ))?;
+        let mut attestation_url = Url::parse(&attestation_uri).map_err(|e| {
+            protocol(
+                OnlineCheck::Discovery,
+                format!("nitro_attestation_uri {attestation_uri:?} is not a URL: {e}"),
+            )
+        })?;
         attestation_url
             .query_pairs_mut()
             .append_pair("nonce", &hex::encode(nonce));
@@ -346,7 +348,12 @@ fn parse_attestation_response(body: &[u8]) -> Result<AttestationResponse, Online
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| protocol(check, "kids must be an array of strings".to_owned()))?,
         ),
-        Some(_) => return Err(protocol(check, "kids must be an array of strings".to_owned())),
+        Some(_) => {
+            return Err(protocol(
+                check,
+                "kids must be an array of strings".to_owned(),
+            ))
+        }
     };
     Ok(AttestationResponse {
         document,
@@ -389,7 +396,10 @@ fn parse_jwks(body: &[u8]) -> Result<Vec<JwkKey>, OnlineError> {
         .map(|(i, key)| {
             let field = |name: &str| {
                 key.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
-                    protocol(check, format!("keys[{i}].{name} is missing or not a string"))
+                    protocol(
+                        check,
+                        format!("keys[{i}].{name} is missing or not a string"),
+                    )
                 })
             };
             let (kty, crv) = (field("kty")?, field("crv")?);
@@ -405,7 +415,10 @@ fn parse_jwks(body: &[u8]) -> Result<Vec<JwkKey>, OnlineError> {
                     .ok()
                     .filter(|b| b.len() == 32)
                     .ok_or_else(|| {
-                        protocol(check, format!("keys[{i}].{name} is not 32 bytes of base64url"))
+                        protocol(
+                            check,
+                            format!("keys[{i}].{name} is not 32 bytes of base64url"),
+                        )
                     })
             };
             Ok(JwkKey {
@@ -421,7 +434,11 @@ fn parse_jwks(body: &[u8]) -> Result<Vec<JwkKey>, OnlineError> {
 fn check_kids(claimed: &Option<Vec<String>>, keys: &[JwkKey]) -> Result<(), OnlineError> {
     let served: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
     if let Some(claimed) = claimed {
-        if claimed.iter().map(String::as_str).ne(served.iter().copied()) {
+        if claimed
+            .iter()
+            .map(String::as_str)
+            .ne(served.iter().copied())
+        {
             return Err(protocol(
                 OnlineCheck::Jwks,
                 format!("kids are {claimed:?}, expected the JWKS kids {served:?}"),
@@ -435,14 +452,23 @@ fn check_kids(claimed: &Option<Vec<String>>, keys: &[JwkKey]) -> Result<(), Onli
 fn find_attested_key(public_key: Option<&[u8]>, keys: &[JwkKey]) -> Result<String, OnlineError> {
     let check = OnlineCheck::PublicKeyInJwks;
     let der = public_key.ok_or_else(|| {
-        protocol(check, "document has no public_key, expected a P-256 SPKI".to_owned())
+        protocol(
+            check,
+            "document has no public_key, expected a P-256 SPKI".to_owned(),
+        )
     })?;
     let key = p256::PublicKey::from_public_key_der(der).map_err(|e| {
-        protocol(check, format!("public_key is not a P-256 SubjectPublicKeyInfo: {e}"))
+        protocol(
+            check,
+            format!("public_key is not a P-256 SubjectPublicKeyInfo: {e}"),
+        )
     })?;
     let point = key.to_encoded_point(false);
     let (Some(x), Some(y)) = (point.x(), point.y()) else {
-        return Err(protocol(check, "public_key is the point at infinity".to_owned()));
+        return Err(protocol(
+            check,
+            "public_key is the point at infinity".to_owned(),
+        ));
     };
     keys.iter()
         .find(|k| k.x[..] == x[..] && k.y[..] == y[..])

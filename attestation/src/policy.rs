@@ -59,9 +59,22 @@ pub(crate) fn apply_policy(
     check_pcrs(document, &policy.expected_pcrs)?;
     check_debug_mode(document, policy.allow_debug)?;
     check_field("nonce", document.nonce.as_deref(), policy.nonce.as_deref())?;
-    check_field("user_data", document.user_data.as_deref(), policy.user_data.as_deref())?;
-    check_field("public_key", document.public_key.as_deref(), policy.public_key.as_deref())?;
-    check_freshness(document.timestamp_ms, at_ms, policy.max_age, policy.clock_skew)
+    check_field(
+        "user_data",
+        document.user_data.as_deref(),
+        policy.user_data.as_deref(),
+    )?;
+    check_field(
+        "public_key",
+        document.public_key.as_deref(),
+        policy.public_key.as_deref(),
+    )?;
+    check_freshness(
+        document.timestamp_ms,
+        at_ms,
+        policy.max_age,
+        policy.clock_skew,
+    )
 }
 
 /// Every expected PCR is present with the expected value.
@@ -229,7 +242,10 @@ mod tests {
             ("not json", "Json"),
             ("{}", "MissingMeasurements"),
             (r#"{"Measurements":{}}"#, "Empty"),
-            (r#"{"Measurements":{"HashAlgorithm":"Sha256"}}"#, "HashAlgorithm"),
+            (
+                r#"{"Measurements":{"HashAlgorithm":"Sha256"}}"#,
+                "HashAlgorithm",
+            ),
             (r#"{"Measurements":{"PCR32":"00"}}"#, "UnknownKey"),
             (r#"{"Measurements":{"PCRx":"00"}}"#, "UnknownKey"),
             (r#"{"Measurements":{"PCR+1":"00"}}"#, "UnknownKey"),

@@ -68,8 +68,7 @@ pub fn decode_unverified(document: &[u8]) -> Result<AttestationDocument, DecodeE
 /// external_aad = h'', payload (as received)] with the leaf key (RFC 9052 §4.4).
 fn verify_cose_signature(cose: &CoseSign1, leaf_key: &VerifyingKey) -> Result<(), SignatureError> {
     let to_be_signed = sig_structure(&cose.protected, &cose.payload)?;
-    let signature =
-        Signature::from_slice(&cose.signature).map_err(|_| SignatureError::Encoding)?;
+    let signature = Signature::from_slice(&cose.signature).map_err(|_| SignatureError::Encoding)?;
     leaf_key
         .verify(&to_be_signed, &signature)
         .map_err(|_| SignatureError::Invalid)

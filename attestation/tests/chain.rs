@@ -54,7 +54,11 @@ fn leaf_that_is_a_ca_is_rejected() {
     let e = chain_err(&TestPki::from_specs(TEST_NOW_SECS, s));
     assert_eq!(
         e,
-        ChainError::BasicConstraints { position: CertPosition::Leaf, expected: false, actual: true }
+        ChainError::BasicConstraints {
+            position: CertPosition::Leaf,
+            expected: false,
+            actual: true
+        }
     );
 }
 
@@ -71,10 +75,16 @@ fn leaf_key_usage_must_include_digital_signature() {
     let mut s = specs();
     s[3].key_usage = None;
     let e = chain_err(&TestPki::from_specs(TEST_NOW_SECS, s.clone()));
-    assert!(matches!(e, ChainError::KeyUsage { position: CertPosition::Leaf, expected: "digitalSignature", ref actual } if actual == "absent"), "{e}");
+    assert!(
+        matches!(e, ChainError::KeyUsage { position: CertPosition::Leaf, expected: "digitalSignature", ref actual } if actual == "absent"),
+        "{e}"
+    );
     s[3].key_usage = Some(vec![KeyUsages::KeyAgreement]);
     let e = chain_err(&TestPki::from_specs(TEST_NOW_SECS, s));
-    assert!(matches!(e, ChainError::KeyUsage { ref actual, .. } if actual == "keyAgreement"), "{e}");
+    assert!(
+        matches!(e, ChainError::KeyUsage { ref actual, .. } if actual == "keyAgreement"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -83,12 +93,20 @@ fn intermediate_must_be_a_ca() {
     s[2].ca = Some(false);
     assert_eq!(
         chain_err(&TestPki::from_specs(TEST_NOW_SECS, s.clone())),
-        ChainError::BasicConstraints { position: CertPosition::Bundle(2), expected: true, actual: false }
+        ChainError::BasicConstraints {
+            position: CertPosition::Bundle(2),
+            expected: true,
+            actual: false
+        }
     );
     s[2].ca = None;
     assert_eq!(
         chain_err(&TestPki::from_specs(TEST_NOW_SECS, s)),
-        ChainError::BasicConstraints { position: CertPosition::Bundle(2), expected: true, actual: false }
+        ChainError::BasicConstraints {
+            position: CertPosition::Bundle(2),
+            expected: true,
+            actual: false
+        }
     );
 }
 
@@ -98,7 +116,10 @@ fn root_must_be_a_ca() {
     s[0].ca = Some(false);
     assert!(matches!(
         chain_err(&TestPki::from_specs(TEST_NOW_SECS, s)),
-        ChainError::BasicConstraints { position: CertPosition::Bundle(0), .. }
+        ChainError::BasicConstraints {
+            position: CertPosition::Bundle(0),
+            ..
+        }
     ));
 }
 
@@ -107,11 +128,24 @@ fn ca_needs_key_cert_sign() {
     let mut s = specs();
     s[1].key_usage = Some(vec![KeyUsages::DigitalSignature, KeyUsages::CRLSign]);
     let e = chain_err(&TestPki::from_specs(TEST_NOW_SECS, s.clone()));
-    assert!(matches!(e, ChainError::KeyUsage { position: CertPosition::Bundle(1), expected: "keyCertSign", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ChainError::KeyUsage {
+                position: CertPosition::Bundle(1),
+                expected: "keyCertSign",
+                ..
+            }
+        ),
+        "{e}"
+    );
     s[1].key_usage = None;
     assert!(matches!(
         chain_err(&TestPki::from_specs(TEST_NOW_SECS, s)),
-        ChainError::KeyUsage { position: CertPosition::Bundle(1), .. }
+        ChainError::KeyUsage {
+            position: CertPosition::Bundle(1),
+            ..
+        }
     ));
 }
 
@@ -122,14 +156,22 @@ fn path_length_is_enforced() {
     s[1].path_len = Some(0);
     assert_eq!(
         chain_err(&TestPki::from_specs(TEST_NOW_SECS, s)),
-        ChainError::PathLength { position: CertPosition::Bundle(1), path_len: 0, actual: 1 }
+        ChainError::PathLength {
+            position: CertPosition::Bundle(1),
+            path_len: 0,
+            actual: 1
+        }
     );
     // The root may constrain too.
     let mut s = specs();
     s[0].path_len = Some(1);
     assert_eq!(
         chain_err(&TestPki::from_specs(TEST_NOW_SECS, s)),
-        ChainError::PathLength { position: CertPosition::Bundle(0), path_len: 1, actual: 2 }
+        ChainError::PathLength {
+            position: CertPosition::Bundle(0),
+            path_len: 1,
+            actual: 2
+        }
     );
     // Exactly enough is fine.
     let mut s = specs();
@@ -164,7 +206,8 @@ fn validity_window_of_every_certificate() {
 fn p256_leaf_key_is_rejected() {
     let pki = TestPki::new(TEST_NOW_SECS);
     let p256_key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-    let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::from_key(*p256_key.verifying_key()).unwrap();
+    let spki =
+        x509_cert::spki::SubjectPublicKeyInfoOwned::from_key(*p256_key.verifying_key()).unwrap();
     let issuer: x509_cert::name::Name = pki.specs[2].subject.parse().unwrap();
     let leaf = issue(&pki.specs[3], spki, Some(&issuer), &pki.keys[2], 999);
     let doc = with_payload(&pki.document(&DocSpec::new(pki.now_ms())), |e| {
@@ -182,7 +225,13 @@ fn leaf_signed_by_the_wrong_key_is_rejected() {
     let pki = TestPki::new(TEST_NOW_SECS);
     let issuer: x509_cert::name::Name = pki.specs[2].subject.parse().unwrap();
     // Right issuer name, wrong key (the root's).
-    let leaf = issue(&pki.specs[3], spki_of(&pki.leaf_key), Some(&issuer), &pki.keys[0], 5);
+    let leaf = issue(
+        &pki.specs[3],
+        spki_of(&pki.leaf_key),
+        Some(&issuer),
+        &pki.keys[0],
+        5,
+    );
     let doc = with_payload(&pki.document(&DocSpec::new(pki.now_ms())), |e| {
         set_field(e, "certificate", Value::Bytes(leaf))
     });
@@ -205,7 +254,10 @@ fn garbage_certificate_is_a_parse_error() {
     });
     assert!(matches!(
         run(&pki, &doc).unwrap_err(),
-        VerifyError::Chain(ChainError::Parse { position: CertPosition::Bundle(2), .. })
+        VerifyError::Chain(ChainError::Parse {
+            position: CertPosition::Bundle(2),
+            ..
+        })
     ));
 }
 
@@ -213,7 +265,10 @@ fn garbage_certificate_is_a_parse_error() {
 fn document_signed_by_another_key_is_rejected() {
     let pki = TestPki::new(TEST_NOW_SECS);
     let payload = encode(&Value::Map(pki.payload(&DocSpec::new(pki.now_ms()))));
-    let protected = encode(&Value::Map(vec![(Value::Integer(1.into()), Value::Integer((-35).into()))]));
+    let protected = encode(&Value::Map(vec![(
+        Value::Integer(1.into()),
+        Value::Integer((-35).into()),
+    )]));
     let doc = sign_cose(&pki.keys[2], protected, payload, Value::Map(vec![]));
     assert_eq!(
         run(&pki, &doc).unwrap_err(),
@@ -228,7 +283,12 @@ fn protected_header_bytes_are_covered_as_received() {
     let pki = TestPki::new(TEST_NOW_SECS);
     let payload = encode(&Value::Map(pki.payload(&DocSpec::new(pki.now_ms()))));
     let protected = vec![0xa1, 0x01, 0x38, 0x22];
-    let doc = sign_cose(&pki.leaf_key, protected.clone(), payload.clone(), Value::Map(vec![]));
+    let doc = sign_cose(
+        &pki.leaf_key,
+        protected.clone(),
+        payload.clone(),
+        Value::Map(vec![]),
+    );
     run(&pki, &doc).unwrap();
     let protected_long = vec![0xa1, 0x18, 0x01, 0x38, 0x22];
     let doc = sign_cose(&pki.leaf_key, protected_long, payload, Value::Map(vec![]));
@@ -257,7 +317,13 @@ fn document_from_the_future_is_rejected() {
     verify(&ok, &pki.anchor(), pki.now_ms(), &policy).unwrap();
     let future = pki.document(&DocSpec::new(pki.now_ms() + 60_001));
     let e = verify(&future, &pki.anchor(), pki.now_ms(), &policy).unwrap_err();
-    assert!(matches!(e, VerifyError::Policy(PolicyError::FromFuture { skew_ms: 60_000, .. })));
+    assert!(matches!(
+        e,
+        VerifyError::Policy(PolicyError::FromFuture {
+            skew_ms: 60_000,
+            ..
+        })
+    ));
     assert_eq!(e.check(), Check::Freshness);
 }
 
@@ -269,9 +335,19 @@ fn debug_mode_needs_all_three_pcrs_zero() {
         spec.pcrs.insert(i, vec![0; 48]);
     }
     let doc = pki.document(&spec);
-    assert_eq!(run(&pki, &doc).unwrap_err(), VerifyError::Policy(PolicyError::DebugMode));
-    let allow = agentkeys_attestation::Policy { allow_debug: true, ..Default::default() };
-    assert!(verify(&doc, &pki.anchor(), pki.now_ms(), &allow).unwrap().debug_mode);
+    assert_eq!(
+        run(&pki, &doc).unwrap_err(),
+        VerifyError::Policy(PolicyError::DebugMode)
+    );
+    let allow = agentkeys_attestation::Policy {
+        allow_debug: true,
+        ..Default::default()
+    };
+    assert!(
+        verify(&doc, &pki.anchor(), pki.now_ms(), &allow)
+            .unwrap()
+            .debug_mode
+    );
     // Only two of three zero: not debug mode.
     spec.pcrs.insert(2, vec![9; 48]);
     assert!(!run(&pki, &pki.document(&spec)).unwrap().debug_mode);
@@ -296,5 +372,12 @@ fn policy_checks_run_in_order() {
     policy.nonce = spec.nonce.clone();
     let e = verify(&doc, &pki.anchor(), pki.now_ms(), &policy).unwrap_err();
     assert_eq!(e.check(), Check::UserData);
-    assert_eq!(e.to_string(), format!("user_data: user_data is {}, expected {}", hex::encode(b"user data"), hex::encode(b"other")));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "user_data: user_data is {}, expected {}",
+            hex::encode(b"user data"),
+            hex::encode(b"other")
+        )
+    );
 }

@@ -51,11 +51,22 @@ fn genuine_documents_verify_exit_0() {
 
 #[test]
 fn json_output_is_machine_readable() {
-    let o = attest(&["verify", &path(REAL), "--at", REAL_AT, "--json", "--pcr", &format!("0={REAL_PCR0}")]);
+    let o = attest(&[
+        "verify",
+        &path(REAL),
+        "--at",
+        REAL_AT,
+        "--json",
+        "--pcr",
+        &format!("0={REAL_PCR0}"),
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], true);
-    assert_eq!(v["document"]["module_id"], "i-07e25f3bada361dec-enc0181d3dff86da785");
+    assert_eq!(
+        v["document"]["module_id"],
+        "i-07e25f3bada361dec-enc0181d3dff86da785"
+    );
     assert_eq!(v["document"]["pcrs"]["0"], REAL_PCR0);
     assert_eq!(v["checks"].as_array().unwrap().len(), 11);
     assert_eq!(v["checks"][5]["check"], "pcrs");
@@ -68,19 +79,38 @@ fn failed_checks_exit_1_and_are_named() {
     let real = path(REAL);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["verify", &real], "certificate_path"), // now: certificates expired
-        (vec!["verify", &real, "--at", "1657030702"], "certificate_path"),
-        (vec!["verify", &real, "--at", REAL_AT, "--pcr", "0=00"], "pcrs"),
-        (vec!["verify", &real, "--at", REAL_AT, "--user-data", "00"], "user_data"),
-        (vec!["verify", &real, "--at", REAL_AT, "--nonce", "00"], "nonce"),
-        (vec!["verify", &real, "--at", REAL_AT, "--public-key", "00"], "public_key"),
-        (vec!["verify", &real, "--at", "1657120000", "--max-age", "60"], "freshness"),
+        (
+            vec!["verify", &real, "--at", "1657030702"],
+            "certificate_path",
+        ),
+        (
+            vec!["verify", &real, "--at", REAL_AT, "--pcr", "0=00"],
+            "pcrs",
+        ),
+        (
+            vec!["verify", &real, "--at", REAL_AT, "--user-data", "00"],
+            "user_data",
+        ),
+        (
+            vec!["verify", &real, "--at", REAL_AT, "--nonce", "00"],
+            "nonce",
+        ),
+        (
+            vec!["verify", &real, "--at", REAL_AT, "--public-key", "00"],
+            "public_key",
+        ),
+        (
+            vec!["verify", &real, "--at", "1657120000", "--max-age", "60"],
+            "freshness",
+        ),
     ];
     for (args, check) in cases {
         let o = attest(&args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stdout(&o));
         let out = stdout(&o);
         assert!(
-            out.lines().any(|l| l.starts_with(check) && l.contains("FAIL")),
+            out.lines()
+                .any(|l| l.starts_with(check) && l.contains("FAIL")),
             "{args:?}: {out}"
         );
         let mut json_args = args.clone();
@@ -96,14 +126,24 @@ fn debug_documents_need_allow_debug() {
     let f = fixture("ev-beta-debug.bin");
     let o = attest(&["verify", &path(f.name), "--at", &at(f.timestamp_ms)]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains("debug_mode         FAIL"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("debug_mode         FAIL"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
 fn measurements_file_and_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("measurements.json");
-    std::fs::write(&m, format!(r#"{{"Measurements":{{"HashAlgorithm":"Sha384 {{ ... }}","PCR0":"{REAL_PCR0}"}}}}"#)).unwrap();
+    std::fs::write(
+        &m,
+        format!(
+            r#"{{"Measurements":{{"HashAlgorithm":"Sha384 {{ ... }}","PCR0":"{REAL_PCR0}"}}}}"#
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
         .args(["verify", "-", "--at", REAL_AT, "--measurements"])
         .arg(&m)
@@ -111,12 +151,28 @@ fn measurements_file_and_stdin() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&fixture(REAL).bytes).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&fixture(REAL).bytes)
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     // A measurements file for another image fails the pcrs check.
-    std::fs::write(&m, format!(r#"{{"Measurements":{{"PCR0":"{}"}}}}"#, "11".repeat(48))).unwrap();
-    let o = attest(&["verify", &path(REAL), "--at", REAL_AT, "--measurements", m.to_str().unwrap()]);
+    std::fs::write(
+        &m,
+        format!(r#"{{"Measurements":{{"PCR0":"{}"}}}}"#, "11".repeat(48)),
+    )
+    .unwrap();
+    let o = attest(&[
+        "verify",
+        &path(REAL),
+        "--at",
+        REAL_AT,
+        "--measurements",
+        m.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
 }
 
@@ -135,11 +191,27 @@ fn mock_root_needs_explicit_permission() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("mock"));
     // Accepted when allowed.
-    let o = attest(&["verify", doc, "--at", &now, "--root", root, "--allow-mock-root"]);
+    let o = attest(&[
+        "verify",
+        doc,
+        "--at",
+        &now,
+        "--root",
+        root,
+        "--allow-mock-root",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("MOCK ROOT"));
     // Genuine documents fail against the mock root.
-    let o = attest(&["verify", &path(REAL), "--at", REAL_AT, "--root", root, "--allow-mock-root"]);
+    let o = attest(&[
+        "verify",
+        &path(REAL),
+        "--at",
+        REAL_AT,
+        "--root",
+        root,
+        "--allow-mock-root",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("certificate_path   FAIL"));
     // Mock documents fail against the AWS root.
@@ -179,7 +251,11 @@ fn malformed_documents_exit_1() {
     std::fs::write(&bad, b"\x84\x40").unwrap();
     let o = attest(&["verify", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains("cose_structure     FAIL"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("cose_structure     FAIL"),
+        "{}",
+        stdout(&o)
+    );
     let o = attest(&["inspect", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     std::fs::write(&bad, b"").unwrap();
@@ -212,5 +288,8 @@ fn inspect_prints_every_field() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["document"]["timestamp_ms"], 1_657_117_102_484u64);
     assert_eq!(v["document"]["nonce"], serde_json::Value::Null);
-    assert_eq!(v["document"]["certificates"][0]["sha256"], agentkeys_attestation::AWS_NITRO_ROOT_G1_SHA256);
+    assert_eq!(
+        v["document"]["certificates"][0]["sha256"],
+        agentkeys_attestation::AWS_NITRO_ROOT_G1_SHA256
+    );
 }

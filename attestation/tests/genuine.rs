@@ -57,7 +57,10 @@ fn every_fixture_verifies_at_its_own_time() {
         assert_eq!(v.chain.len(), 5);
         assert_eq!(v.chain[0].sha256_hex, AWS_NITRO_ROOT_G1_SHA256);
         assert_eq!(v.chain[4].position, CertPosition::Leaf);
-        assert_eq!(v.document.cabundle.len(), index["cabundle_len"].as_u64().unwrap() as usize);
+        assert_eq!(
+            v.document.cabundle.len(),
+            index["cabundle_len"].as_u64().unwrap() as usize
+        );
         for pcr in [0u16, 1, 2, 3, 4, 8] {
             let want = index_hex(f.name, &format!("pcr{pcr}")).unwrap();
             assert_eq!(v.document.pcrs[&pcr], want, "{} PCR{pcr}", f.name);
@@ -74,7 +77,12 @@ fn every_fixture_verifies_at_its_own_time() {
 fn debug_fixtures_fail_without_allow_debug() {
     for f in fixtures().into_iter().filter(|f| f.debug) {
         let err = verify(&f.bytes, &aws(), f.timestamp_ms, &Default::default()).unwrap_err();
-        assert_eq!(err, VerifyError::Policy(PolicyError::DebugMode), "{}", f.name);
+        assert_eq!(
+            err,
+            VerifyError::Policy(PolicyError::DebugMode),
+            "{}",
+            f.name
+        );
         assert_eq!(err.check(), Check::DebugMode);
     }
 }
@@ -114,7 +122,12 @@ fn flipped_payload_byte_fails_signature() {
         let at = bytes.windows(9).position(|w| w == b"module_id").unwrap() + 9 + 2 + 3;
         bytes[at] ^= 0x01;
         let err = verify(&bytes, &aws(), f.timestamp_ms, &f.policy()).unwrap_err();
-        assert_eq!(err, VerifyError::Signature(SignatureError::Invalid), "{}", f.name);
+        assert_eq!(
+            err,
+            VerifyError::Signature(SignatureError::Invalid),
+            "{}",
+            f.name
+        );
     }
 }
 
@@ -123,7 +136,10 @@ fn flipped_pcr_byte_fails_signature() {
     let f = fixture("aws-real-2022-07-06.cose");
     let pcr0 = index_hex(f.name, "pcr0").unwrap();
     let mut bytes = f.bytes.clone();
-    let at = bytes.windows(48).position(|w| w == pcr0.as_slice()).unwrap();
+    let at = bytes
+        .windows(48)
+        .position(|w| w == pcr0.as_slice())
+        .unwrap();
     bytes[at + 47] ^= 0x80;
     let err = verify(&bytes, &aws(), f.timestamp_ms, &f.policy()).unwrap_err();
     assert_eq!(err, VerifyError::Signature(SignatureError::Invalid));
@@ -137,7 +153,12 @@ fn flipped_signature_byte_fails_signature() {
             let at = bytes.len() - position;
             bytes[at] ^= 0x01;
             let err = verify(&bytes, &aws(), f.timestamp_ms, &f.policy()).unwrap_err();
-            assert_eq!(err.check(), Check::CoseSignature, "{} byte -{position}", f.name);
+            assert_eq!(
+                err.check(),
+                Check::CoseSignature,
+                "{} byte -{position}",
+                f.name
+            );
         }
     }
 }
@@ -152,9 +173,17 @@ fn cabundle_entry_removed_fails_certificate_path() {
                 set_field(entries, "cabundle", Value::Array(bundle));
             });
             let err = verify(&bytes, &aws(), f.timestamp_ms, &f.policy()).unwrap_err();
-            assert_eq!(err.check(), Check::CertificatePath, "{} remove {removed}: {err}", f.name);
+            assert_eq!(
+                err.check(),
+                Check::CertificatePath,
+                "{} remove {removed}: {err}",
+                f.name
+            );
             if removed == 0 {
-                assert!(matches!(err, VerifyError::Chain(ChainError::AnchorMismatch { .. })));
+                assert!(matches!(
+                    err,
+                    VerifyError::Chain(ChainError::AnchorMismatch { .. })
+                ));
             } else {
                 assert!(
                     matches!(err, VerifyError::Chain(ChainError::IssuerName { .. })),
@@ -244,17 +273,30 @@ fn from_pem_refuses_the_mock_root() {
 
 #[test]
 fn from_pem_rejects_garbage() {
-    assert!(matches!(TrustAnchor::from_pem("nonsense"), Err(AnchorError::Pem { .. })));
+    assert!(matches!(
+        TrustAnchor::from_pem("nonsense"),
+        Err(AnchorError::Pem { .. })
+    ));
     let key_pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
-    assert!(matches!(TrustAnchor::from_pem(key_pem), Err(AnchorError::Label { .. })));
+    assert!(matches!(
+        TrustAnchor::from_pem(key_pem),
+        Err(AnchorError::Label { .. })
+    ));
     let not_cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-    assert!(matches!(TrustAnchor::from_pem(not_cert), Err(AnchorError::Certificate { .. })));
+    assert!(matches!(
+        TrustAnchor::from_pem(not_cert),
+        Err(AnchorError::Certificate { .. })
+    ));
 }
 
 #[test]
 fn another_non_mock_root_rejects_genuine_documents() {
     // A root that is neither AWS's nor marked as mock: accepted as anchor, never matches.
-    let specs = vec![CertSpec::ca("CN=other root,O=Example,C=US", None, TEST_NOW_SECS)];
+    let specs = vec![CertSpec::ca(
+        "CN=other root,O=Example,C=US",
+        None,
+        TEST_NOW_SECS,
+    )];
     let mut specs_with_leaf = specs.clone();
     specs_with_leaf.push(CertSpec::leaf("CN=leaf,O=Example", TEST_NOW_SECS));
     let pki = TestPki::from_specs(TEST_NOW_SECS, specs_with_leaf);
@@ -262,7 +304,10 @@ fn another_non_mock_root_rejects_genuine_documents() {
     assert!(!anchor.is_mock());
     let f = fixture("ev-beta-valid.bin");
     let err = verify(&f.bytes, &anchor, f.timestamp_ms, &f.policy()).unwrap_err();
-    assert!(matches!(err, VerifyError::Chain(ChainError::AnchorMismatch { .. })));
+    assert!(matches!(
+        err,
+        VerifyError::Chain(ChainError::AnchorMismatch { .. })
+    ));
 }
 
 #[test]
@@ -288,7 +333,10 @@ fn expected_pcrs_pass_and_wrong_pcrs_fail() {
                 }) => {
                     assert_eq!(*index, pcr);
                     assert_ne!(expected, actual);
-                    assert_eq!(*actual, hex::encode(index_hex(f.name, &format!("pcr{pcr}")).unwrap()));
+                    assert_eq!(
+                        *actual,
+                        hex::encode(index_hex(f.name, &format!("pcr{pcr}")).unwrap())
+                    );
                 }
                 other => panic!("{other}"),
             }
@@ -304,13 +352,18 @@ fn absent_or_out_of_range_pcr_fails() {
     policy.expected_pcrs.insert(20, vec![0; 48]);
     assert!(matches!(
         verify(&f.bytes, &aws(), f.timestamp_ms, &policy),
-        Err(VerifyError::Policy(PolicyError::PcrMissing { index: 20, .. }))
+        Err(VerifyError::Policy(PolicyError::PcrMissing {
+            index: 20,
+            ..
+        }))
     ));
     let mut policy = f.policy();
     policy.expected_pcrs.insert(32, vec![0; 48]);
     assert!(matches!(
         verify(&f.bytes, &aws(), f.timestamp_ms, &policy),
-        Err(VerifyError::Policy(PolicyError::PolicyPcrIndex { index: 32 }))
+        Err(VerifyError::Policy(PolicyError::PolicyPcrIndex {
+            index: 32
+        }))
     ));
 }
 
@@ -329,10 +382,17 @@ fn measurements_json_policy() {
     verify(&f.bytes, &aws(), f.timestamp_ms, &policy).unwrap();
     let other = fixture("aws-real-2022-07-06.cose");
     let err = verify(&other.bytes, &aws(), other.timestamp_ms, &policy).unwrap_err();
-    assert!(matches!(err, VerifyError::Policy(PolicyError::PcrMismatch { index: 0, .. })));
+    assert!(matches!(
+        err,
+        VerifyError::Policy(PolicyError::PcrMismatch { index: 0, .. })
+    ));
 }
 
-fn check_field_policy(name: &str, field: &'static str, set: fn(&mut agentkeys_attestation::Policy, Vec<u8>)) {
+fn check_field_policy(
+    name: &str,
+    field: &'static str,
+    set: fn(&mut agentkeys_attestation::Policy, Vec<u8>),
+) {
     let f = fixture(name);
     let value = index_hex(name, &format!("{field}_hex")).unwrap();
     let mut policy = f.policy();
@@ -367,33 +427,50 @@ fn nonce_policy() {
     policy.nonce = Some(vec![1, 2, 3]);
     assert!(matches!(
         verify(&f.bytes, &aws(), f.timestamp_ms, &policy),
-        Err(VerifyError::Policy(PolicyError::FieldMissing { field: "nonce", .. }))
+        Err(VerifyError::Policy(PolicyError::FieldMissing {
+            field: "nonce",
+            ..
+        }))
     ));
 }
 
 #[test]
 fn user_data_policy() {
-    check_field_policy("aws-real-2022-07-06.cose", "user_data", |p, v| p.user_data = Some(v));
-    check_field_policy("ev-beta-debug.bin", "user_data", |p, v| p.user_data = Some(v));
+    check_field_policy("aws-real-2022-07-06.cose", "user_data", |p, v| {
+        p.user_data = Some(v)
+    });
+    check_field_policy("ev-beta-debug.bin", "user_data", |p, v| {
+        p.user_data = Some(v)
+    });
     let f = fixture("ev-beta-valid.bin");
     let mut policy = f.policy();
     policy.user_data = Some(vec![0]);
     assert!(matches!(
         verify(&f.bytes, &aws(), f.timestamp_ms, &policy),
-        Err(VerifyError::Policy(PolicyError::FieldMissing { field: "user_data", .. }))
+        Err(VerifyError::Policy(PolicyError::FieldMissing {
+            field: "user_data",
+            ..
+        }))
     ));
 }
 
 #[test]
 fn public_key_policy() {
-    check_field_policy("aws-real-2022-07-06.cose", "public_key", |p, v| p.public_key = Some(v));
-    check_field_policy("ev-beta-debug.bin", "public_key", |p, v| p.public_key = Some(v));
+    check_field_policy("aws-real-2022-07-06.cose", "public_key", |p, v| {
+        p.public_key = Some(v)
+    });
+    check_field_policy("ev-beta-debug.bin", "public_key", |p, v| {
+        p.public_key = Some(v)
+    });
     let f = fixture("ev-beta-valid.bin");
     let mut policy = f.policy();
     policy.public_key = Some(vec![0]);
     assert!(matches!(
         verify(&f.bytes, &aws(), f.timestamp_ms, &policy),
-        Err(VerifyError::Policy(PolicyError::FieldMissing { field: "public_key", .. }))
+        Err(VerifyError::Policy(PolicyError::FieldMissing {
+            field: "public_key",
+            ..
+        }))
     ));
 }
 
@@ -429,7 +506,9 @@ fn tag_18_is_accepted_other_tags_are_not() {
     let mut wrong = vec![0xd3];
     wrong.extend_from_slice(&f.bytes);
     assert_eq!(
-        verify(&wrong, &aws(), f.timestamp_ms, &f.policy()).unwrap_err().to_string(),
+        verify(&wrong, &aws(), f.timestamp_ms, &f.policy())
+            .unwrap_err()
+            .to_string(),
         "cose_structure: CBOR tag is 19, expected none or 18 (COSE_Sign1)"
     );
 }
@@ -438,7 +517,10 @@ fn tag_18_is_accepted_other_tags_are_not() {
 fn unprotected_header_is_not_signed_but_must_be_a_map() {
     let f = fixture("ev-beta-valid.bin");
     let mut items = cose_items(&f.bytes);
-    items[1] = Value::Map(vec![(Value::Integer(4.into()), Value::Bytes(b"kid".to_vec()))]);
+    items[1] = Value::Map(vec![(
+        Value::Integer(4.into()),
+        Value::Bytes(b"kid".to_vec()),
+    )]);
     // Contents of the unprotected header are not covered by the signature and are ignored.
     verify(&cose_from_items(items), &aws(), f.timestamp_ms, &f.policy()).unwrap();
 }

@@ -92,10 +92,25 @@ fn oversized_document() {
 #[test]
 fn truncated_documents() {
     let doc = base().bytes;
-    for len in [1, 2, 5, 20, 100, doc.len() / 2, doc.len() - 97, doc.len() - 1] {
+    for len in [
+        1,
+        2,
+        5,
+        20,
+        100,
+        doc.len() / 2,
+        doc.len() - 97,
+        doc.len() - 1,
+    ] {
         let e = err(&doc[..len]);
         assert!(
-            matches!(e, DecodeError::Cbor { check: Check::CoseStructure, .. }),
+            matches!(
+                e,
+                DecodeError::Cbor {
+                    check: Check::CoseStructure,
+                    ..
+                }
+            ),
             "len {len}: {e}"
         );
     }
@@ -107,18 +122,40 @@ fn trailing_bytes() {
     doc.push(0);
     assert!(matches!(
         err(&doc),
-        DecodeError::TrailingBytes { check: Check::CoseStructure, count: 1, .. }
+        DecodeError::TrailingBytes {
+            check: Check::CoseStructure,
+            count: 1,
+            ..
+        }
     ));
     let mut doc = base().bytes;
     doc.extend_from_slice(&base().bytes[..10]);
-    assert!(matches!(err(&doc), DecodeError::TrailingBytes { count: 10, .. }));
+    assert!(matches!(
+        err(&doc),
+        DecodeError::TrailingBytes { count: 10, .. }
+    ));
 }
 
 #[test]
 fn not_an_array() {
-    wrong_type(err(&encode(&i(5))), Check::CoseStructure, "COSE_Sign1", "array");
-    wrong_type(err(&encode(&Value::Map(vec![]))), Check::CoseStructure, "COSE_Sign1", "array");
-    wrong_type(err(&encode(&b(10))), Check::CoseStructure, "COSE_Sign1", "array");
+    wrong_type(
+        err(&encode(&i(5))),
+        Check::CoseStructure,
+        "COSE_Sign1",
+        "array",
+    );
+    wrong_type(
+        err(&encode(&Value::Map(vec![]))),
+        Check::CoseStructure,
+        "COSE_Sign1",
+        "array",
+    );
+    wrong_type(
+        err(&encode(&b(10))),
+        Check::CoseStructure,
+        "COSE_Sign1",
+        "array",
+    );
 }
 
 #[test]
@@ -162,20 +199,41 @@ fn protected_header_not_bstr() {
 #[test]
 fn protected_header_not_a_map() {
     let doc = with_items(|items| items[0] = Value::Bytes(encode(&Value::Array(vec![i(1)]))));
-    wrong_type(err(&doc), Check::CoseStructure, "protected header contents", "map");
+    wrong_type(
+        err(&doc),
+        Check::CoseStructure,
+        "protected header contents",
+        "map",
+    );
     // Empty bstr: RFC 9052 allows it for "no protected headers", but then alg is absent.
     let doc = with_items(|items| items[0] = Value::Bytes(vec![]));
-    assert!(matches!(err(&doc), DecodeError::Cbor { field: "protected header", .. }));
+    assert!(matches!(
+        err(&doc),
+        DecodeError::Cbor {
+            field: "protected header",
+            ..
+        }
+    ));
 }
 
 #[test]
 fn protected_header_garbage_or_trailing() {
     let doc = with_items(|items| items[0] = Value::Bytes(vec![0xa1, 0x01]));
-    assert!(matches!(err(&doc), DecodeError::Cbor { field: "protected header", .. }));
+    assert!(matches!(
+        err(&doc),
+        DecodeError::Cbor {
+            field: "protected header",
+            ..
+        }
+    ));
     let doc = with_items(|items| items[0] = Value::Bytes(vec![0xa1, 0x01, 0x38, 0x22, 0x00]));
     assert!(matches!(
         err(&doc),
-        DecodeError::TrailingBytes { field: "protected header", count: 1, .. }
+        DecodeError::TrailingBytes {
+            field: "protected header",
+            count: 1,
+            ..
+        }
     ));
 }
 
@@ -184,17 +242,23 @@ fn wrong_alg() {
     // ES256
     assert_eq!(
         err(&protected(vec![(i(1), i(-7))])),
-        DecodeError::AlgUnsupported { actual: "-7".into() }
+        DecodeError::AlgUnsupported {
+            actual: "-7".into()
+        }
     );
     // ES512
     assert_eq!(
         err(&protected(vec![(i(1), i(-36))])),
-        DecodeError::AlgUnsupported { actual: "-36".into() }
+        DecodeError::AlgUnsupported {
+            actual: "-36".into()
+        }
     );
     // Textual alg
     assert_eq!(
         err(&protected(vec![(i(1), t("ES384"))])),
-        DecodeError::AlgUnsupported { actual: "\"ES384\"".into() }
+        DecodeError::AlgUnsupported {
+            actual: "\"ES384\"".into()
+        }
     );
     // Re-encoding the genuine header decodes.
     assert!(decode_unverified(&protected(vec![(i(1), i(-35))])).is_ok());
@@ -213,7 +277,9 @@ fn extra_protected_header() {
     );
     assert_eq!(
         err(&protected(vec![(t("alg"), i(-35))])),
-        DecodeError::UnexpectedHeader { label: "\"alg\"".into() }
+        DecodeError::UnexpectedHeader {
+            label: "\"alg\"".into()
+        }
     );
 }
 
@@ -221,7 +287,10 @@ fn extra_protected_header() {
 fn duplicate_alg() {
     assert!(matches!(
         err(&protected(vec![(i(1), i(-35)), (i(1), i(-35))])),
-        DecodeError::DuplicateKey { check: Check::CoseStructure, .. }
+        DecodeError::DuplicateKey {
+            check: Check::CoseStructure,
+            ..
+        }
     ));
 }
 
@@ -283,7 +352,10 @@ fn huge_declared_lengths_do_not_allocate() {
         let mut doc = vec![0x84, head];
         doc.extend_from_slice(&[0xff; 8]);
         doc.extend_from_slice(&[0u8; 64]);
-        assert!(matches!(err(&doc), DecodeError::Cbor { .. }), "head {head:#x}");
+        assert!(
+            matches!(err(&doc), DecodeError::Cbor { .. }),
+            "head {head:#x}"
+        );
     }
 }
 
@@ -296,9 +368,15 @@ fn indefinite_length_items_are_handled() {
         doc.extend_from_slice(&encode(item));
     }
     doc.push(0xff);
-    assert_eq!(decode_unverified(&doc).unwrap(), decode_unverified(&base().bytes).unwrap());
+    assert_eq!(
+        decode_unverified(&doc).unwrap(),
+        decode_unverified(&base().bytes).unwrap()
+    );
     // Unterminated indefinite array.
-    assert!(matches!(err(&doc[..doc.len() - 1]), DecodeError::Cbor { .. }));
+    assert!(matches!(
+        err(&doc[..doc.len() - 1]),
+        DecodeError::Cbor { .. }
+    ));
 }
 
 // ------------------------------------------------------------------ payload syntax
@@ -312,22 +390,47 @@ fn payload_not_a_map() {
 #[test]
 fn payload_garbage_and_trailing() {
     let doc = with_items(|items| items[2] = Value::Bytes(vec![0xa9, 0x69]));
-    assert!(matches!(err(&doc), DecodeError::Cbor { check: Check::PayloadSyntax, .. }));
+    assert!(matches!(
+        err(&doc),
+        DecodeError::Cbor {
+            check: Check::PayloadSyntax,
+            ..
+        }
+    ));
     let doc = with_items(|items| items[2] = Value::Bytes(vec![]));
-    assert!(matches!(err(&doc), DecodeError::Cbor { check: Check::PayloadSyntax, .. }));
+    assert!(matches!(
+        err(&doc),
+        DecodeError::Cbor {
+            check: Check::PayloadSyntax,
+            ..
+        }
+    ));
     let doc = with_items(|items| {
-        let Value::Bytes(p) = &mut items[2] else { panic!() };
+        let Value::Bytes(p) = &mut items[2] else {
+            panic!()
+        };
         p.push(0xf6);
     });
     assert!(matches!(
         err(&doc),
-        DecodeError::TrailingBytes { check: Check::PayloadSyntax, count: 1, .. }
+        DecodeError::TrailingBytes {
+            check: Check::PayloadSyntax,
+            count: 1,
+            ..
+        }
     ));
 }
 
 #[test]
 fn missing_required_fields() {
-    for field in ["module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle"] {
+    for field in [
+        "module_id",
+        "digest",
+        "timestamp",
+        "pcrs",
+        "certificate",
+        "cabundle",
+    ] {
         let doc = payload(|e| remove_field(e, field));
         assert_eq!(err(&doc), DecodeError::MissingField { field }, "{field}");
     }
@@ -346,7 +449,12 @@ fn optional_fields_may_be_absent_or_null() {
 #[test]
 fn unknown_field() {
     let doc = payload(|e| set_field(e, "extra", b(1)));
-    assert_eq!(err(&doc), DecodeError::UnknownField { field: "extra".into() });
+    assert_eq!(
+        err(&doc),
+        DecodeError::UnknownField {
+            field: "extra".into()
+        }
+    );
 }
 
 #[test]
@@ -376,8 +484,18 @@ fn duplicate_fields() {
 
 #[test]
 fn module_id_types() {
-    wrong_type(err(&payload(|e| set_field(e, "module_id", i(1)))), Check::PayloadSyntax, "module_id", "text");
-    wrong_type(err(&payload(|e| set_field(e, "module_id", b(3)))), Check::PayloadSyntax, "module_id", "text");
+    wrong_type(
+        err(&payload(|e| set_field(e, "module_id", i(1)))),
+        Check::PayloadSyntax,
+        "module_id",
+        "text",
+    );
+    wrong_type(
+        err(&payload(|e| set_field(e, "module_id", b(3)))),
+        Check::PayloadSyntax,
+        "module_id",
+        "text",
+    );
     assert!(matches!(
         err(&payload(|e| set_field(e, "module_id", t("")))),
         DecodeError::FieldLength { actual: 0, .. }
@@ -388,13 +506,22 @@ fn module_id_types() {
 fn digest_values() {
     assert_eq!(
         err(&payload(|e| set_field(e, "digest", t("SHA256")))),
-        DecodeError::Digest { actual: "SHA256".into() }
+        DecodeError::Digest {
+            actual: "SHA256".into()
+        }
     );
     assert_eq!(
         err(&payload(|e| set_field(e, "digest", t("sha384")))),
-        DecodeError::Digest { actual: "sha384".into() }
+        DecodeError::Digest {
+            actual: "sha384".into()
+        }
     );
-    wrong_type(err(&payload(|e| set_field(e, "digest", i(384)))), Check::PayloadSyntax, "digest", "text");
+    wrong_type(
+        err(&payload(|e| set_field(e, "digest", i(384)))),
+        Check::PayloadSyntax,
+        "digest",
+        "text",
+    );
 }
 
 #[test]
@@ -405,9 +532,16 @@ fn timestamp_values() {
     );
     assert_eq!(
         err(&payload(|e| set_field(e, "timestamp", i(-1)))),
-        DecodeError::Timestamp { actual: "-1".into() }
+        DecodeError::Timestamp {
+            actual: "-1".into()
+        }
     );
-    wrong_type(err(&payload(|e| set_field(e, "timestamp", t("1")))), Check::PayloadSyntax, "timestamp", "uint");
+    wrong_type(
+        err(&payload(|e| set_field(e, "timestamp", t("1")))),
+        Check::PayloadSyntax,
+        "timestamp",
+        "uint",
+    );
     wrong_type(
         err(&payload(|e| set_field(e, "timestamp", Value::Float(1.0)))),
         Check::PayloadSyntax,
@@ -424,25 +558,61 @@ fn pcrs_doc(pcrs: Vec<(Value, Value)>) -> Vec<u8> {
 
 #[test]
 fn pcrs_values() {
-    wrong_type(err(&payload(|e| set_field(e, "pcrs", Value::Array(vec![])))), Check::PayloadSyntax, "pcrs", "map");
-    assert_eq!(err(&pcrs_doc(vec![])), DecodeError::EmptyCollection { field: "pcrs" });
-    assert_eq!(err(&pcrs_doc(vec![(i(32), b(48))])), DecodeError::PcrIndex { actual: "32".into() });
-    assert_eq!(err(&pcrs_doc(vec![(i(-1), b(48))])), DecodeError::PcrIndex { actual: "-1".into() });
+    wrong_type(
+        err(&payload(|e| set_field(e, "pcrs", Value::Array(vec![])))),
+        Check::PayloadSyntax,
+        "pcrs",
+        "map",
+    );
+    assert_eq!(
+        err(&pcrs_doc(vec![])),
+        DecodeError::EmptyCollection { field: "pcrs" }
+    );
+    assert_eq!(
+        err(&pcrs_doc(vec![(i(32), b(48))])),
+        DecodeError::PcrIndex {
+            actual: "32".into()
+        }
+    );
+    assert_eq!(
+        err(&pcrs_doc(vec![(i(-1), b(48))])),
+        DecodeError::PcrIndex {
+            actual: "-1".into()
+        }
+    );
     assert_eq!(
         err(&pcrs_doc(vec![(i(70000), b(48))])),
-        DecodeError::PcrIndex { actual: "70000".into() }
+        DecodeError::PcrIndex {
+            actual: "70000".into()
+        }
     );
-    wrong_type(err(&pcrs_doc(vec![(t("0"), b(48))])), Check::PayloadSyntax, "pcrs key", "uint");
-    wrong_type(err(&pcrs_doc(vec![(i(0), t("00"))])), Check::PayloadSyntax, "pcrs[0]", "bstr");
+    wrong_type(
+        err(&pcrs_doc(vec![(t("0"), b(48))])),
+        Check::PayloadSyntax,
+        "pcrs key",
+        "uint",
+    );
+    wrong_type(
+        err(&pcrs_doc(vec![(i(0), t("00"))])),
+        Check::PayloadSyntax,
+        "pcrs[0]",
+        "bstr",
+    );
     for n in [0, 16, 47, 49, 96] {
         assert_eq!(
             err(&pcrs_doc(vec![(i(5), b(n))])),
-            DecodeError::PcrLength { index: 5, actual: n }
+            DecodeError::PcrLength {
+                index: 5,
+                actual: n
+            }
         );
     }
     assert_eq!(
         err(&pcrs_doc(vec![(i(3), b(48)), (i(3), b(48))])),
-        DecodeError::DuplicateKey { check: Check::PayloadSyntax, field: "pcrs[3]".into() }
+        DecodeError::DuplicateKey {
+            check: Check::PayloadSyntax,
+            field: "pcrs[3]".into()
+        }
     );
     // Every specified length and the whole index range are accepted syntactically.
     let ok = pcrs_doc(vec![(i(0), b(32)), (i(1), b(48)), (i(31), b(64))]);
@@ -452,36 +622,66 @@ fn pcrs_values() {
 
 #[test]
 fn certificate_values() {
-    wrong_type(err(&payload(|e| set_field(e, "certificate", t("x")))), Check::PayloadSyntax, "certificate", "bstr");
+    wrong_type(
+        err(&payload(|e| set_field(e, "certificate", t("x")))),
+        Check::PayloadSyntax,
+        "certificate",
+        "bstr",
+    );
     assert_eq!(
         err(&payload(|e| set_field(e, "certificate", b(0)))),
-        DecodeError::FieldLength { field: "certificate".into(), min: 1, max: 1024, actual: 0 }
+        DecodeError::FieldLength {
+            field: "certificate".into(),
+            min: 1,
+            max: 1024,
+            actual: 0
+        }
     );
     assert_eq!(
         err(&payload(|e| set_field(e, "certificate", b(1025)))),
-        DecodeError::FieldLength { field: "certificate".into(), min: 1, max: 1024, actual: 1025 }
+        DecodeError::FieldLength {
+            field: "certificate".into(),
+            min: 1,
+            max: 1024,
+            actual: 1025
+        }
     );
 }
 
 #[test]
 fn cabundle_values() {
-    wrong_type(err(&payload(|e| set_field(e, "cabundle", b(10)))), Check::PayloadSyntax, "cabundle", "array");
+    wrong_type(
+        err(&payload(|e| set_field(e, "cabundle", b(10)))),
+        Check::PayloadSyntax,
+        "cabundle",
+        "array",
+    );
     assert_eq!(
         err(&payload(|e| set_field(e, "cabundle", Value::Array(vec![])))),
         DecodeError::EmptyCollection { field: "cabundle" }
     );
     wrong_type(
-        err(&payload(|e| set_field(e, "cabundle", Value::Array(vec![b(10), t("x")])))),
+        err(&payload(|e| {
+            set_field(e, "cabundle", Value::Array(vec![b(10), t("x")]))
+        })),
         Check::PayloadSyntax,
         "cabundle[1]",
         "bstr",
     );
     assert!(matches!(
-        err(&payload(|e| set_field(e, "cabundle", Value::Array(vec![b(0)])))),
+        err(&payload(|e| set_field(
+            e,
+            "cabundle",
+            Value::Array(vec![b(0)])
+        ))),
         DecodeError::FieldLength { actual: 0, .. }
     ));
     assert!(matches!(
-        err(&payload(|e| set_field(e, "cabundle", Value::Array(vec![b(2000)])))),
+        err(&payload(|e| set_field(
+            e,
+            "cabundle",
+            Value::Array(vec![b(2000)])
+        ))),
         DecodeError::FieldLength { actual: 2000, .. }
     ));
 }
@@ -489,8 +689,18 @@ fn cabundle_values() {
 #[test]
 fn optional_byte_fields() {
     for field in ["public_key", "user_data", "nonce"] {
-        wrong_type(err(&payload(|e| set_field(e, field, t("x")))), Check::PayloadSyntax, field, "bstr or null");
-        wrong_type(err(&payload(|e| set_field(e, field, i(0)))), Check::PayloadSyntax, field, "bstr or null");
+        wrong_type(
+            err(&payload(|e| set_field(e, field, t("x")))),
+            Check::PayloadSyntax,
+            field,
+            "bstr or null",
+        );
+        wrong_type(
+            err(&payload(|e| set_field(e, field, i(0)))),
+            Check::PayloadSyntax,
+            field,
+            "bstr or null",
+        );
         wrong_type(
             err(&payload(|e| set_field(e, field, Value::Bool(false)))),
             Check::PayloadSyntax,
@@ -499,7 +709,12 @@ fn optional_byte_fields() {
         );
         assert_eq!(
             err(&payload(|e| set_field(e, field, b(1025)))),
-            DecodeError::FieldLength { field: field.into(), min: 0, max: 1024, actual: 1025 }
+            DecodeError::FieldLength {
+                field: field.into(),
+                min: 0,
+                max: 1024,
+                actual: 1025
+            }
         );
         let ok = payload(|e| set_field(e, field, b(1024)));
         decode_unverified(&ok).unwrap();
@@ -511,10 +726,19 @@ fn optional_byte_fields() {
 #[test]
 fn error_messages_name_step_field_expected_and_actual() {
     let e = err(&payload(|e| set_field(e, "nonce", b(1025))));
-    assert_eq!(e.to_string(), "payload_syntax: nonce is 1025 bytes, expected 0..=1024");
+    assert_eq!(
+        e.to_string(),
+        "payload_syntax: nonce is 1025 bytes, expected 0..=1024"
+    );
     let e = err(&pcrs_doc(vec![(i(5), b(47))]));
-    assert_eq!(e.to_string(), "payload_syntax: pcrs[5] is 47 bytes, expected 32, 48 or 64");
+    assert_eq!(
+        e.to_string(),
+        "payload_syntax: pcrs[5] is 47 bytes, expected 32, 48 or 64"
+    );
     let e = err(&payload(|e| set_field(e, "timestamp", t("1"))));
-    assert_eq!(e.to_string(), "payload_syntax: timestamp is text, expected uint");
+    assert_eq!(
+        e.to_string(),
+        "payload_syntax: timestamp is text, expected uint"
+    );
     assert_eq!(err(&[]).to_string(), "size_bounds: document is empty");
 }

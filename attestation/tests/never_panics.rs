@@ -44,7 +44,9 @@ fn mutations(doc: &[u8], rng: &mut Rng) -> Vec<Vec<u8>> {
         out.push(doc[..rng.below(doc.len())].to_vec());
     }
     // Overwritten bytes with values that are interesting CBOR heads.
-    const HEADS: [u8; 12] = [0x00, 0x18, 0x1b, 0x3b, 0x5b, 0x5f, 0x7f, 0x9b, 0x9f, 0xbf, 0xd2, 0xff];
+    const HEADS: [u8; 12] = [
+        0x00, 0x18, 0x1b, 0x3b, 0x5b, 0x5f, 0x7f, 0x9b, 0x9f, 0xbf, 0xd2, 0xff,
+    ];
     for _ in 0..300 {
         let mut m = doc.to_vec();
         let at = rng.below(m.len());
@@ -86,7 +88,12 @@ fn mutated_documents_never_panic_and_never_verify() {
                 if let Ok(v) = result {
                     // Only mutations outside the signed bytes may verify (e.g. the unprotected
                     // header), and they must decode to the same document.
-                    assert_eq!(v.document, decode_unverified(&f.bytes).unwrap(), "{}", f.name);
+                    assert_eq!(
+                        v.document,
+                        decode_unverified(&f.bytes).unwrap(),
+                        "{}",
+                        f.name
+                    );
                 }
             }
         }

@@ -14,7 +14,6 @@ use agentkeys_attestation::{PolicyError, VerifyError};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use common::*;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
 
@@ -49,13 +48,22 @@ fn start(fault: Fault) -> Issuer {
     let pki = Arc::new(TestPki::new(TEST_NOW_SECS));
     let k1 = p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).unwrap();
     let k2 = p256::ecdsa::SigningKey::from_slice(&[4u8; 32]).unwrap();
-    let jwks = format!(r#"{{"keys":[{},{}]}}"#, jwk(&k1, "kid-1"), jwk(&k2, "kid-2"));
+    let jwks = format!(
+        r#"{{"keys":[{},{}]}}"#,
+        jwk(&k1, "kid-1"),
+        jwk(&k2, "kid-2")
+    );
     let attested = if fault == Fault::KeyNotInJwks {
         p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap()
     } else {
         k2.clone()
     };
-    let spki = attested.verifying_key().to_public_key_der().unwrap().as_bytes().to_vec();
+    let spki = attested
+        .verifying_key()
+        .to_public_key_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
     let base = url.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -73,7 +81,11 @@ fn start(fault: Fault) -> Issuer {
             let (status, body) = if fault == Fault::NotFound {
                 ("404 Not Found", String::new())
             } else if path == "/.well-known/openid-configuration" {
-                let issuer = if fault == Fault::WrongIssuer { format!("{base}/other") } else { base.clone() };
+                let issuer = if fault == Fault::WrongIssuer {
+                    format!("{base}/other")
+                } else {
+                    base.clone()
+                };
                 (
                     "200 OK",
                     format!(
@@ -87,18 +99,33 @@ fn start(fault: Fault) -> Issuer {
                 if fault == Fault::IgnoreNonce {
                     nonce = vec![0; 32];
                 }
-                let hashed = if fault == Fault::OtherJwksHash { format!("{jwks} ") } else { jwks.clone() };
+                let hashed = if fault == Fault::OtherJwksHash {
+                    format!("{jwks} ")
+                } else {
+                    jwks.clone()
+                };
                 let hash = Sha256::digest(hashed.as_bytes());
                 let mut spec = DocSpec::new(pki.now_ms());
                 spec.nonce = Some(nonce);
                 spec.user_data = Some(hash.to_vec());
                 spec.public_key = Some(spki.clone());
                 let doc = pki.document(&spec);
-                let claimed = if fault == Fault::WrongClaimedHash { "00".repeat(32) } else { hex::encode(hash) };
-                let kids = if fault == Fault::WrongKids { r#"["kid-2"]"# } else { r#"["kid-1","kid-2"]"# };
+                let claimed = if fault == Fault::WrongClaimedHash {
+                    "00".repeat(32)
+                } else {
+                    hex::encode(hash)
+                };
+                let kids = if fault == Fault::WrongKids {
+                    r#"["kid-2"]"#
+                } else {
+                    r#"["kid-1","kid-2"]"#
+                };
                 (
                     "200 OK",
-                    format!(r#"{{"document":"{}","jwks_sha256":"{claimed}","kids":{kids}}}"#, STANDARD.encode(doc)),
+                    format!(
+                        r#"{{"document":"{}","jwks_sha256":"{claimed}","kids":{kids}}}"#,
+                        STANDARD.encode(doc)
+                    ),
                 )
             } else {
                 ("404 Not Found", String::new())
@@ -133,7 +160,10 @@ fn online_audit_passes_against_an_honest_issuer() {
     assert_eq!(report.kids, vec!["kid-1", "kid-2"]);
     assert_eq!(report.attested_kid, "kid-2");
     assert_eq!(report.nonce_hex.len(), 64);
-    assert_eq!(report.verified.document.nonce.as_deref().map(hex::encode), Some(report.nonce_hex.clone()));
+    assert_eq!(
+        report.verified.document.nonce.as_deref().map(hex::encode),
+        Some(report.nonce_hex.clone())
+    );
     // Two audits use two different nonces.
     assert_ne!(audit(&issuer).unwrap().nonce_hex, report.nonce_hex);
 }
@@ -141,13 +171,31 @@ fn online_audit_passes_against_an_honest_issuer() {
 #[test]
 fn replayed_nonce_fails() {
     let e = audit(&start(Fault::IgnoreNonce)).unwrap_err();
-    assert!(matches!(e, OnlineError::Verify(VerifyError::Policy(PolicyError::FieldMismatch { field: "nonce", .. }))), "{e}");
+    assert!(
+        matches!(
+            e,
+            OnlineError::Verify(VerifyError::Policy(PolicyError::FieldMismatch {
+                field: "nonce",
+                ..
+            }))
+        ),
+        "{e}"
+    );
 }
 
 #[test]
 fn attestation_of_other_jwks_bytes_fails() {
     let e = audit(&start(Fault::OtherJwksHash)).unwrap_err();
-    assert!(matches!(e, OnlineError::Verify(VerifyError::Policy(PolicyError::FieldMismatch { field: "user_data", .. }))), "{e}");
+    assert!(
+        matches!(
+            e,
+            OnlineError::Verify(VerifyError::Policy(PolicyError::FieldMismatch {
+                field: "user_data",
+                ..
+            }))
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -191,12 +239,22 @@ fn cli_online_audit_exit_codes() {
         Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
             .args(["verify", "--issuer", issuer, "--root"])
             .arg(&root)
-            .args(["--allow-mock-root", "--json", "--at", &TEST_NOW_SECS.to_string()])
+            .args([
+                "--allow-mock-root",
+                "--json",
+                "--at",
+                &TEST_NOW_SECS.to_string(),
+            ])
             .output()
             .unwrap()
     };
     let ok = run(&start(Fault::None).url);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     let json: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(json["ok"], true);
     assert_eq!(json["report"]["attested_kid"], "kid-2");

@@ -145,7 +145,14 @@ mod tests {
         h.update(1u64.to_be_bytes());
         h.update(j);
         let expected: [u8; 32] = h.finalize().into();
-        assert_eq!(e, ChainEntry { epoch: 42, seq: 1, head: expected });
+        assert_eq!(
+            e,
+            ChainEntry {
+                epoch: 42,
+                seq: 1,
+                head: expected
+            }
+        );
         assert_eq!(chain.current().unwrap().head, expected);
     }
 
@@ -156,10 +163,15 @@ mod tests {
         for t in 0..8u8 {
             let chain = chain.clone();
             handles.push(std::thread::spawn(move || {
-                (0..100).map(|_| chain.append(&[t; 32]).unwrap().seq).collect::<Vec<_>>()
+                (0..100)
+                    .map(|_| chain.append(&[t; 32]).unwrap().seq)
+                    .collect::<Vec<_>>()
             }));
         }
-        let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<u64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (1..=800).collect::<Vec<_>>());
     }
@@ -168,6 +180,9 @@ mod tests {
     fn exhausted_sequence() {
         let chain = AuditChain::new(1);
         chain.position.lock().unwrap().seq = u64::MAX;
-        assert!(matches!(chain.append(&[0; 32]), Err(AuditError::Exhausted { seq: u64::MAX })));
+        assert!(matches!(
+            chain.append(&[0; 32]),
+            Err(AuditError::Exhausted { seq: u64::MAX })
+        ));
     }
 }

@@ -169,7 +169,9 @@ pub fn validate_issuer(issuer: &str, mock: bool) -> Result<String, ConfigError> 
         Some("http") => {
             let loopback = matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1");
             if !mock {
-                Err(err("must be https:// (http:// is allowed only with --mock)"))
+                Err(err(
+                    "must be https:// (http:// is allowed only with --mock)",
+                ))
             } else if !loopback {
                 Err(err("http:// is allowed only to a loopback host"))
             } else {
@@ -205,7 +207,9 @@ impl Args {
     pub fn into_config(self) -> Result<EnclaveConfig, ConfigError> {
         if !self.mock {
             if self.mock_debug {
-                return Err(ConfigError::NeedsMock { flag: "--mock-debug" });
+                return Err(ConfigError::NeedsMock {
+                    flag: "--mock-debug",
+                });
             }
             if !self.mock_pcr.is_empty() {
                 return Err(ConfigError::NeedsMock { flag: "--mock-pcr" });
@@ -296,7 +300,10 @@ where
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("agentkeys-enclave: cannot start the async runtime: {e}");
@@ -318,7 +325,11 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> Result<Args, clap::Error> {
-        let mut v = vec!["agentkeys-enclave", "--issuer", "https://issuer.example.com"];
+        let mut v = vec![
+            "agentkeys-enclave",
+            "--issuer",
+            "https://issuer.example.com",
+        ];
         v.extend_from_slice(extra);
         Args::try_parse_from(v)
     }
@@ -328,7 +339,10 @@ mod tests {
         let c = args(&[]).unwrap().into_config().unwrap();
         assert_eq!(
             c.listen,
-            Address::Vsock { cid: agentkeys_wire::address::VSOCK_CID_ANY, port: 5000 }
+            Address::Vsock {
+                cid: agentkeys_wire::address::VSOCK_CID_ANY,
+                port: 5000
+            }
         );
         assert!(!c.mock.enabled);
         assert_eq!(c.policy.issuer(), "https://issuer.example.com");
@@ -346,8 +360,14 @@ mod tests {
 
     #[test]
     fn issuer_rules() {
-        assert_eq!(validate_issuer("https://a.example/", false).unwrap(), "https://a.example");
-        assert_eq!(validate_issuer("https://a.example/p", false).unwrap(), "https://a.example/p");
+        assert_eq!(
+            validate_issuer("https://a.example/", false).unwrap(),
+            "https://a.example"
+        );
+        assert_eq!(
+            validate_issuer("https://a.example/p", false).unwrap(),
+            "https://a.example/p"
+        );
         assert!(validate_issuer("http://127.0.0.1:8080", false).is_err());
         assert_eq!(
             validate_issuer("http://127.0.0.1:8080", true).unwrap(),
@@ -368,11 +388,16 @@ mod tests {
     fn mock_flags_need_mock() {
         assert_eq!(
             args(&["--mock-debug"]).unwrap().into_config().unwrap_err(),
-            ConfigError::NeedsMock { flag: "--mock-debug" }
+            ConfigError::NeedsMock {
+                flag: "--mock-debug"
+            }
         );
         let pcr = format!("0={}", "ab".repeat(48));
         assert!(args(&["--mock-pcr", &pcr]).unwrap().into_config().is_err());
-        let c = args(&["--mock", "--mock-pcr", &pcr]).unwrap().into_config().unwrap();
+        let c = args(&["--mock", "--mock-pcr", &pcr])
+            .unwrap()
+            .into_config()
+            .unwrap();
         assert_eq!(c.mock.pcrs[&0], [0xab; 48]);
     }
 
@@ -382,14 +407,20 @@ mod tests {
         assert!(parse_mock_pcr("x=00").is_err());
         assert!(parse_mock_pcr("0=zz").is_err());
         assert!(parse_mock_pcr("0=00").is_err());
-        assert_eq!(parse_mock_pcr(&format!("4={}", "01".repeat(48))).unwrap().0, 4);
+        assert_eq!(
+            parse_mock_pcr(&format!("4={}", "01".repeat(48))).unwrap().0,
+            4
+        );
     }
 
     #[test]
     fn ttl_bounds_checked() {
         assert!(args(&["--ttl-max", "7200"]).unwrap().into_config().is_err());
         assert!(args(&["--ttl-min", "10"]).unwrap().into_config().is_err());
-        assert!(args(&["--ttl-default", "30"]).unwrap().into_config().is_err());
+        assert!(args(&["--ttl-default", "30"])
+            .unwrap()
+            .into_config()
+            .is_err());
         let c = args(&["--ttl-default", "900", "--audience", "a", "--audience", "b"])
             .unwrap()
             .into_config()

@@ -400,7 +400,11 @@ mod tests {
         assert_eq!(p.resolve_ttl(Some(3600)).unwrap(), 3600);
         assert_eq!(
             p.resolve_ttl(Some(59)),
-            Err(TokenError::TtlOutOfRange { requested: 59, min: 60, max: 3600 })
+            Err(TokenError::TtlOutOfRange {
+                requested: 59,
+                min: 60,
+                max: 3600
+            })
         );
         assert!(p.resolve_ttl(Some(3601)).is_err());
         assert!(p.resolve_ttl(Some(0)).is_err());
@@ -442,7 +446,11 @@ mod tests {
     fn token_shape_exact() {
         let k = key();
         let rng = SystemRandom::new();
-        let params = MintParams { wallet: W, ttl_seconds: Some(600), audience: None };
+        let params = MintParams {
+            wallet: W,
+            ttl_seconds: Some(600),
+            audience: None,
+        };
         let m = mint(&policy(), &k, &params, 1_700_000_000, &rng).unwrap();
         let parts: Vec<&str> = m.jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
@@ -471,7 +479,10 @@ mod tests {
         assert_eq!(m.jti.len(), 32);
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         assert_eq!(sig.len(), 64);
-        assert_eq!(m.jwt_sha256, <[u8; 32]>::from(Sha256::digest(m.jwt.as_bytes())));
+        assert_eq!(
+            m.jwt_sha256,
+            <[u8; 32]>::from(Sha256::digest(m.jwt.as_bytes()))
+        );
         // Signature verifies over header.claims with p256.
         use p256::ecdsa::signature::Verifier;
         let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(k.public_point()).unwrap();
@@ -484,7 +495,10 @@ mod tests {
     fn jti_distinct() {
         let k = key();
         let rng = SystemRandom::new();
-        let params = MintParams { wallet: W, ..Default::default() };
+        let params = MintParams {
+            wallet: W,
+            ..Default::default()
+        };
         let a = mint(&policy(), &k, &params, 1, &rng).unwrap();
         let b = mint(&policy(), &k, &params, 1, &rng).unwrap();
         assert_ne!(a.jti, b.jti);
@@ -496,11 +510,28 @@ mod tests {
         let k = key();
         let rng = SystemRandom::new();
         let p = policy();
-        let bad_wallet = MintParams { wallet: "0x1234", ..Default::default() };
-        assert!(matches!(mint(&p, &k, &bad_wallet, 1, &rng), Err(TokenError::InvalidWallet { .. })));
-        let bad_ttl = MintParams { wallet: W, ttl_seconds: Some(10), audience: None };
-        assert!(matches!(mint(&p, &k, &bad_ttl, 1, &rng), Err(TokenError::TtlOutOfRange { .. })));
-        let bad_aud = MintParams { wallet: W, ttl_seconds: None, audience: Some("x") };
+        let bad_wallet = MintParams {
+            wallet: "0x1234",
+            ..Default::default()
+        };
+        assert!(matches!(
+            mint(&p, &k, &bad_wallet, 1, &rng),
+            Err(TokenError::InvalidWallet { .. })
+        ));
+        let bad_ttl = MintParams {
+            wallet: W,
+            ttl_seconds: Some(10),
+            audience: None,
+        };
+        assert!(matches!(
+            mint(&p, &k, &bad_ttl, 1, &rng),
+            Err(TokenError::TtlOutOfRange { .. })
+        ));
+        let bad_aud = MintParams {
+            wallet: W,
+            ttl_seconds: None,
+            audience: Some("x"),
+        };
         assert!(matches!(
             mint(&p, &k, &bad_aud, 1, &rng),
             Err(TokenError::AudienceNotAllowed { .. })

@@ -411,7 +411,10 @@ mod tests {
     fn seed_length_checked() {
         assert!(matches!(
             Seed::from_slice(&[0; 31]),
-            Err(KeyError::SeedLength { expected: 32, actual: 31 })
+            Err(KeyError::SeedLength {
+                expected: 32,
+                actual: 31
+            })
         ));
         assert!(Seed::from_slice(&[0; 33]).is_err());
         assert!(Seed::from_slice(&[]).is_err());
@@ -420,7 +423,10 @@ mod tests {
     #[test]
     fn seed_debug_redacted() {
         let s = format!("{:?}", seed(0xAB));
-        assert!(!s.contains("171") && !s.to_lowercase().contains("ab,"), "{s}");
+        assert!(
+            !s.contains("171") && !s.to_lowercase().contains("ab,"),
+            "{s}"
+        );
         assert_eq!(s, "Seed(<redacted>)");
     }
 
@@ -466,7 +472,7 @@ mod tests {
             seen.push(String::from_utf8(info.to_vec()).unwrap());
             let mut out = Zeroizing::new([0u8; 32]);
             match seen.len() {
-                1 => {} // zero
+                1 => {}                             // zero
                 2 => out.copy_from_slice(&n_bytes), // == n
                 3 => out.fill(0xff),                // > n
                 _ => out[31] = 5,
@@ -476,7 +482,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             seen,
-            vec!["oidc/issuer/v3", "oidc/issuer/v3/1", "oidc/issuer/v3/2", "oidc/issuer/v3/3"]
+            vec![
+                "oidc/issuer/v3",
+                "oidc/issuer/v3/1",
+                "oidc/issuer/v3/2",
+                "oidc/issuer/v3/3"
+            ]
         );
         assert_eq!(sk.to_bytes()[31], 5);
     }
@@ -501,7 +512,11 @@ mod tests {
         // P-256 public key of RFC 7515 Appendix A.3 (ES256 example).
         let x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
         let y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
-        let json = String::from("{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"") + x + "\",\"y\":\"" + y + "\"}";
+        let json = String::from("{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"")
+            + x
+            + "\",\"y\":\""
+            + y
+            + "\"}";
         let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(json.as_bytes()));
         assert_eq!(thumbprint_p256(x, y), expected);
         // The same value computed outside Rust: Python `json.dumps(sort_keys=True,
@@ -538,14 +553,27 @@ mod tests {
 
     #[test]
     fn ring_with_next_and_previous() {
-        let spec = RingSpec { active: 3, publish_next: true, keep_previous: 4 };
+        let spec = RingSpec {
+            active: 3,
+            publish_next: true,
+            keep_previous: 4,
+        };
         let ring = KeyRing::derive(&seed(3), spec).unwrap();
         let versions: Vec<u32> = ring.keys().map(|k| k.version()).collect();
         assert_eq!(versions, vec![3, 4, 2, 1]);
         assert_eq!(ring.kids().len(), 4);
         assert!(matches!(
-            KeyRing::derive(&seed(3), RingSpec { keep_previous: 5, ..spec }),
-            Err(KeyError::TooManyPrevious { requested: 5, max: 4 })
+            KeyRing::derive(
+                &seed(3),
+                RingSpec {
+                    keep_previous: 5,
+                    ..spec
+                }
+            ),
+            Err(KeyError::TooManyPrevious {
+                requested: 5,
+                max: 4
+            })
         ));
     }
 

@@ -34,7 +34,9 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use http::Uri;
-use hyper_util::client::legacy::connect::{Connect, Connected, Connection, HttpConnector as HyperHttp};
+use hyper_util::client::legacy::connect::{
+    Connect, Connected, Connection, HttpConnector as HyperHttp,
+};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -554,57 +556,57 @@ pub async fn unseal(
     let client = kms_client(settings, &endpoint, &req.region, &req.credentials)?;
     let (purpose_key, purpose_value) = CONTEXT_PURPOSE;
 
-    let (operation, for_recipient, plaintext_present, sealed_seed, genesis) =
-        match &req.sealed_seed {
-            None => {
-                let op = "GenerateDataKey";
-                let out = client
-                    .generate_data_key()
-                    .key_id(&req.kms_key_id)
-                    .key_spec(DataKeySpec::Aes256)
-                    .encryption_context(purpose_key, purpose_value)
-                    .encryption_context(CONTEXT_ISSUER_KEY, &settings.issuer)
-                    .recipient(recipient_info)
-                    .send()
-                    .await
-                    .map_err(|e| classify(op, e))?;
-                let blob = out
-                    .ciphertext_blob()
-                    .ok_or(KmsError::MissingField {
-                        operation: op,
-                        field: "CiphertextBlob",
-                    })?
-                    .as_ref()
-                    .to_vec();
-                (
-                    op,
-                    out.ciphertext_for_recipient().map(|b| b.as_ref().to_vec()),
-                    out.plaintext().is_some(),
-                    blob,
-                    true,
-                )
-            }
-            Some(sealed) => {
-                let op = "Decrypt";
-                let out = client
-                    .decrypt()
-                    .key_id(&req.kms_key_id)
-                    .ciphertext_blob(Blob::new(sealed.clone()))
-                    .encryption_context(purpose_key, purpose_value)
-                    .encryption_context(CONTEXT_ISSUER_KEY, &settings.issuer)
-                    .recipient(recipient_info)
-                    .send()
-                    .await
-                    .map_err(|e| classify(op, e))?;
-                (
-                    op,
-                    out.ciphertext_for_recipient().map(|b| b.as_ref().to_vec()),
-                    out.plaintext().is_some(),
-                    sealed.clone(),
-                    false,
-                )
-            }
-        };
+    let (operation, for_recipient, plaintext_present, sealed_seed, genesis) = match &req.sealed_seed
+    {
+        None => {
+            let op = "GenerateDataKey";
+            let out = client
+                .generate_data_key()
+                .key_id(&req.kms_key_id)
+                .key_spec(DataKeySpec::Aes256)
+                .encryption_context(purpose_key, purpose_value)
+                .encryption_context(CONTEXT_ISSUER_KEY, &settings.issuer)
+                .recipient(recipient_info)
+                .send()
+                .await
+                .map_err(|e| classify(op, e))?;
+            let blob = out
+                .ciphertext_blob()
+                .ok_or(KmsError::MissingField {
+                    operation: op,
+                    field: "CiphertextBlob",
+                })?
+                .as_ref()
+                .to_vec();
+            (
+                op,
+                out.ciphertext_for_recipient().map(|b| b.as_ref().to_vec()),
+                out.plaintext().is_some(),
+                blob,
+                true,
+            )
+        }
+        Some(sealed) => {
+            let op = "Decrypt";
+            let out = client
+                .decrypt()
+                .key_id(&req.kms_key_id)
+                .ciphertext_blob(Blob::new(sealed.clone()))
+                .encryption_context(purpose_key, purpose_value)
+                .encryption_context(CONTEXT_ISSUER_KEY, &settings.issuer)
+                .recipient(recipient_info)
+                .send()
+                .await
+                .map_err(|e| classify(op, e))?;
+            (
+                op,
+                out.ciphertext_for_recipient().map(|b| b.as_ref().to_vec()),
+                out.plaintext().is_some(),
+                sealed.clone(),
+                false,
+            )
+        }
+    };
     if plaintext_present && !settings.mock {
         return Err(KmsError::PlaintextReturned { operation });
     }
@@ -634,7 +636,13 @@ mod tests {
 
     #[test]
     fn regions() {
-        for ok in ["us-east-1", "eu-west-3", "us-gov-west-1", "ap-southeast-4", "il-central-1"] {
+        for ok in [
+            "us-east-1",
+            "eu-west-3",
+            "us-gov-west-1",
+            "ap-southeast-4",
+            "il-central-1",
+        ] {
             validate_region(ok).unwrap();
         }
         for bad in [
@@ -650,7 +658,10 @@ mod tests {
             "us-east-1 ",
             "evil.com#us-east-1",
         ] {
-            assert!(matches!(validate_region(bad), Err(KmsError::InvalidRegion { .. })), "{bad}");
+            assert!(
+                matches!(validate_region(bad), Err(KmsError::InvalidRegion { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -661,9 +672,13 @@ mod tests {
             "https://kms.eu-west-1.amazonaws.com"
         );
         assert_eq!(
-            resolve_endpoint("eu-west-1", Some("https://kms-fips.eu-west-1.amazonaws.com/"), false)
-                .unwrap()
-                .url(),
+            resolve_endpoint(
+                "eu-west-1",
+                Some("https://kms-fips.eu-west-1.amazonaws.com/"),
+                false
+            )
+            .unwrap()
+            .url(),
             "https://kms-fips.eu-west-1.amazonaws.com"
         );
         for bad in [
@@ -692,7 +707,11 @@ mod tests {
 
     #[test]
     fn mock_endpoints() {
-        for ok in ["http://127.0.0.1:4000", "http://localhost:1", "http://[::1]:65535/"] {
+        for ok in [
+            "http://127.0.0.1:4000",
+            "http://localhost:1",
+            "http://[::1]:65535/",
+        ] {
             resolve_endpoint("us-east-1", Some(ok), true).unwrap();
         }
         for bad in [
@@ -751,9 +770,14 @@ mod tests {
 
     #[test]
     fn error_kinds() {
-        let e = KmsError::AccessDenied { operation: "Decrypt", message: "m".into() };
+        let e = KmsError::AccessDenied {
+            operation: "Decrypt",
+            message: "m".into(),
+        };
         assert_eq!(e.wire_kind(), WireErrorKind::AccessDenied);
-        let e = KmsError::PlaintextReturned { operation: "Decrypt" };
+        let e = KmsError::PlaintextReturned {
+            operation: "Decrypt",
+        };
         assert_eq!(e.wire_kind(), WireErrorKind::Kms);
     }
 }

@@ -235,8 +235,12 @@ mod tests {
     #[test]
     fn random_concatenates_calls() {
         let dev = Scripted(Mutex::new(vec![
-            Response::GetRandom { random: vec![1, 2, 3] },
-            Response::GetRandom { random: vec![4, 5, 6, 7] },
+            Response::GetRandom {
+                random: vec![1, 2, 3],
+            },
+            Response::GetRandom {
+                random: vec![4, 5, 6, 7],
+            },
         ]));
         assert_eq!(random(&dev, 5).unwrap(), vec![1, 2, 3, 4, 5]);
     }
@@ -245,16 +249,34 @@ mod tests {
     fn random_surfaces_device_error() {
         let dev = Scripted(Mutex::new(vec![]));
         let err = random(&dev, 4).unwrap_err();
-        assert!(matches!(err, NsmError::Device { request: "GetRandom", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                NsmError::Device {
+                    request: "GetRandom",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn random_gives_up_on_empty_answers() {
         let dev = Scripted(Mutex::new(
-            (0..100).map(|_| Response::GetRandom { random: vec![] }).collect(),
+            (0..100)
+                .map(|_| Response::GetRandom { random: vec![] })
+                .collect(),
         ));
         let err = random(&dev, 4).unwrap_err();
-        assert!(matches!(err, NsmError::RandomExhausted { got: 0, wanted: 4, .. }));
+        assert!(matches!(
+            err,
+            NsmError::RandomExhausted {
+                got: 0,
+                wanted: 4,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -263,7 +285,10 @@ mod tests {
         let err = attest(&dev, None, None, None).unwrap_err();
         assert!(matches!(
             err,
-            NsmError::UnexpectedResponse { request: "Attestation", actual: "LockPCR" }
+            NsmError::UnexpectedResponse {
+                request: "Attestation",
+                actual: "LockPCR"
+            }
         ));
     }
 
@@ -272,12 +297,17 @@ mod tests {
         let dev = Scripted(Mutex::new(vec![]));
         let big = vec![0u8; MAX_ATTESTATION_FIELD_BYTES + 1];
         let err = attest(&dev, None, Some(&big), None).unwrap_err();
-        assert!(matches!(err, NsmError::FieldTooLarge { field: "nonce", .. }));
+        assert!(matches!(
+            err,
+            NsmError::FieldTooLarge { field: "nonce", .. }
+        ));
     }
 
     #[test]
     fn attest_returns_document() {
-        let dev = Scripted(Mutex::new(vec![Response::Attestation { document: vec![9; 4] }]));
+        let dev = Scripted(Mutex::new(vec![Response::Attestation {
+            document: vec![9; 4],
+        }]));
         assert_eq!(attest(&dev, Some(b"u"), None, None).unwrap(), vec![9; 4]);
     }
 

@@ -336,7 +336,9 @@ pub async fn run(config: EnclaveConfig) -> Result<(), StartError> {
         "enclave listening"
     );
     if config.mock.enabled {
-        tracing::warn!("MOCK MODE: attestation documents are signed by the public mock root and prove nothing");
+        tracing::warn!(
+            "MOCK MODE: attestation documents are signed by the public mock root and prove nothing"
+        );
     }
     serve_listener(enclave, listener).await;
     Ok(())

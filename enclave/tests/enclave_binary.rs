@@ -226,7 +226,10 @@ async fn pcr_policy_refusal_keeps_enclave_waiting() {
     let e = remote(client.call(unseal_request(&strict, None)).await);
     assert_eq!(e.kind, WireErrorKind::AccessDenied, "{e}");
     assert!(e.message.contains("GenerateDataKey"), "{e}");
-    assert!(e.message.len() > "KMS GenerateDataKey access denied: ".len(), "{e}");
+    assert!(
+        e.message.len() > "KMS GenerateDataKey access denied: ".len(),
+        "{e}"
+    );
 
     // A non-loopback endpoint is refused in mock mode, naming it.
     let e = remote(
@@ -235,7 +238,10 @@ async fn pcr_policy_refusal_keeps_enclave_waiting() {
             .await,
     );
     assert_eq!(e.kind, WireErrorKind::InvalidRequest);
-    assert!(e.message.contains("https://kms.us-east-1.amazonaws.com"), "{e}");
+    assert!(
+        e.message.contains("https://kms.us-east-1.amazonaws.com"),
+        "{e}"
+    );
 
     // Still sealed, still serving.
     enclave.assert_alive();
@@ -297,7 +303,12 @@ async fn minted_jwt_verifies_against_attested_jwks() {
     // JWKS members exactly as DESIGN §5.
     let jwks: serde_json::Value = serde_json::from_slice(&att.jwks).unwrap();
     let key = jwk(&jwks, &unsealed.active_kid);
-    let mut members: Vec<&str> = key.as_object().unwrap().keys().map(|s| s.as_str()).collect();
+    let mut members: Vec<&str> = key
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|s| s.as_str())
+        .collect();
     members.sort_unstable();
     assert_eq!(members, ["alg", "crv", "kid", "kty", "use", "x", "y"]);
     assert_eq!(key["kty"], "EC");
@@ -387,7 +398,10 @@ async fn minted_jwt_verifies_against_attested_jwks() {
     });
     assert_eq!(data.claims, expected);
     let now = now_ms() / 1000;
-    assert!(minted.iat <= now + 1 && minted.iat + 60 >= now, "enclave clock");
+    assert!(
+        minted.iat <= now + 1 && minted.iat + 60 >= now,
+        "enclave clock"
+    );
 
     // A tampered token does not verify.
     let mut tampered = minted.jwt.clone();
@@ -418,14 +432,23 @@ async fn minted_jwt_verifies_against_attested_jwks() {
         assert!(e.message.contains("[60, 3600]"), "{e}");
     }
     for edge in [60, 3600] {
-        match client.call(mint_request(WALLET, Some(edge), None)).await.unwrap() {
+        match client
+            .call(mint_request(WALLET, Some(edge), None))
+            .await
+            .unwrap()
+        {
             Response::Jwt(m) => assert_eq!(m.exp - m.iat, u64::from(edge)),
             other => panic!("{other:?}"),
         }
     }
 
     // Invalid wallets.
-    for bad in ["", "0x1234", "abcdef0123456789abcdef0123456789abcdef0123", "0xZZcdef0123456789abcdef0123456789abcdef01"] {
+    for bad in [
+        "",
+        "0x1234",
+        "abcdef0123456789abcdef0123456789abcdef0123",
+        "0xZZcdef0123456789abcdef0123456789abcdef01",
+    ] {
         let e = remote(client.call(mint_request(bad, None, None)).await);
         assert_eq!(e.kind, WireErrorKind::InvalidWallet, "{bad:?}");
     }
@@ -454,7 +477,11 @@ async fn concurrent_mints_chain_matches_checkpoint() {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             let wallet = format!("0x{:040x}", i + 1);
-            match client.call(mint_request(&wallet, None, None)).await.unwrap() {
+            match client
+                .call(mint_request(&wallet, None, None))
+                .await
+                .unwrap()
+            {
                 Response::Jwt(m) => m,
                 other => panic!("{other:?}"),
             }
@@ -490,7 +517,10 @@ async fn concurrent_mints_chain_matches_checkpoint() {
         Response::Checkpoint(c) => c,
         other => panic!("{other:?}"),
     };
-    assert_eq!((after.epoch, after.seq, after.head), (before.epoch, 64, head));
+    assert_eq!(
+        (after.epoch, after.seq, after.head),
+        (before.epoch, 64, head)
+    );
     let expected = CheckpointUserData {
         epoch: before.epoch,
         seq: 64,
@@ -547,7 +577,11 @@ async fn bad_frames_get_errors_and_enclave_keeps_serving() {
 
     // Valid CBOR of the wrong shape.
     let mut cbor = Vec::new();
-    ciborium::into_writer(&serde_json::json!({"id": 7, "request": {"Nope": 1}}), &mut cbor).unwrap();
+    ciborium::into_writer(
+        &serde_json::json!({"id": 7, "request": {"Nope": 1}}),
+        &mut cbor,
+    )
+    .unwrap();
     let reply = raw_exchange(&socket, &frame(&cbor));
     assert!(reply.is_some());
     assert_error_reply(reply, &[WireErrorKind::Malformed]);
@@ -563,14 +597,20 @@ async fn bad_frames_get_errors_and_enclave_keeps_serving() {
     // Oversized length prefix: an error reply or a closed connection, never a hang.
     let mut huge = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec();
     huge.extend_from_slice(&[0u8; 16]);
-    assert_error_reply(raw_exchange(&socket, &huge), &[WireErrorKind::FrameTooLarge]);
+    assert_error_reply(
+        raw_exchange(&socket, &huge),
+        &[WireErrorKind::FrameTooLarge],
+    );
     assert_error_reply(
         raw_exchange(&socket, &u32::MAX.to_be_bytes()),
         &[WireErrorKind::FrameTooLarge],
     );
 
     // Empty frame.
-    assert_error_reply(raw_exchange(&socket, &frame(b"")), &[WireErrorKind::Malformed]);
+    assert_error_reply(
+        raw_exchange(&socket, &frame(b"")),
+        &[WireErrorKind::Malformed],
+    );
 
     // Truncated frame, then close.
     {
@@ -615,14 +655,34 @@ fn binary_refuses_bad_configuration() {
     let out = run(&["--mock", "--usock", "/nonexistent/x.sock"]);
     assert_eq!(out.status.code(), Some(2));
     // Plain-http issuer without --mock.
-    let out = run(&["--usock", "/nonexistent/x.sock", "--issuer", "http://127.0.0.1:1"]);
+    let out = run(&[
+        "--usock",
+        "/nonexistent/x.sock",
+        "--issuer",
+        "http://127.0.0.1:1",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--issuer"));
     // TTL bound outside [60, 3600].
-    let out = run(&["--mock", "--usock", "/nonexistent/x.sock", "--issuer", ISSUER, "--ttl-max", "7200"]);
+    let out = run(&[
+        "--mock",
+        "--usock",
+        "/nonexistent/x.sock",
+        "--issuer",
+        ISSUER,
+        "--ttl-max",
+        "7200",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     // --mock-pcr without --mock.
     let pcr = format!("0={}", hex::encode(PCR_A));
-    let out = run(&["--usock", "/x", "--issuer", "https://i.example", "--mock-pcr", &pcr]);
+    let out = run(&[
+        "--usock",
+        "/x",
+        "--issuer",
+        "https://i.example",
+        "--mock-pcr",
+        &pcr,
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -371,7 +371,9 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let audit_db = data_dir.join("audit.db");
-    let sealed_seed = data_dir.join("sealed-seed.bin");
+    // The KMS encryption context binds the seed to the issuer, which contains the port:
+    // one sealed seed per port, so a run on another port does not try to open it.
+    let sealed_seed = data_dir.join(format!("sealed-seed-{}.bin", broker_addr.port()));
     let config = BrokerConfig {
         issuer: issuer.clone(),
         bind: broker_addr,

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
+pub mod faults;
+
 /// The wallet most tests use.
 pub const WALLET: &str = "0x00000000000000000000000000000000000000aa";
 
@@ -37,12 +39,16 @@ static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 
 const BINARIES: [&str; 3] = ["agentkeys-broker", "agentkeys-enclave", "agentkeys-attest"];
 
-/// Path of a shipped binary; builds the workspace binaries once per test run if any is
-/// missing (same profile as the tests).
+/// Path of a shipped binary. Once per test run, `cargo build --bins --workspace` (same
+/// profile as the tests) makes sure the binaries exist and are current.
 pub fn binary(name: &str) -> PathBuf {
     let dir = bin_dir();
     let built = BUILT.get_or_init(|| {
-        if BINARIES.iter().all(|b| dir.join(b).exists()) {
+        // Up to date binaries make this a quick no-op; AGENTKEYS_E2E_NO_BUILD=1 skips it
+        // when the binaries exist (e.g. prebuilt in CI).
+        if std::env::var_os("AGENTKEYS_E2E_NO_BUILD").is_some()
+            && BINARIES.iter().all(|b| dir.join(b).exists())
+        {
             return Ok(());
         }
         let profile = dir
@@ -144,7 +150,11 @@ impl DevStack {
             .arg(&data_dir)
             .arg("--ready-file")
             .arg(&ready_file)
-            .args(["--port", "0"])
+            .args(if opts.extra.iter().any(|a| a == "--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
             .args(&opts.extra)
             .env("AGENTKEYS_LOG", "info")
             .stdin(Stdio::null())
@@ -263,17 +273,26 @@ impl Drop for DevStack {
 
 fn kill_group(child: &mut Child) {
     let pgid = format!("-{}", child.id());
-    let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &pgid])
+        .stderr(Stdio::null())
+        .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             // The group may still hold the enclave child; make sure it is gone.
-            let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &pgid])
+                .stderr(Stdio::null())
+                .status();
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &pgid])
+        .stderr(Stdio::null())
+        .status();
     let _ = child.wait();
 }
 

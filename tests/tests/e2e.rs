@@ -601,20 +601,20 @@ fn data_dir_persists_the_key_across_runs() {
         let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
         v["keys"][0]["kid"].as_str().unwrap().to_string()
     };
+    // The issuer (and so the KMS encryption context) includes the port: keep it.
+    let port = closed_port().to_string();
+    let opts = DevOptions {
+        data_dir: Some(data.clone()),
+        extra: vec!["--port".into(), port.clone()],
+    };
     let first = {
-        let stack = DevStack::start_with(DevOptions {
-            data_dir: Some(data.clone()),
-            ..Default::default()
-        });
+        let stack = DevStack::start_with(opts.clone());
         kid(&stack)
     };
-    let seed = data.join("sealed-seed.bin");
+    let seed = data.join(format!("sealed-seed-{port}.bin"));
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&seed).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let stack = DevStack::start_with(DevOptions {
-        data_dir: Some(data),
-        ..Default::default()
-    });
+    let stack = DevStack::start_with(opts);
     assert_eq!(kid(&stack), first);
 }

@@ -120,13 +120,13 @@ struct VerifyArgs {
     measurements: Option<PathBuf>,
     /// Expected nonce (hex).
     #[arg(long, value_name = "HEX", value_parser = parse_hex, conflicts_with = "issuer")]
-    nonce: Option<Vec<u8>>,
+    nonce: Option<HexBytes>,
     /// Expected user_data (hex).
     #[arg(long, value_name = "HEX", value_parser = parse_hex, conflicts_with = "issuer")]
-    user_data: Option<Vec<u8>>,
+    user_data: Option<HexBytes>,
     /// Expected public_key (hex).
     #[arg(long, value_name = "HEX", value_parser = parse_hex, conflicts_with = "issuer")]
-    public_key: Option<Vec<u8>>,
+    public_key: Option<HexBytes>,
     /// Maximum document age in seconds.
     #[arg(long, value_name = "SECONDS")]
     max_age: Option<u64>,
@@ -150,8 +150,14 @@ impl<E: std::fmt::Display> From<E> for UsageError {
     }
 }
 
-fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    hex::decode(s.trim()).map_err(|e| format!("not hex: {e}"))
+/// Bytes given as hex on the command line.
+#[derive(Debug, Clone)]
+struct HexBytes(Vec<u8>);
+
+fn parse_hex(s: &str) -> Result<HexBytes, String> {
+    hex::decode(s.trim())
+        .map(HexBytes)
+        .map_err(|e| format!("not hex: {e}"))
 }
 
 fn parse_pcr(s: &str) -> Result<(u16, Vec<u8>), String> {
@@ -166,7 +172,7 @@ fn parse_pcr(s: &str) -> Result<(u16, Vec<u8>), String> {
     if index > MAX_PCR_INDEX {
         return Err(format!("PCR index {index} is not in 0..={MAX_PCR_INDEX}"));
     }
-    Ok((index, parse_hex(value)?))
+    Ok((index, parse_hex(value)?.0))
 }
 
 fn main() -> ExitCode {
@@ -201,7 +207,10 @@ fn read_document(doc: &str, base64: bool) -> Result<Vec<u8>, UsageError> {
     if !base64 {
         return Ok(bytes);
     }
-    let text: Vec<u8> = bytes.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+    let text: Vec<u8> = bytes
+        .into_iter()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD
         .decode(&text)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&text))
@@ -214,7 +223,8 @@ fn inspect(args: &InspectArgs) -> Result<u8, UsageError> {
     let code = match decode_unverified(&bytes) {
         Ok(document) => {
             if args.json {
-                let value = json!({"ok": true, "verified": false, "document": document_json(&document)});
+                let value =
+                    json!({"ok": true, "verified": false, "document": document_json(&document)});
                 let _ = writeln!(out, "{value:#}");
             } else {
                 print_document(&mut out, &document);
@@ -223,7 +233,8 @@ fn inspect(args: &InspectArgs) -> Result<u8, UsageError> {
         }
         Err(e) => {
             if args.json {
-                let value = json!({"ok": false, "failed_check": e.check().name(), "error": e.to_string()});
+                let value =
+                    json!({"ok": false, "failed_check": e.check().name(), "error": e.to_string()});
                 let _ = writeln!(out, "{value:#}");
             } else {
                 let _ = writeln!(out, "cannot decode document: {e}");
@@ -238,11 +249,14 @@ fn inspect(args: &InspectArgs) -> Result<u8, UsageError> {
 /// Writes the output; a closed stdout (e.g. piped into `head`) is not an error.
 fn emit(out: &str) {
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 fn opt_hex(v: &Option<Vec<u8>>) -> Value {
-    v.as_ref().map_or(Value::Null, |b| Value::String(hex::encode(b)))
+    v.as_ref()
+        .map_or(Value::Null, |b| Value::String(hex::encode(b)))
 }
 
 fn document_json(d: &AttestationDocument) -> Value {
@@ -287,7 +301,12 @@ fn summary_json(s: &CertificateSummary) -> Value {
 
 fn print_document(out: &mut String, d: &AttestationDocument) {
     let _ = writeln!(out, "module_id   {}", d.module_id);
-    let _ = writeln!(out, "timestamp   {} ({} ms)", format_unix_ms(d.timestamp_ms), d.timestamp_ms);
+    let _ = writeln!(
+        out,
+        "timestamp   {} ({} ms)",
+        format_unix_ms(d.timestamp_ms),
+        d.timestamp_ms
+    );
     let _ = writeln!(out, "digest      {}", d.digest);
     let _ = writeln!(out, "debug_mode  {}", d.is_debug_mode());
     for (index, value) in &d.pcrs {
@@ -299,7 +318,8 @@ fn print_document(out: &mut String, d: &AttestationDocument) {
             Ok(s) => {
                 let _ = writeln!(out, "  {}", s.position);
                 let _ = writeln!(out, "    subject   {}", s.subject);
-                let _ = writeln!(out, 
+                let _ = writeln!(
+                    out,
                     "    validity  {} .. {}",
                     format_unix_ms(s.not_before_ms),
                     format_unix_ms(s.not_after_ms)
@@ -368,9 +388,9 @@ fn build_policy(args: &VerifyArgs) -> Result<Policy, UsageError> {
     Ok(Policy {
         expected_pcrs: expected,
         allow_debug: args.allow_debug,
-        nonce: args.nonce.clone(),
-        user_data: args.user_data.clone(),
-        public_key: args.public_key.clone(),
+        nonce: args.nonce.clone().map(|h| h.0),
+        user_data: args.user_data.clone().map(|h| h.0),
+        public_key: args.public_key.clone().map(|h| h.0),
         max_age: args.max_age.map(Duration::from_secs),
         clock_skew: Duration::from_secs(args.clock_skew),
     })
@@ -397,7 +417,11 @@ fn run_verify(args: &VerifyArgs) -> Result<u8, UsageError> {
         print_verify_outcome(&mut out, &anchor, at_ms, &result);
     }
     emit(&out);
-    Ok(if result.is_ok() { EXIT_OK } else { EXIT_CHECK_FAILED })
+    Ok(if result.is_ok() {
+        EXIT_OK
+    } else {
+        EXIT_CHECK_FAILED
+    })
 }
 
 /// One row of the checks table.
@@ -501,7 +525,8 @@ fn print_verify_outcome(
     result: &Result<VerifiedDocument, VerifyError>,
 ) {
     let _ = writeln!(out);
-    let _ = writeln!(out, 
+    let _ = writeln!(
+        out,
         "anchor      {} (sha256 {}){}",
         anchor.subject(),
         anchor.sha256_hex(),
@@ -511,7 +536,11 @@ fn print_verify_outcome(
     match result {
         Ok(v) => {
             let _ = writeln!(out, "module_id   {}", v.document.module_id);
-            let _ = writeln!(out, "timestamp   {}", format_unix_ms(v.document.timestamp_ms));
+            let _ = writeln!(
+                out,
+                "timestamp   {}",
+                format_unix_ms(v.document.timestamp_ms)
+            );
             for index in [0u16, 1, 2] {
                 if let Some(pcr) = v.document.pcrs.get(&index) {
                     let _ = writeln!(out, "PCR{index}        {}", hex::encode(pcr));
@@ -581,7 +610,11 @@ fn run_online(
         }
     }
     emit(&out);
-    Ok(if result.is_ok() { EXIT_OK } else { EXIT_CHECK_FAILED })
+    Ok(if result.is_ok() {
+        EXIT_OK
+    } else {
+        EXIT_CHECK_FAILED
+    })
 }
 
 fn online_failed_name(e: &OnlineError) -> &'static str {
@@ -637,9 +670,7 @@ fn online_rows(policy: &Policy, error: Option<&OnlineError>) -> Vec<Row> {
             continue;
         }
         let (status, detail) = match failed_pos {
-            Some(f) if Some(f) == pos => {
-                ("FAIL", error.map(|e| e.to_string()).unwrap_or_default())
-            }
+            Some(f) if Some(f) == pos => ("FAIL", error.map(|e| e.to_string()).unwrap_or_default()),
             Some(f) if Some(f) < pos => ("not run", String::new()),
             _ => ("pass", String::new()),
         };

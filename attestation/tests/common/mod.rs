@@ -20,7 +20,10 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/nitro-attestation/");
+pub const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/nitro-attestation/"
+);
 
 /// One genuine document with what index.json says about it.
 pub struct Fixture {
@@ -56,7 +59,9 @@ pub fn fixture(name: &str) -> Fixture {
     let raw = std::fs::read(format!("{FIXTURES}{name}")).unwrap();
     let bytes = if name.ends_with(".b64") {
         let text: String = String::from_utf8(raw).unwrap().split_whitespace().collect();
-        base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap()
     } else {
         raw
     };
@@ -125,7 +130,10 @@ pub fn with_payload(document: &[u8], f: impl FnOnce(&mut Vec<(Value, Value)>)) -
 
 /// Sets (or adds) a payload field.
 pub fn set_field(entries: &mut Vec<(Value, Value)>, name: &str, value: Value) {
-    if let Some(entry) = entries.iter_mut().find(|(k, _)| *k == Value::Text(name.into())) {
+    if let Some(entry) = entries
+        .iter_mut()
+        .find(|(k, _)| *k == Value::Text(name.into()))
+    {
         entry.1 = value;
     } else {
         entries.push((Value::Text(name.into()), value));
@@ -260,9 +268,20 @@ impl TestPki {
     pub fn new(now_secs: u64) -> Self {
         let specs = vec![
             CertSpec::ca(MOCK_ROOT_SUBJECT, None, now_secs),
-            CertSpec::ca("CN=int1.mock,O=AgentKeys Mock Nitro,C=US", Some(1), now_secs),
-            CertSpec::ca("CN=int2.mock,O=AgentKeys Mock Nitro,C=US", Some(0), now_secs),
-            CertSpec::leaf("CN=i-0mock-enc0mock.mock,O=AgentKeys Mock Nitro,C=US", now_secs),
+            CertSpec::ca(
+                "CN=int1.mock,O=AgentKeys Mock Nitro,C=US",
+                Some(1),
+                now_secs,
+            ),
+            CertSpec::ca(
+                "CN=int2.mock,O=AgentKeys Mock Nitro,C=US",
+                Some(0),
+                now_secs,
+            ),
+            CertSpec::leaf(
+                "CN=i-0mock-enc0mock.mock,O=AgentKeys Mock Nitro,C=US",
+                now_secs,
+            ),
         ];
         Self::from_specs(now_secs, specs)
     }
@@ -275,7 +294,10 @@ impl TestPki {
             let (issuer_name, issuer_key) = if i == 0 {
                 (None, &keys[0])
             } else {
-                (Some(Name::from_str(&specs[i - 1].subject).unwrap()), &keys[i - 1])
+                (
+                    Some(Name::from_str(&specs[i - 1].subject).unwrap()),
+                    &keys[i - 1],
+                )
             };
             ders.push(issue(
                 spec,
@@ -319,11 +341,20 @@ impl TestPki {
             .collect();
         let opt = |v: &Option<Vec<u8>>| v.clone().map_or(Value::Null, Value::Bytes);
         vec![
-            (Value::Text("module_id".into()), Value::Text(spec.module_id.clone())),
+            (
+                Value::Text("module_id".into()),
+                Value::Text(spec.module_id.clone()),
+            ),
             (Value::Text("digest".into()), Value::Text("SHA384".into())),
-            (Value::Text("timestamp".into()), Value::Integer(spec.timestamp_ms.into())),
+            (
+                Value::Text("timestamp".into()),
+                Value::Integer(spec.timestamp_ms.into()),
+            ),
             (Value::Text("pcrs".into()), Value::Map(pcrs)),
-            (Value::Text("certificate".into()), Value::Bytes(self.leaf.clone())),
+            (
+                Value::Text("certificate".into()),
+                Value::Bytes(self.leaf.clone()),
+            ),
             (
                 Value::Text("cabundle".into()),
                 Value::Array(self.cabundle.iter().cloned().map(Value::Bytes).collect()),
@@ -345,12 +376,22 @@ impl TestPki {
             Value::Integer(1.into()),
             Value::Integer((-35).into()),
         )]));
-        sign_cose(&self.leaf_key, protected, payload.to_vec(), Value::Map(vec![]))
+        sign_cose(
+            &self.leaf_key,
+            protected,
+            payload.to_vec(),
+            Value::Map(vec![]),
+        )
     }
 }
 
 /// COSE_Sign1 with an ES384 signature by `key` over the Sig_structure.
-pub fn sign_cose(key: &SigningKey, protected: Vec<u8>, payload: Vec<u8>, unprotected: Value) -> Vec<u8> {
+pub fn sign_cose(
+    key: &SigningKey,
+    protected: Vec<u8>,
+    payload: Vec<u8>,
+    unprotected: Value,
+) -> Vec<u8> {
     let tbs = encode(&Value::Array(vec![
         Value::Text("Signature1".into()),
         Value::Bytes(protected.clone()),

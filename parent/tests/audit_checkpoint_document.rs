@@ -1,0 +1,151 @@
+//! `audit verify` with the enclave's checkpoint given as an attestation document
+//! (mock NSM), raw, base64 or inside JSON, decoded only or fully verified.
+#![cfg(feature = "dev")]
+
+use agentkeys_attestation::{Policy, TrustAnchor};
+use agentkeys_broker::audit::{
+    cli, AuditEvent, AuditStore, CheckpointTrust, NewAuditRow, Outcome, SqliteAuditStore,
+    VerifyFailure,
+};
+use agentkeys_mock_nsm::{mock_root_pem, MockNsm, MockNsmConfig};
+use agentkeys_wire::{chain_genesis, chain_next, CheckpointUserData};
+use base64::Engine;
+
+const EPOCH: u64 = 42;
+
+async fn log_with_mints(path: &std::path::Path, n: u64) -> CheckpointUserData {
+    let store = SqliteAuditStore::open(path, Default::default()).unwrap();
+    let mut head = chain_genesis(EPOCH);
+    for seq in 1..=n {
+        let jwt = [seq as u8; 32];
+        head = chain_next(&head, seq, &jwt);
+        store
+            .append(
+                NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success)
+                    .enclave(EPOCH, seq, jwt, head),
+            )
+            .await
+            .unwrap();
+    }
+    store.close();
+    CheckpointUserData {
+        epoch: EPOCH,
+        seq: n,
+        head,
+    }
+}
+
+fn document(cp: &CheckpointUserData) -> Vec<u8> {
+    MockNsm::new(MockNsmConfig::default())
+        .attest(Some(cp.encode().to_vec()), None, None)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn attested_checkpoint_in_every_file_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let cp = log_with_mints(&db, 5).await;
+    let doc = document(&cp);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
+    let forms: Vec<(&str, Vec<u8>)> = vec![
+        ("raw.cose", doc.clone()),
+        ("doc.b64", b64.clone().into_bytes()),
+        (
+            "doc.json",
+            format!(r#"{{"document":"{b64}"}}"#).into_bytes(),
+        ),
+        (
+            "both.json",
+            format!(
+                r#"{{"epoch":{},"seq":{},"head":"{}","document":"{b64}"}}"#,
+                cp.epoch,
+                cp.seq,
+                hex::encode(cp.head)
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (name, bytes) in forms {
+        let file = dir.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let report = cli::verify(&db, Some(&file)).unwrap();
+        assert!(report.is_ok(), "{name}: {}", report.render());
+        assert!(report.checkpoint.unwrap().matched, "{name}");
+    }
+
+    // Fully verified against the explicitly trusted mock root.
+    let anchor = TrustAnchor::mock_root_explicitly_trusted(&mock_root_pem()).unwrap();
+    let policy = Policy::default();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let trust = CheckpointTrust {
+        anchor: &anchor,
+        policy: &policy,
+        at_unix_ms: now_ms,
+    };
+    let file = dir.path().join("raw.cose");
+    let report = cli::verify_with_trust(&db, Some(&file), Some(&trust)).unwrap();
+    assert!(report.is_ok(), "{}", report.render());
+
+    // The production root refuses the mock document.
+    let root = TrustAnchor::aws_nitro_root_g1();
+    let trust = CheckpointTrust {
+        anchor: &root,
+        policy: &policy,
+        at_unix_ms: now_ms,
+    };
+    assert!(cli::verify_with_trust(&db, Some(&file), Some(&trust)).is_err());
+
+    // JSON fields that disagree with the document are refused.
+    let lie = dir.path().join("lie.json");
+    std::fs::write(
+        &lie,
+        format!(
+            r#"{{"epoch":{},"seq":{},"head":"{}","document":"{b64}"}}"#,
+            cp.epoch,
+            cp.seq - 1,
+            hex::encode(cp.head)
+        ),
+    )
+    .unwrap();
+    assert!(cli::verify(&db, Some(&lie)).is_err());
+}
+
+#[tokio::test]
+async fn attested_checkpoint_reveals_dropped_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let cp = log_with_mints(&db, 6).await;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE id > 3;")
+        .unwrap();
+    let file = dir.path().join("cp.cose");
+    std::fs::write(&file, document(&cp)).unwrap();
+    let report = cli::verify(&db, None).unwrap();
+    assert!(report.is_ok());
+    let report = cli::verify(&db, Some(&file)).unwrap();
+    assert_eq!(
+        report.first_failure(),
+        Some(&VerifyFailure::MissingSeqs {
+            epoch: EPOCH,
+            from: 4,
+            to: 6
+        })
+    );
+}
+
+#[test]
+fn document_without_user_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = MockNsm::new(MockNsmConfig::default())
+        .attest(None, None, None)
+        .unwrap();
+    let file = dir.path().join("doc.cose");
+    std::fs::write(&file, doc).unwrap();
+    let err = agentkeys_broker::audit::load_checkpoint(&file, None).unwrap_err();
+    assert!(err.to_string().contains("user_data"), "{err}");
+}
