@@ -1180,4 +1180,5 @@ pub fn unwrap_ciphertext_for_recipient(
 }
 
 #[cfg(test)]
+#[path = "cms/tests.rs"]
 mod tests;

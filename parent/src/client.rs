@@ -189,6 +189,34 @@ pub async fn run_creds(args: &CredsArgs) -> Result<String, CredsError> {
     Ok(render(&answer, args.format))
 }
 
+/// Fetches `GET {broker}/v1/audit/checkpoint?nonce=<hex>` and returns the JSON text.
+pub async fn fetch_checkpoint(broker_url: &str, nonce: &[u8]) -> Result<String, CredsError> {
+    let url = format!(
+        "{}/v1/audit/checkpoint?nonce={}",
+        broker_url.trim_end_matches('/'),
+        hex::encode(nonce)
+    );
+    let transport = |e: reqwest::Error| CredsError::Transport {
+        url: url.clone(),
+        message: crate::session::describe_reqwest(&e),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(transport)?;
+    let response = client.get(&url).send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(transport)?;
+    if status != 200 {
+        return Err(CredsError::Broker {
+            status,
+            error: "checkpoint".into(),
+            message: text.chars().take(300).collect(),
+        });
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,32 +277,4 @@ mod tests {
         };
         assert!(matches!(read_bearer(&args), Err(CredsError::NoBearer)));
     }
-}
-
-/// Fetches `GET {broker}/v1/audit/checkpoint?nonce=<hex>` and returns the JSON text.
-pub async fn fetch_checkpoint(broker_url: &str, nonce: &[u8]) -> Result<String, CredsError> {
-    let url = format!(
-        "{}/v1/audit/checkpoint?nonce={}",
-        broker_url.trim_end_matches('/'),
-        hex::encode(nonce)
-    );
-    let transport = |e: reqwest::Error| CredsError::Transport {
-        url: url.clone(),
-        message: crate::session::describe_reqwest(&e),
-    };
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(transport)?;
-    let response = client.get(&url).send().await.map_err(transport)?;
-    let status = response.status().as_u16();
-    let text = response.text().await.map_err(transport)?;
-    if status != 200 {
-        return Err(CredsError::Broker {
-            status,
-            error: "checkpoint".into(),
-            message: text.chars().take(300).collect(),
-        });
-    }
-    Ok(text)
 }

@@ -118,6 +118,9 @@ pub fn parse_validate_body(body: &[u8]) -> Result<String, SessionError> {
         .ok_or_else(|| SessionError::Malformed("wallet is not 0x + 40 hex".to_string()))
 }
 
+/// A cached wallet and when it stops being trusted.
+type CacheEntry = (Arc<str>, Instant);
+
 /// The session checker: shared HTTP client and cache.
 #[derive(Clone)]
 pub struct SessionChecker {
@@ -128,7 +131,7 @@ struct Inner {
     http: reqwest::Client,
     validate_url: String,
     cache_ttl: Duration,
-    cache: RwLock<HashMap<[u8; 32], (Arc<str>, Instant)>>,
+    cache: RwLock<HashMap<[u8; 32], CacheEntry>>,
 }
 
 impl SessionChecker {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use base64::Engine;
 
 use crate::binary;
@@ -676,22 +676,6 @@ impl Tmpfs {
             path: dir.path().to_path_buf(),
             _dir: dir,
         })
-    }
-
-    /// Remounts read-only (`ro = true`) or read-write.
-    pub fn remount(&self, ro: bool) -> anyhow::Result<()> {
-        let opt = if ro { "remount,ro" } else { "remount,rw" };
-        let out = Command::new("mount")
-            .args(["-o", opt])
-            .arg(&self.path)
-            .output()?;
-        if !out.status.success() {
-            return Err(anyhow!(
-                "mount -o {opt}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
     }
 
     /// Fills the file system with `filler` until it is full; returns the bytes written.

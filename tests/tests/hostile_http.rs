@@ -82,8 +82,10 @@ fn oversized_and_odd_requests_get_clear_4xx() {
         let many: Vec<(String, Vec<u8>)> = (0..500)
             .map(|i| (format!("x-h{i}"), b"a".to_vec()))
             .collect();
-        let many_ref: Vec<(&str, &[u8])> =
-            many.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let many_ref: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
         expect(
             &t,
             "500 headers",
@@ -102,7 +104,12 @@ fn oversized_and_odd_requests_get_clear_4xx() {
         let s = expect(
             &t,
             "1 MiB body",
-            &request("POST", "/v1/mint-oidc-jwt", &[("authorization", b"Bearer x")], &body),
+            &request(
+                "POST",
+                "/v1/mint-oidc-jwt",
+                &[("authorization", b"Bearer x")],
+                &body,
+            ),
             &[413],
         );
         assert_eq!(s, 413);
@@ -135,36 +142,129 @@ fn oversized_and_odd_requests_get_clear_4xx() {
         );
         // Paths.
         let long = format!("/{}", "a".repeat(100 * 1024));
-        expect(&t, "100 KiB path", &request("GET", &long, &[], b""), &[414, 431, 400, 404]);
+        expect(
+            &t,
+            "100 KiB path",
+            &request("GET", &long, &[], b""),
+            &[414, 431, 400, 404],
+        );
         let medium = format!("/{}", "a/".repeat(4000));
-        expect(&t, "8 KB path", &request("GET", &medium, &[], b""), &[404, 414]);
+        expect(
+            &t,
+            "8 KB path",
+            &request("GET", &medium, &[], b""),
+            &[404, 414],
+        );
         for (what, method, path, allowed) in [
             ("double slash", "GET", "//healthz", &[404, 200][..]),
-            ("dot-dot to mint", "POST", "/.well-known/../v1/mint-oidc-jwt", &[404, 400, 401][..]),
-            ("encoded dot-dot", "POST", "/.well-known/%2e%2e/v1/mint-oidc-jwt", &[404, 400][..]),
-            ("percent-encoded route", "GET", "/%68ealthz", &[404, 200][..]),
+            (
+                "dot-dot to mint",
+                "POST",
+                "/.well-known/../v1/mint-oidc-jwt",
+                &[404, 400, 401][..],
+            ),
+            (
+                "encoded dot-dot",
+                "POST",
+                "/.well-known/%2e%2e/v1/mint-oidc-jwt",
+                &[404, 400][..],
+            ),
+            (
+                "percent-encoded route",
+                "GET",
+                "/%68ealthz",
+                &[404, 200][..],
+            ),
             ("encoded NUL", "GET", "/healthz%00", &[404, 400][..]),
-            ("encoded slash", "POST", "/v1%2fmint-oidc-jwt", &[404, 400][..]),
-            ("query on mint", "POST", "/v1/mint-oidc-jwt?x=1&&=&%zz", &[401, 400][..]),
-            ("bad nonce", "GET", "/.well-known/nitro-attestation?nonce=zz", &[400][..]),
-            ("huge nonce", "GET", &format!("/.well-known/nitro-attestation?nonce={}", "00".repeat(4096)), &[400][..]),
-            ("GET on a POST route", "GET", "/v1/mint-oidc-jwt", &[405][..]),
+            (
+                "encoded slash",
+                "POST",
+                "/v1%2fmint-oidc-jwt",
+                &[404, 400][..],
+            ),
+            (
+                "query on mint",
+                "POST",
+                "/v1/mint-oidc-jwt?x=1&&=&%zz",
+                &[401, 400][..],
+            ),
+            (
+                "bad nonce",
+                "GET",
+                "/.well-known/nitro-attestation?nonce=zz",
+                &[400][..],
+            ),
+            (
+                "huge nonce",
+                "GET",
+                &format!("/.well-known/nitro-attestation?nonce={}", "00".repeat(4096)),
+                &[400][..],
+            ),
+            (
+                "GET on a POST route",
+                "GET",
+                "/v1/mint-oidc-jwt",
+                &[405][..],
+            ),
             ("DELETE", "DELETE", "/v1/mint-aws-creds", &[405][..]),
             ("TRACE", "TRACE", "/", &[404, 405][..]),
-            ("absolute-form", "GET", "http://evil.example/healthz", &[200, 400, 404][..]),
+            (
+                "absolute-form",
+                "GET",
+                "http://evil.example/healthz",
+                &[200, 400, 404][..],
+            ),
             ("asterisk-form", "OPTIONS", "*", &[400, 404, 405][..]),
         ] {
             expect(&t, what, &request(method, path, &[], b""), allowed);
         }
-        expect(&t, "raw NUL in path", b"GET /heal\0thz HTTP/1.1\r\nhost: x\r\n\r\n", &[400]);
-        expect(&t, "non-UTF-8 path", b"GET /\xff\xfe HTTP/1.1\r\nhost: x\r\n\r\n", &[400, 404]);
-        expect(&t, "garbage request line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 tls hello\r\n\r\n", &[400]);
-        expect(&t, "HTTP/2 preface on HTTP/1", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &[400, 505]);
-        expect(&t, "HTTP/9.9", b"GET /healthz HTTP/9.9\r\nhost: x\r\n\r\n", &[400, 505]);
-        expect(&t, "header without colon", b"GET /healthz HTTP/1.1\r\nhost: x\r\nnocolon\r\n\r\n", &[400]);
-        expect(&t, "header with space before colon", b"GET /healthz HTTP/1.1\r\nhost : x\r\n\r\n", &[400]);
+        expect(
+            &t,
+            "raw NUL in path",
+            b"GET /heal\0thz HTTP/1.1\r\nhost: x\r\n\r\n",
+            &[400],
+        );
+        expect(
+            &t,
+            "non-UTF-8 path",
+            b"GET /\xff\xfe HTTP/1.1\r\nhost: x\r\n\r\n",
+            &[400, 404],
+        );
+        expect(
+            &t,
+            "garbage request line",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 tls hello\r\n\r\n",
+            &[400],
+        );
+        expect(
+            &t,
+            "HTTP/2 preface on HTTP/1",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            &[400, 505],
+        );
+        expect(
+            &t,
+            "HTTP/9.9",
+            b"GET /healthz HTTP/9.9\r\nhost: x\r\n\r\n",
+            &[400, 505],
+        );
+        expect(
+            &t,
+            "header without colon",
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\nnocolon\r\n\r\n",
+            &[400],
+        );
+        expect(
+            &t,
+            "header with space before colon",
+            b"GET /healthz HTTP/1.1\r\nhost : x\r\n\r\n",
+            &[400],
+        );
         healthy_quickly(&t);
-        eprintln!("round {round}: broker RSS {} KiB", rss_kib(t.pid).unwrap_or(0));
+        eprintln!(
+            "round {round}: broker RSS {} KiB",
+            rss_kib(t.pid).unwrap_or(0)
+        );
     }
 
     let rss_after = rss_kib(t.pid).expect("rss");
@@ -177,7 +277,9 @@ fn oversized_and_odd_requests_get_clear_4xx() {
     // produced a token); above all nothing was issued.
     let rows = t.stack.audit_rows();
     assert!(
-        rows[rows_before..].iter().all(|r| r["outcome"] != "success"),
+        rows[rows_before..]
+            .iter()
+            .all(|r| r["outcome"] != "success"),
         "no token issued by hostile input"
     );
 }
@@ -198,10 +300,19 @@ fn malformed_json_content_types_and_bearers_get_clear_4xx() {
         ("wrong type", br#"{"ttl_seconds":"120"}"#.to_vec()),
         ("float overflow", br#"{"ttl_seconds":1e999}"#.to_vec()),
         ("negative", br#"{"ttl_seconds":-1}"#.to_vec()),
-        ("u64 overflow", br#"{"ttl_seconds":18446744073709551616}"#.to_vec()),
+        (
+            "u64 overflow",
+            br#"{"ttl_seconds":18446744073709551616}"#.to_vec(),
+        ),
         ("out of range", br#"{"ttl_seconds":999999}"#.to_vec()),
-        ("unknown field", br#"{"ttl_seconds":120,"aud":"evil"}"#.to_vec()),
-        ("duplicate field", br#"{"ttl_seconds":120,"ttl_seconds":60}"#.to_vec()),
+        (
+            "unknown field",
+            br#"{"ttl_seconds":120,"aud":"evil"}"#.to_vec(),
+        ),
+        (
+            "duplicate field",
+            br#"{"ttl_seconds":120,"ttl_seconds":60}"#.to_vec(),
+        ),
         ("trailing garbage", br#"{"ttl_seconds":120} x"#.to_vec()),
         ("invalid UTF-8", b"{\"ttl_seconds\":\xff}".to_vec()),
         ("BOM", b"\xef\xbb\xbf{}".to_vec()),
@@ -217,7 +328,10 @@ fn malformed_json_content_types_and_bearers_get_clear_4xx() {
                 &request(
                     "POST",
                     "/v1/mint-oidc-jwt",
-                    &[("authorization", auth.as_bytes()), ("content-type", b"application/json")],
+                    &[
+                        ("authorization", auth.as_bytes()),
+                        ("content-type", b"application/json"),
+                    ],
                     body,
                 ),
                 &[400, 413],
@@ -228,7 +342,12 @@ fn malformed_json_content_types_and_bearers_get_clear_4xx() {
         expect(
             &t,
             "creds duration out of range",
-            &request("POST", "/v1/mint-aws-creds", &[("authorization", auth.as_bytes())], creds_body),
+            &request(
+                "POST",
+                "/v1/mint-aws-creds",
+                &[("authorization", auth.as_bytes())],
+                creds_body,
+            ),
             &[400],
         );
         // Content types: the body is JSON or empty whatever the label; never 5xx.
@@ -263,23 +382,39 @@ fn malformed_json_content_types_and_bearers_get_clear_4xx() {
             ("Basic", b"Basic dXNlcjpwYXNz", &[401][..]),
             ("Digest", b"Digest username=\"x\"", &[401][..]),
             ("two tokens", b"Bearer abc def", &[401][..]),
-            ("unknown token", b"Bearer bm90LWEtcmVhbC10b2tlbg", &[401][..]),
+            (
+                "unknown token",
+                b"Bearer bm90LWEtcmVhbC10b2tlbg",
+                &[401][..],
+            ),
         ] {
             let status = expect(
                 &t,
                 what,
-                &request("POST", "/v1/mint-oidc-jwt", &[("authorization", value)], b""),
+                &request(
+                    "POST",
+                    "/v1/mint-oidc-jwt",
+                    &[("authorization", value)],
+                    b"",
+                ),
                 allowed,
             );
             if status == 401 {
                 // 401 carries the challenge.
                 let a = raw_http(
                     t.addr,
-                    &request("POST", "/v1/mint-oidc-jwt", &[("authorization", value)], b""),
+                    &request(
+                        "POST",
+                        "/v1/mint-oidc-jwt",
+                        &[("authorization", value)],
+                        b"",
+                    ),
                     Duration::from_secs(20),
                 );
                 assert!(
-                    a.text.to_ascii_lowercase().contains("www-authenticate: bearer"),
+                    a.text
+                        .to_ascii_lowercase()
+                        .contains("www-authenticate: bearer"),
                     "{what}: {}",
                     a.text
                 );
@@ -290,7 +425,12 @@ fn malformed_json_content_types_and_bearers_get_clear_4xx() {
         expect(
             &t,
             "lowercase bearer",
-            &request("POST", "/v1/mint-oidc-jwt", &[("authorization", lower.as_bytes())], b""),
+            &request(
+                "POST",
+                "/v1/mint-oidc-jwt",
+                &[("authorization", lower.as_bytes())],
+                b"",
+            ),
             &[200],
         );
         // Two Authorization headers: never a 5xx.
@@ -300,7 +440,10 @@ fn malformed_json_content_types_and_bearers_get_clear_4xx() {
             &request(
                 "POST",
                 "/v1/mint-oidc-jwt",
-                &[("authorization", b"Basic x"), ("authorization", auth.as_bytes())],
+                &[
+                    ("authorization", b"Basic x"),
+                    ("authorization", auth.as_bytes()),
+                ],
                 b"",
             ),
             &[200, 400, 401],
@@ -315,12 +458,14 @@ fn malformed_json_content_types_and_bearers_get_clear_4xx() {
     // the backend refused leaves auth_failed rows; nothing else failed server-side.
     let rows = t.stack.audit_rows();
     assert!(
-        rows.iter()
-            .all(|r| r["status"].as_u64().unwrap_or(0) < 500),
+        rows.iter().all(|r| r["status"].as_u64().unwrap_or(0) < 500),
         "no 5xx rows"
     );
     let auth_failed = rows.iter().filter(|r| r["event"] == "auth_failed").count();
-    assert_eq!(auth_failed, 2, "one auth_failed row per unknown-token request (2 rounds)");
+    assert_eq!(
+        auth_failed, 2,
+        "one auth_failed row per unknown-token request (2 rounds)"
+    );
 }
 
 /// Writes `bytes` one at a time, `gap` apart, until the server closes the connection
@@ -381,14 +526,20 @@ fn slow_clients_are_cut_off() {
         healthy_quickly(&t);
         std::thread::sleep(Duration::from_millis(300));
     }
-    let results: Vec<_> = holders.into_iter().map(|h| h.join().expect("thread")).collect();
+    let results: Vec<_> = holders
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
     eprintln!("slow clients cut off after: {results:?}");
     assert!(
         results[0].is_some(),
         "a slowloris header (1 byte / 500 ms) was never cut off within 50 s"
     );
     for r in &results[1..] {
-        assert!(r.is_some(), "a slow body (1 byte / 500 ms) was never cut off within 50 s");
+        assert!(
+            r.is_some(),
+            "a slow body (1 byte / 500 ms) was never cut off within 50 s"
+        );
     }
     healthy_quickly(&t);
 }
@@ -431,7 +582,11 @@ fn many_idle_connections_do_not_starve_normal_requests() {
         let started = Instant::now();
         let (status, body) = t.stack.post("/v1/mint-oidc-jwt", Some(&bearer), "");
         assert_eq!(status, 200, "{body}");
-        assert!(started.elapsed() < QUICK, "mint took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < QUICK,
+            "mint took {:?}",
+            started.elapsed()
+        );
     }
     let rss_loaded = rss_kib(t.pid).expect("rss");
     assert!(

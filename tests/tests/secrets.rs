@@ -47,6 +47,21 @@ fn read_all(paths: &[&Path]) -> Vec<u8> {
     out
 }
 
+/// Keeps a broker answer (headers and body) for the scan; returns the body as JSON.
+fn record(responses: &mut Vec<u8>, r: reqwest::blocking::Response) -> serde_json::Value {
+    let status = r.status();
+    for (k, v) in r.headers() {
+        responses.extend_from_slice(k.as_str().as_bytes());
+        responses.extend_from_slice(v.as_bytes());
+    }
+    let body = r.bytes().expect("body").to_vec();
+    responses.extend_from_slice(&body);
+    responses.push(b'\n');
+    let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    assert!(status.as_u16() < 500, "{status}: {v}");
+    v
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -71,20 +86,6 @@ fn no_secret_in_logs_responses_or_audit_db() {
         .expect("client");
     let mut responses: Vec<u8> = Vec::new();
     let mut secrets: Vec<Secret> = Vec::new();
-    let mut record = |r: reqwest::blocking::Response| -> serde_json::Value {
-        let status = r.status();
-        for (k, v) in r.headers() {
-            responses.extend_from_slice(k.as_str().as_bytes());
-            responses.extend_from_slice(v.as_bytes());
-        }
-        let body = r.bytes().expect("body").to_vec();
-        responses.extend_from_slice(&body);
-        responses.push(b'\n');
-        let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        assert!(status.as_u16() < 500, "{status}: {v}");
-        v
-    };
-
     for i in 0..3 {
         let wallet = format!("0x{:040x}", 0xc0 + i);
         // The backend hands the bearer to its owner: not recorded as a broker answer.
@@ -102,6 +103,7 @@ fn no_secret_in_logs_responses_or_audit_db() {
             in_responses: false,
         });
         let jwt = record(
+            &mut responses,
             http.post(format!("{broker}/v1/mint-oidc-jwt"))
                 .bearer_auth(&bearer)
                 .send()
@@ -114,6 +116,7 @@ fn no_secret_in_logs_responses_or_audit_db() {
             in_responses: true,
         });
         let creds = record(
+            &mut responses,
             http.post(format!("{broker}/v1/mint-aws-creds"))
                 .bearer_auth(&bearer)
                 .send()
@@ -148,6 +151,7 @@ fn no_secret_in_logs_responses_or_audit_db() {
         in_responses: false,
     });
     record(
+        &mut responses,
         http.post(format!("{broker}/v1/mint-oidc-jwt"))
             .bearer_auth(refused)
             .send()
@@ -163,14 +167,20 @@ fn no_secret_in_logs_responses_or_audit_db() {
         "/readyz",
         "/healthz",
     ] {
-        let _ = record(http.get(format!("{broker}{path}")).send().expect("get"));
+        let _ = record(
+            &mut responses,
+            http.get(format!("{broker}{path}")).send().expect("get"),
+        );
     }
 
     // Audit tools.
     let data = dev.get("data_dir");
     let db = dev.get("audit_db");
     let root = dev.get("mock_root_pem");
-    let tail = run("agentkeys-broker", &["audit", "tail", "--db", &db, "-n", "1000"]);
+    let tail = run(
+        "agentkeys-broker",
+        &["audit", "tail", "--db", &db, "-n", "1000"],
+    );
     let tail_json = run(
         "agentkeys-broker",
         &["audit", "tail", "--db", &db, "-n", "1000", "--json"],

@@ -70,8 +70,14 @@ fn soak(seconds: u64) {
             let bearer = &bearers[(c + i as usize) % bearers.len()];
             let url = |p: &str| format!("{base}{p}");
             match (i as usize + c) % 20 {
-                0..=11 => ("jwt", http.post(url("/v1/mint-oidc-jwt")).bearer_auth(bearer)),
-                12 | 13 => ("creds", http.post(url("/v1/mint-aws-creds")).bearer_auth(bearer)),
+                0..=11 => (
+                    "jwt",
+                    http.post(url("/v1/mint-oidc-jwt")).bearer_auth(bearer),
+                ),
+                12 | 13 => (
+                    "creds",
+                    http.post(url("/v1/mint-aws-creds")).bearer_auth(bearer),
+                ),
                 14 => (
                     "unknown_bearer",
                     http.post(url("/v1/mint-oidc-jwt"))
@@ -165,7 +171,10 @@ fn soak(seconds: u64) {
         rows.len()
     );
     assert_eq!(success_rows, issued, "one success row per token issued");
-    assert_eq!(auth_failed, refused, "one auth_failed row per refused bearer");
+    assert_eq!(
+        auth_failed, refused,
+        "one auth_failed row per refused bearer"
+    );
     assert_eq!(rows.len(), issued + refused, "no other rows");
     let ids: std::collections::BTreeSet<i64> = outcomes
         .iter()

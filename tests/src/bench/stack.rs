@@ -51,7 +51,7 @@ pub fn sibling_broker() -> anyhow::Result<PathBuf> {
     }
     bail!(
         "agentkeys-broker not found at {} (it must sit next to agentkeys-bench): run \
-         `cargo build --release --bins` (or `cargo build --bins` for a debug build) first, \
+         `cargo build --release --workspace --bins` (or without --release for a debug build) first, \
          or pass --broker-bin PATH, or target a running broker with --url",
         candidate.display()
     )
