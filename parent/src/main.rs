@@ -128,14 +128,6 @@ fn main() -> ExitCode {
                 println!("{}", agentkeys_broker::policy::run_iam_oidc(&args)?);
                 Ok(ExitCode::SUCCESS)
             }
-            Command::KmsPolicy(args) => {
-                println!("{}", agentkeys_broker::policy::run_kms_policy(&args)?);
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::IamOidc(args) => {
-                println!("{}", agentkeys_broker::policy::run_iam_oidc(&args)?);
-                Ok(ExitCode::SUCCESS)
-            }
         }
     });
     match result {
