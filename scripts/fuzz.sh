@@ -77,9 +77,9 @@ failures=()
 keep_artifacts() {
     local dir="$1" target="$2" kept=0 f
     [ -d "$dir/artifacts/$target" ] || { echo 0; return; }
-    mkdir -p "$dir/regressions/$target"
     for f in "$dir/artifacts/$target"/*; do
         [ -f "$f" ] || continue
+        mkdir -p "$dir/regressions/$target"
         cp "$f" "$dir/regressions/$target/"
         kept=$((kept + 1))
     done
@@ -119,9 +119,9 @@ for dir in $FUZZ_DIRS; do
             "corpus/$target" "$seeds" -- \
             -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
             -print_final_stats=1 "${parallel[@]}") >"$run_log" 2>&1 || status=$?
-        execs="$(grep -E '^stat::number_of_executed_units' "$run_log" | awk '{s+=$2} END {print s+0}')"
-        rate="$(grep -E '^stat::average_exec_per_sec' "$run_log" | awk '{s+=$2} END {print s+0}')"
-        cov="$(grep -oE 'cov: [0-9]+' "$run_log" | tail -n 1 | awk '{print $2}')"
+        execs="$(awk '/^stat::number_of_executed_units/ {s+=$2} END {print s+0}' "$run_log")"
+        rate="$(awk '/^stat::average_exec_per_sec/ {s+=$2} END {print s+0}' "$run_log")"
+        cov="$(awk '{for (i = 1; i < NF; i++) if ($i == "cov:") c = $(i + 1)} END {print c}' "$run_log")"
         kept="$(keep_artifacts "$dir" "$target")"
         if [ "$status" -ne 0 ] || [ "$kept" -gt 0 ]; then
             tail -n 60 "$run_log" >&2

@@ -201,6 +201,7 @@ impl StsExchanger {
             code: "MalformedResponse".into(),
             message: "STS answer has no Credentials".into(),
         })?;
+        check_issued_credentials(&creds, std::time::SystemTime::now())?;
         let expiration = creds
             .expiration()
             .fmt(aws_smithy_types_format())
@@ -215,6 +216,34 @@ impl StsExchanger {
             expiration,
         })
     }
+}
+
+/// Refuses credentials that the SDK parsed from a truncated or garbled answer: it fills
+/// missing members with empty strings and the epoch, which must never reach a client.
+fn check_issued_credentials(
+    creds: &aws_sdk_sts::types::Credentials,
+    now: std::time::SystemTime,
+) -> Result<(), StsError> {
+    let malformed = |what: &str| StsError {
+        code: "MalformedResponse".into(),
+        message: format!("STS answer has {what}"),
+    };
+    // AWS access key ids are 16 to 128 characters (IAM `AccessKeyIdType`).
+    if creds.access_key_id().len() < 16 {
+        return Err(malformed("no valid AccessKeyId"));
+    }
+    if creds.secret_access_key().is_empty() {
+        return Err(malformed("an empty SecretAccessKey"));
+    }
+    if creds.session_token().is_empty() {
+        return Err(malformed("an empty SessionToken"));
+    }
+    let expiration = std::time::SystemTime::try_from(*creds.expiration())
+        .map_err(|_| malformed("an Expiration out of range"))?;
+    if expiration <= now {
+        return Err(malformed("an Expiration in the past"));
+    }
+    Ok(())
 }
 
 fn aws_smithy_types_format() -> aws_sdk_sts::primitives::DateTimeFormat {
@@ -284,5 +313,63 @@ mod tests {
         assert_eq!(bounded_duration(Some(1), 3600), 900);
         assert_eq!(bounded_duration(Some(100_000), 3600), 3600);
         assert_eq!(bounded_duration(Some(1200), 43_200), 1200);
+    }
+}
+
+#[cfg(test)]
+mod issued_credentials_tests {
+    use super::check_issued_credentials;
+    use aws_sdk_sts::primitives::DateTime;
+    use aws_sdk_sts::types::Credentials;
+    use std::time::{Duration, SystemTime};
+
+    fn creds(key: &str, secret: &str, token: &str, expires_in: i64) -> Credentials {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        Credentials::builder()
+            .access_key_id(key)
+            .secret_access_key(secret)
+            .session_token(token)
+            .expiration(DateTime::from_secs(now + expires_in))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn complete_credentials_pass() {
+        let c = creds("ASIAABCDEFGHIJKLMNOP", "secret", "token", 3600);
+        assert!(check_issued_credentials(&c, SystemTime::now()).is_ok());
+    }
+
+    #[test]
+    fn truncated_access_key_id_is_refused() {
+        let c = creds("ASIA", "secret", "token", 3600);
+        let e = check_issued_credentials(&c, SystemTime::now()).unwrap_err();
+        assert_eq!(e.code, "MalformedResponse");
+        assert!(e.message.contains("AccessKeyId"), "{}", e.message);
+    }
+
+    #[test]
+    fn empty_secret_is_refused() {
+        let c = creds("ASIAABCDEFGHIJKLMNOP", "", "token", 3600);
+        let e = check_issued_credentials(&c, SystemTime::now()).unwrap_err();
+        assert!(e.message.contains("SecretAccessKey"), "{}", e.message);
+    }
+
+    #[test]
+    fn empty_session_token_is_refused() {
+        let c = creds("ASIAABCDEFGHIJKLMNOP", "secret", "", 3600);
+        let e = check_issued_credentials(&c, SystemTime::now()).unwrap_err();
+        assert!(e.message.contains("SessionToken"), "{}", e.message);
+    }
+
+    #[test]
+    fn expired_credentials_are_refused() {
+        let c = creds("ASIAABCDEFGHIJKLMNOP", "secret", "token", -10);
+        let e = check_issued_credentials(&c, SystemTime::now() + Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.message.contains("Expiration"), "{}", e.message);
     }
 }

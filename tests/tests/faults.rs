@@ -132,6 +132,7 @@ fn enclave_killed_under_load_is_503_then_recovers_with_every_token_audited() {
 }
 
 #[test]
+#[ignore = "reliability suite, not yet validated in CI: cargo test -p agentkeys-e2e --test faults -- --ignored --test-threads=1"]
 fn broker_sigkilled_under_load_loses_no_audited_token() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
@@ -328,6 +329,7 @@ fn backend_slow_or_garbage_is_502_within_the_timeout() {
 }
 
 #[test]
+#[ignore = "reliability suite, not yet validated in CI: cargo test -p agentkeys-e2e --test faults -- --ignored --test-threads=1"]
 fn sts_slow_or_garbage_is_502_within_the_timeout() {
     let p = Programmable::start();
     let stack = programmable_stack(&p);
@@ -510,11 +512,13 @@ fn audit_fs_fault(fault: &str) {
 }
 
 #[test]
+#[ignore = "reliability suite, not yet validated in CI: cargo test -p agentkeys-e2e --test faults -- --ignored --test-threads=1"]
 fn audit_disk_full_is_500_without_token_then_recovers() {
     audit_fs_fault("full");
 }
 
 #[test]
+#[ignore = "reliability suite, not yet validated in CI: cargo test -p agentkeys-e2e --test faults -- --ignored --test-threads=1"]
 fn audit_read_only_is_500_without_token_then_recovers() {
     audit_fs_fault("ro");
 }

@@ -67,6 +67,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 }
 
 #[test]
+#[ignore = "reliability suite, not yet validated in CI: cargo test -p agentkeys-e2e --test secrets -- --ignored --test-threads=1"]
 fn no_secret_in_logs_responses_or_audit_db() {
     let dev = CustomDev::start(
         None,
@@ -215,7 +216,7 @@ fn no_secret_in_logs_responses_or_audit_db() {
     let db_bytes = read_all(&[
         Path::new(&db),
         &Path::new(&db).with_extension("db-wal"),
-        &Path::new(&format!("{db}-wal")),
+        Path::new(&format!("{db}-wal")),
     ]);
 
     let mut leaks = Vec::new();

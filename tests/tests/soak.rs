@@ -198,6 +198,7 @@ fn soak(seconds: u64) {
 }
 
 #[test]
+#[ignore = "reliability suite, not yet validated in CI: cargo test -p agentkeys-e2e --test soak -- --ignored --test-threads=1"]
 fn soak_short() {
     soak(env_u64("SOAK_SECONDS", 20));
 }
