@@ -368,8 +368,8 @@ mod issued_credentials_tests {
     #[test]
     fn expired_credentials_are_refused() {
         let c = creds("ASIAABCDEFGHIJKLMNOP", "secret", "token", -10);
-        let e = check_issued_credentials(&c, SystemTime::now() + Duration::from_secs(1))
-            .unwrap_err();
+        let e =
+            check_issued_credentials(&c, SystemTime::now() + Duration::from_secs(1)).unwrap_err();
         assert!(e.message.contains("Expiration"), "{}", e.message);
     }
 }
