@@ -329,7 +329,6 @@ fn backend_slow_or_garbage_is_502_within_the_timeout() {
 }
 
 #[test]
-#[ignore = "reliability suite, not yet validated in CI: cargo test -p agentkeys-e2e --test faults -- --ignored --test-threads=1"]
 fn sts_slow_or_garbage_is_502_within_the_timeout() {
     let p = Programmable::start();
     let stack = programmable_stack(&p);
