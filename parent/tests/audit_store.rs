@@ -126,7 +126,7 @@ async fn bearer_is_stored_only_as_its_hash() {
     assert!(!bytes.windows(13).any(|w| w == b"s3cr3t-bearer"));
     let rows = cli::recent_rows(&path, 1).unwrap();
     assert_eq!(
-        rows[0].bearer_sha256.unwrap(),
+        rows[0].entry.bearer_sha256.unwrap(),
         <[u8; 32]>::from(Sha256::digest(b"s3cr3t-bearer"))
     );
 }
@@ -186,7 +186,7 @@ async fn edited_row_with_recomputed_hash_breaks_the_next_link() {
     // Rewrite row 2's status and give it a self-consistent hash.
     let mut row = cli::recent_rows(&path, 6).unwrap()[1].clone();
     assert_eq!(row.id, 2);
-    row.status = Some(500);
+    row.entry.status = Some(500);
     let h = row.compute_hash();
     raw_without_triggers(&path)
         .execute(
@@ -501,9 +501,9 @@ async fn withheld_mint_is_recorded_when_the_store_is_back() {
     assert_eq!(store.pending_withheld(), 0);
     let rows = cli::recent_rows(&path, 10).unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[1].event, AuditEvent::MintWithheld);
-    assert_eq!(rows[1].outcome, Outcome::Failure);
-    assert_eq!(rows[1].enclave_seq, Some(2));
+    assert_eq!(rows[1].entry.event, AuditEvent::MintWithheld);
+    assert_eq!(rows[1].entry.outcome, Outcome::Failure);
+    assert_eq!(rows[1].entry.enclave_seq, Some(2));
     let report = verify_chain(&path, Some(&enclave.checkpoint())).unwrap();
     assert!(report.is_ok(), "{}", report.render());
 }

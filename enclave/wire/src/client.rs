@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 use zeroize::Zeroizing;
 
 use crate::address::Address;
-use crate::frame::{decode_body, encode_frame, pump_frames, read_frame};
+use crate::frame::{decode_body, encode_frame, pump_frames, FrameReader};
 use crate::messages::{
     Attestation, AuditCheckpoint, EnclaveStatus, MintJwtRequest, MintedJwt, Request,
     RequestEnvelope, Response, ResponseEnvelope, UnsealRequest, UnsealResult, WireError,
@@ -156,7 +156,7 @@ impl Connection {
     where
         S: AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     {
-        let (mut read_half, mut write_half) = tokio::io::split(stream);
+        let (read_half, mut write_half) = tokio::io::split(stream);
         let shared = Arc::new(Shared::default());
         let (frames, mut queue) = mpsc::channel(QUEUE_DEPTH);
 
@@ -170,9 +170,10 @@ impl Connection {
 
         let reader_shared = shared.clone();
         let reader = tokio::spawn(async move {
+            let mut frames = FrameReader::new(read_half);
             let reason = loop {
-                match read_frame(&mut read_half).await {
-                    Ok(Some(body)) => match decode_body::<ResponseEnvelope>(&body) {
+                match frames.next_frame().await {
+                    Ok(Some(body)) => match decode_body::<ResponseEnvelope>(body) {
                         Ok(envelope) => reader_shared.complete(envelope),
                         Err(error) => break format!("undecodable reply: {error}"),
                     },

@@ -251,6 +251,126 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(body))
 }
 
+/// Initial size of a [`FrameReader`]'s buffer: room for dozens of the usual few-hundred-
+/// byte request and reply frames, so one `read` call serves many frames under load. The
+/// buffer grows (up to a prefix plus [`MAX_FRAME_BYTES`]) only for a larger frame.
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Reads frames from a stream through one reusable buffer: one `read` call can bring in
+/// many frames, and no frame costs an allocation.
+///
+/// The buffer is zeroized on drop, and each frame's bytes are zeroized once the next
+/// frame is asked for (frames can carry credentials). The prefix is validated before
+/// the body is buffered, so an oversized announcement costs nothing; the stream is out
+/// of sync after any error.
+pub struct FrameReader<R> {
+    reader: R,
+    buffer: Zeroizing<Vec<u8>>,
+    /// First byte not yet handed out.
+    start: usize,
+    /// End of the bytes read so far.
+    end: usize,
+    /// The bytes of the frame handed out last (prefix included), zeroized on the next call.
+    handed_out: std::ops::Range<usize>,
+}
+
+impl<R> std::fmt::Debug for FrameReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the buffer's contents.
+        f.debug_struct("FrameReader")
+            .field("buffered", &(self.end - self.start))
+            .field("capacity", &self.buffer.len())
+            .finish()
+    }
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader over `reader` with a [`READ_BUFFER_BYTES`] buffer.
+    pub fn new(reader: R) -> FrameReader<R> {
+        FrameReader {
+            reader,
+            buffer: Zeroizing::new(vec![0u8; READ_BUFFER_BYTES]),
+            start: 0,
+            end: 0,
+            handed_out: 0..0,
+        }
+    }
+
+    /// Reads the next frame body, valid until the next call. `Ok(None)` on a clean end of
+    /// stream before a new frame.
+    pub async fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        use zeroize::Zeroize;
+        self.buffer[self.handed_out.clone()].zeroize();
+        self.handed_out = 0..0;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        loop {
+            let buffered = self.end - self.start;
+            let needed = match self
+                .buffer
+                .get(self.start..self.start + LENGTH_PREFIX_BYTES)
+            {
+                Some(prefix) if buffered >= LENGTH_PREFIX_BYTES => {
+                    let mut announced = [0u8; LENGTH_PREFIX_BYTES];
+                    announced.copy_from_slice(prefix);
+                    match body_length(announced) {
+                        Ok(length) => LENGTH_PREFIX_BYTES + length,
+                        Err(FrameError::Empty) => {
+                            // An empty frame is complete: the stream stays in sync.
+                            self.start += LENGTH_PREFIX_BYTES;
+                            return Err(FrameError::Empty);
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                _ => LENGTH_PREFIX_BYTES,
+            };
+            if buffered >= needed && needed > LENGTH_PREFIX_BYTES {
+                let frame = self.start..self.start + needed;
+                self.start = frame.end;
+                self.handed_out = frame.clone();
+                return Ok(Some(
+                    &self.buffer[frame.start + LENGTH_PREFIX_BYTES..frame.end],
+                ));
+            }
+            self.make_room(needed);
+            let n = self.reader.read(&mut self.buffer[self.end..]).await?;
+            if n == 0 {
+                if buffered == 0 {
+                    return Ok(None);
+                }
+                return Err(FrameError::Truncated {
+                    expected: needed,
+                    actual: buffered,
+                });
+            }
+            self.end += n;
+        }
+    }
+
+    /// Makes room after `start` for a frame of `needed` bytes: moves the buffered bytes to
+    /// the front, or into a larger buffer (the old one is zeroized as it drops).
+    fn make_room(&mut self, needed: usize) {
+        use zeroize::Zeroize;
+        if self.start + needed <= self.buffer.len() && self.end < self.buffer.len() {
+            return;
+        }
+        let buffered = self.end - self.start;
+        if needed <= self.buffer.len() {
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.buffer[buffered..self.end].zeroize();
+        } else {
+            let mut larger = Zeroizing::new(vec![0u8; needed]);
+            larger[..buffered].copy_from_slice(&self.buffer[self.start..self.end]);
+            self.buffer = larger;
+        }
+        self.start = 0;
+        self.end = buffered;
+    }
+}
+
 /// Writes one complete frame (as made by [`encode_frame`]) and flushes.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
@@ -282,7 +402,10 @@ pub(crate) async fn pump_frames<W: AsyncWrite + Unpin>(
             }
         }
         let written = writer.write_all(&batch).await;
-        batch.zeroize();
+        // Only the bytes written can hold anything: zeroing the whole capacity would
+        // cost a 64 KiB memset per write.
+        batch.as_mut_slice().zeroize();
+        batch.clear();
         written?;
         writer.flush().await?;
     }

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::address::Listener;
 use crate::frame::{
-    decode_body, encode_frame, pump_frames, read_frame, salvage_request_id, FrameError,
+    decode_body, encode_frame, pump_frames, salvage_request_id, FrameError, FrameReader,
 };
 use crate::messages::{
     RequestEnvelope, Response, ResponseEnvelope, WireError, WireErrorKind, UNKNOWN_REQUEST_ID,
@@ -78,7 +78,7 @@ where
     H: Fn(Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Response, WireError>> + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, mut writer) = tokio::io::split(stream);
     let handler = Arc::new(handler);
     let (replies, mut queue) = mpsc::channel::<Zeroizing<Vec<u8>>>(MAX_IN_FLIGHT_PER_CONNECTION);
 
@@ -90,6 +90,7 @@ where
         }
     };
     let read_side = async move {
+        let mut frames = FrameReader::new(reader);
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
         let mut requests = JoinSet::new();
         loop {
@@ -97,7 +98,7 @@ where
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let body = match read_frame(&mut reader).await {
+            let body = match frames.next_frame().await {
                 Ok(Some(body)) => body,
                 Ok(None) => break,
                 Err(FrameError::Empty) => {
@@ -118,7 +119,7 @@ where
                     break;
                 }
             };
-            match decode_body::<RequestEnvelope>(&body) {
+            match decode_body::<RequestEnvelope>(body) {
                 Ok(RequestEnvelope { id, request }) => {
                     let handler = handler.clone();
                     let replies = replies.clone();
@@ -143,7 +144,7 @@ where
                     });
                 }
                 Err(error) => {
-                    let id = salvage_request_id(&body).unwrap_or(UNKNOWN_REQUEST_ID);
+                    let id = salvage_request_id(body).unwrap_or(UNKNOWN_REQUEST_ID);
                     tracing::warn!(id, %error, "undecodable request frame");
                     let error = WireError::new(WireErrorKind::Malformed, error.to_string());
                     send_reply(&replies, id, Err(error)).await;

@@ -133,18 +133,18 @@ pub fn render_table(rows: &[AuditRow]) -> String {
         table.push(vec![
             r.id.to_string(),
             fmt_ts(r.ts_ms),
-            r.event.to_string(),
-            r.outcome.to_string(),
-            r.status.map_or("-".into(), |s| s.to_string()),
-            r.wallet.clone().unwrap_or_else(|| "-".into()),
-            match (r.enclave_epoch, r.enclave_seq) {
+            r.entry.event.to_string(),
+            r.entry.outcome.to_string(),
+            r.entry.status.map_or("-".into(), |s| s.to_string()),
+            r.entry.wallet.clone().unwrap_or_else(|| "-".into()),
+            match (r.entry.enclave_epoch, r.entry.enclave_seq) {
                 (Some(e), Some(s)) => format!("{e}:{s}"),
                 _ => "-".into(),
             },
-            short(&r.jwt_sha256),
-            short(&r.bearer_sha256),
+            short(&r.entry.jwt_sha256),
+            short(&r.entry.bearer_sha256),
             hex::encode(&r.row_hash[..6]),
-            r.detail.replace(['\n', '\r', '\t'], " "),
+            r.entry.detail.replace(['\n', '\r', '\t'], " "),
         ]);
     }
     let cols = header.len();

@@ -19,7 +19,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{AuditEvent, Outcome};
+use super::NewAuditRow;
 
 /// The `prev_hash` of the first row: 32 zero bytes.
 pub const GENESIS_PREV_HASH: [u8; 32] = [0u8; 32];
@@ -27,37 +27,15 @@ pub const GENESIS_PREV_HASH: [u8; 32] = [0u8; 32];
 /// Domain separation for the row encoding (version 1 of the row format).
 const ROW_DOMAIN: &[u8] = b"agentkeys-audit-row-v1";
 
-/// One row as stored.
+/// One row as stored: the appended entry, where it sits in the log and its chain hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
     /// Position in the log (1, 2, …).
     pub id: i64,
     /// When the row was appended (UNIX milliseconds).
     pub ts_ms: i64,
-    /// What happened.
-    pub event: AuditEvent,
-    /// Success or failure.
-    pub outcome: Outcome,
-    /// SHA-256 of the bearer.
-    pub bearer_sha256: Option<[u8; 32]>,
-    /// Wallet.
-    pub wallet: Option<String>,
-    /// Key id.
-    pub kid: Option<String>,
-    /// JWT id.
-    pub jti: Option<String>,
-    /// Enclave chain epoch.
-    pub enclave_epoch: Option<u64>,
-    /// Enclave chain sequence number.
-    pub enclave_seq: Option<u64>,
-    /// SHA-256 of the JWT.
-    pub jwt_sha256: Option<[u8; 32]>,
-    /// Enclave chain head after this JWT.
-    pub enclave_head: Option<[u8; 32]>,
-    /// HTTP status returned.
-    pub status: Option<u16>,
-    /// Operator text.
-    pub detail: String,
+    /// What was appended.
+    pub entry: NewAuditRow,
     /// The previous row's `row_hash` (zeros for the first row).
     pub prev_hash: [u8; 32],
     /// This row's chain hash.
@@ -88,21 +66,22 @@ pub struct AuditRowJson<'a> {
 impl AuditRow {
     /// The JSON view of this row.
     pub fn to_json(&self) -> AuditRowJson<'_> {
+        let entry = &self.entry;
         AuditRowJson {
             id: self.id,
             ts_ms: self.ts_ms,
-            event: self.event.as_str(),
-            outcome: self.outcome.as_str(),
-            bearer_sha256: self.bearer_sha256.map(hex::encode),
-            wallet: self.wallet.as_deref(),
-            kid: self.kid.as_deref(),
-            jti: self.jti.as_deref(),
-            enclave_epoch: self.enclave_epoch,
-            enclave_seq: self.enclave_seq,
-            jwt_sha256: self.jwt_sha256.map(hex::encode),
-            enclave_head: self.enclave_head.map(hex::encode),
-            status: self.status,
-            detail: &self.detail,
+            event: entry.event.as_str(),
+            outcome: entry.outcome.as_str(),
+            bearer_sha256: entry.bearer_sha256.map(hex::encode),
+            wallet: entry.wallet.as_deref(),
+            kid: entry.kid.as_deref(),
+            jti: entry.jti.as_deref(),
+            enclave_epoch: entry.enclave_epoch,
+            enclave_seq: entry.enclave_seq,
+            jwt_sha256: entry.jwt_sha256.map(hex::encode),
+            enclave_head: entry.enclave_head.map(hex::encode),
+            status: entry.status,
+            detail: &entry.detail,
             prev_hash: hex::encode(self.prev_hash),
             row_hash: hex::encode(self.row_hash),
         }
@@ -115,30 +94,36 @@ impl AuditRow {
 
     /// The canonical encoding (see the module documentation).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.detail.len());
-        out.extend_from_slice(ROW_DOMAIN);
-        out.extend_from_slice(&self.id.to_be_bytes());
-        out.extend_from_slice(&self.ts_ms.to_be_bytes());
-        put_str(&mut out, self.event.as_str());
-        put_str(&mut out, self.outcome.as_str());
-        put_opt_hash(&mut out, self.bearer_sha256.as_ref());
-        put_opt_str(&mut out, self.wallet.as_deref());
-        put_opt_str(&mut out, self.kid.as_deref());
-        put_opt_str(&mut out, self.jti.as_deref());
-        put_opt_u64(&mut out, self.enclave_epoch);
-        put_opt_u64(&mut out, self.enclave_seq);
-        put_opt_hash(&mut out, self.jwt_sha256.as_ref());
-        put_opt_hash(&mut out, self.enclave_head.as_ref());
-        match self.status {
-            None => out.push(0),
-            Some(s) => {
-                out.push(1);
-                out.extend_from_slice(&s.to_be_bytes());
-            }
-        }
-        put_str(&mut out, &self.detail);
-        out
+        encode_row(self.id, self.ts_ms, &self.entry)
     }
+}
+
+/// The canonical encoding of `entry` stored as row `id` at `ts_ms` (see the module
+/// documentation).
+pub fn encode_row(id: i64, ts_ms: i64, entry: &NewAuditRow) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + entry.detail.len());
+    out.extend_from_slice(ROW_DOMAIN);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&ts_ms.to_be_bytes());
+    put_str(&mut out, entry.event.as_str());
+    put_str(&mut out, entry.outcome.as_str());
+    put_opt_hash(&mut out, entry.bearer_sha256.as_ref());
+    put_opt_str(&mut out, entry.wallet.as_deref());
+    put_opt_str(&mut out, entry.kid.as_deref());
+    put_opt_str(&mut out, entry.jti.as_deref());
+    put_opt_u64(&mut out, entry.enclave_epoch);
+    put_opt_u64(&mut out, entry.enclave_seq);
+    put_opt_hash(&mut out, entry.jwt_sha256.as_ref());
+    put_opt_hash(&mut out, entry.enclave_head.as_ref());
+    match entry.status {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            out.extend_from_slice(&s.to_be_bytes());
+        }
+    }
+    put_str(&mut out, &entry.detail);
+    out
 }
 
 /// `SHA-256(prev_hash ‖ encoding)`.
@@ -190,23 +175,26 @@ fn put_opt_hash(out: &mut Vec<u8>, v: Option<&[u8; 32]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{AuditEvent, Outcome};
 
     fn sample() -> AuditRow {
         AuditRow {
             id: 1,
             ts_ms: 1_700_000_000_000,
-            event: AuditEvent::MintJwt,
-            outcome: Outcome::Success,
-            bearer_sha256: Some([1; 32]),
-            wallet: Some("0xabc".into()),
-            kid: Some("kid".into()),
-            jti: Some("jti".into()),
-            enclave_epoch: Some(7),
-            enclave_seq: Some(1),
-            jwt_sha256: Some([2; 32]),
-            enclave_head: Some([3; 32]),
-            status: Some(200),
-            detail: String::new(),
+            entry: NewAuditRow {
+                event: AuditEvent::MintJwt,
+                outcome: Outcome::Success,
+                bearer_sha256: Some([1; 32]),
+                wallet: Some("0xabc".into()),
+                kid: Some("kid".into()),
+                jti: Some("jti".into()),
+                enclave_epoch: Some(7),
+                enclave_seq: Some(1),
+                jwt_sha256: Some([2; 32]),
+                enclave_head: Some([3; 32]),
+                status: Some(200),
+                detail: String::new(),
+            },
             prev_hash: GENESIS_PREV_HASH,
             row_hash: [0; 32],
         }
@@ -224,40 +212,40 @@ mod tests {
         r.ts_ms += 1;
         variants.push(r);
         let mut r = base.clone();
-        r.event = AuditEvent::MintAwsCreds;
+        r.entry.event = AuditEvent::MintAwsCreds;
         variants.push(r);
         let mut r = base.clone();
-        r.outcome = Outcome::Failure;
+        r.entry.outcome = Outcome::Failure;
         variants.push(r);
         let mut r = base.clone();
-        r.bearer_sha256 = None;
+        r.entry.bearer_sha256 = None;
         variants.push(r);
         let mut r = base.clone();
-        r.wallet = Some("0xabd".into());
+        r.entry.wallet = Some("0xabd".into());
         variants.push(r);
         let mut r = base.clone();
-        r.kid = None;
+        r.entry.kid = None;
         variants.push(r);
         let mut r = base.clone();
-        r.jti = Some("jtj".into());
+        r.entry.jti = Some("jtj".into());
         variants.push(r);
         let mut r = base.clone();
-        r.enclave_epoch = Some(8);
+        r.entry.enclave_epoch = Some(8);
         variants.push(r);
         let mut r = base.clone();
-        r.enclave_seq = Some(2);
+        r.entry.enclave_seq = Some(2);
         variants.push(r);
         let mut r = base.clone();
-        r.jwt_sha256 = Some([9; 32]);
+        r.entry.jwt_sha256 = Some([9; 32]);
         variants.push(r);
         let mut r = base.clone();
-        r.enclave_head = None;
+        r.entry.enclave_head = None;
         variants.push(r);
         let mut r = base.clone();
-        r.status = Some(201);
+        r.entry.status = Some(201);
         variants.push(r);
         let mut r = base.clone();
-        r.detail = "x".into();
+        r.entry.detail = "x".into();
         variants.push(r);
         let mut r = base.clone();
         r.prev_hash = [5; 32];
@@ -270,18 +258,18 @@ mod tests {
     #[test]
     fn field_boundaries_are_unambiguous() {
         let mut a = sample();
-        a.wallet = Some("ab".into());
-        a.kid = Some("c".into());
+        a.entry.wallet = Some("ab".into());
+        a.entry.kid = Some("c".into());
         let mut b = sample();
-        b.wallet = Some("a".into());
-        b.kid = Some("bc".into());
+        b.entry.wallet = Some("a".into());
+        b.entry.kid = Some("bc".into());
         assert_ne!(a.encode(), b.encode());
         let mut c = sample();
-        c.wallet = None;
-        c.kid = Some(String::new());
+        c.entry.wallet = None;
+        c.entry.kid = Some(String::new());
         let mut d = sample();
-        d.wallet = Some(String::new());
-        d.kid = None;
+        d.entry.wallet = Some(String::new());
+        d.entry.kid = None;
         assert_ne!(c.encode(), d.encode());
     }
 

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::row::{AuditRow, GENESIS_PREV_HASH};
+use super::row::{encode_row, row_hash, AuditRow, GENESIS_PREV_HASH};
 use super::{
     AuditError, AuditEvent, AuditReceipt, AuditStore, GroupCommitConfig, NewAuditRow, Outcome,
 };
@@ -555,51 +555,32 @@ fn write_batch(
     {
         let mut stmt = tx.prepare_cached(INSERT_ROW).map_err(|e| e.to_string())?;
         for (i, (new, ts_ms)) in withheld.iter().chain(batch.iter()).enumerate() {
-            let row = AuditRow {
-                id: last_id + 1,
-                ts_ms: *ts_ms,
-                event: new.event,
-                outcome: new.outcome,
-                bearer_sha256: new.bearer_sha256,
-                wallet: new.wallet.clone(),
-                kid: new.kid.clone(),
-                jti: new.jti.clone(),
-                enclave_epoch: new.enclave_epoch,
-                enclave_seq: new.enclave_seq,
-                jwt_sha256: new.jwt_sha256,
-                enclave_head: new.enclave_head,
-                status: new.status,
-                detail: new.detail.clone(),
-                prev_hash: prev,
-                row_hash: [0; 32],
-            };
-            let hash = row.compute_hash();
+            let id = last_id + 1;
+            let hash = row_hash(&prev, &encode_row(id, *ts_ms, new));
+            let mut hex_buffers = HexBuffers::default();
             stmt.execute(params![
-                row.id,
-                row.ts_ms,
-                row.event.as_str(),
-                row.outcome.as_str(),
-                row.bearer_sha256.map(hex::encode),
-                row.wallet,
-                row.kid,
-                row.jti,
-                row.enclave_epoch.map(u64_to_sql),
-                row.enclave_seq.map(u64_to_sql),
-                row.jwt_sha256.map(hex::encode),
-                row.enclave_head.map(hex::encode),
-                row.status,
-                row.detail,
-                hex::encode(row.prev_hash),
-                hex::encode(hash),
+                id,
+                ts_ms,
+                new.event.as_str(),
+                new.outcome.as_str(),
+                hex_buffers.bearer.encode_opt(new.bearer_sha256.as_ref()),
+                new.wallet,
+                new.kid,
+                new.jti,
+                new.enclave_epoch.map(u64_to_sql),
+                new.enclave_seq.map(u64_to_sql),
+                hex_buffers.jwt.encode_opt(new.jwt_sha256.as_ref()),
+                hex_buffers.head.encode_opt(new.enclave_head.as_ref()),
+                new.status,
+                new.detail,
+                hex_buffers.prev.encode(&prev),
+                hex_buffers.hash.encode(&hash),
             ])
             .map_err(|e| e.to_string())?;
             if i >= withheld.len() {
-                receipts.push(AuditReceipt {
-                    id: row.id,
-                    row_hash: hash,
-                });
+                receipts.push(AuditReceipt { id, row_hash: hash });
             }
-            last_id = row.id;
+            last_id = id;
             prev = hash;
         }
     }
@@ -624,6 +605,41 @@ fn read_tip(conn: &Connection) -> Result<Tip, String> {
             Ok((id, hash))
         }
     }
+}
+
+/// Lower-case hex of a 32-byte hash, written into a buffer on the stack.
+struct HexHash([u8; 64]);
+
+impl Default for HexHash {
+    fn default() -> Self {
+        HexHash([b'0'; 64])
+    }
+}
+
+impl HexHash {
+    fn encode(&mut self, hash: &[u8; 32]) -> &str {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (pair, byte) in self.0.chunks_exact_mut(2).zip(hash) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        // Only ASCII hex digits were written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn encode_opt(&mut self, hash: Option<&[u8; 32]>) -> Option<&str> {
+        hash.map(|h| self.encode(h))
+    }
+}
+
+/// The hex columns of one row, without a heap allocation each.
+#[derive(Default)]
+struct HexBuffers {
+    bearer: HexHash,
+    jwt: HexHash,
+    head: HexHash,
+    prev: HexHash,
+    hash: HexHash,
 }
 
 /// u64 stored bit-for-bit in SQLite's signed INTEGER.
@@ -688,21 +704,23 @@ pub(crate) fn row_from_sql(
         Ok(AuditRow {
             id,
             ts_ms,
-            event: AuditEvent::parse(&event).ok_or_else(|| bad("event", &event))?,
-            outcome: Outcome::parse(&outcome).ok_or_else(|| bad("outcome", &outcome))?,
-            bearer_sha256: opt_hash("bearer_sha256", bearer)?,
-            wallet,
-            kid,
-            jti,
-            enclave_epoch: epoch.map(u64_from_sql),
-            enclave_seq: seq.map(u64_from_sql),
-            jwt_sha256: opt_hash("jwt_sha256", jwt)?,
-            enclave_head: opt_hash("enclave_head", head)?,
-            status: match status {
-                None => None,
-                Some(s) => Some(u16::try_from(s).map_err(|_| bad("status", &s.to_string()))?),
+            entry: NewAuditRow {
+                event: AuditEvent::parse(&event).ok_or_else(|| bad("event", &event))?,
+                outcome: Outcome::parse(&outcome).ok_or_else(|| bad("outcome", &outcome))?,
+                bearer_sha256: opt_hash("bearer_sha256", bearer)?,
+                wallet,
+                kid,
+                jti,
+                enclave_epoch: epoch.map(u64_from_sql),
+                enclave_seq: seq.map(u64_from_sql),
+                jwt_sha256: opt_hash("jwt_sha256", jwt)?,
+                enclave_head: opt_hash("enclave_head", head)?,
+                status: match status {
+                    None => None,
+                    Some(s) => Some(u16::try_from(s).map_err(|_| bad("status", &s.to_string()))?),
+                },
+                detail,
             },
-            detail,
             prev_hash: decode_hash(&prev).ok_or_else(|| bad("prev_hash", &prev))?,
             row_hash: decode_hash(&hash).ok_or_else(|| bad("row_hash", &hash))?,
         })
@@ -729,6 +747,19 @@ mod tests {
         for v in [0u64, 1, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
             assert_eq!(u64_from_sql(u64_to_sql(v)), v);
         }
+    }
+
+    #[test]
+    fn stack_hex_matches_the_hex_crate() {
+        for hash in [
+            [0u8; 32],
+            [0xff; 32],
+            core::array::from_fn(|i| (i * 37) as u8),
+        ] {
+            assert_eq!(HexHash::default().encode(&hash), hex::encode(hash));
+            assert_eq!(decode_hash(HexHash::default().encode(&hash)), Some(hash));
+        }
+        assert_eq!(HexHash::default().encode_opt(None), None);
     }
 
     #[test]

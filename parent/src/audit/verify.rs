@@ -435,13 +435,15 @@ pub fn verify_chain(
                 },
             );
         }
-        if let (Some(epoch), Some(seq), Some(jwt)) =
-            (row.enclave_epoch, row.enclave_seq, row.jwt_sha256)
-        {
+        if let (Some(epoch), Some(seq), Some(jwt)) = (
+            row.entry.enclave_epoch,
+            row.entry.enclave_seq,
+            row.entry.jwt_sha256,
+        ) {
             epochs.entry(epoch).or_default().push(SeqEntry {
                 seq,
                 jwt_sha256: jwt,
-                head: row.enclave_head,
+                head: row.entry.enclave_head,
                 id: row.id,
             });
         }
