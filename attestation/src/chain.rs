@@ -5,8 +5,6 @@ use std::collections::BTreeSet;
 
 use der::asn1::{AnyRef, ObjectIdentifier};
 use der::{Decode, Encode, SliceReader};
-use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 use x509_cert::certificate::Version;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
@@ -15,6 +13,7 @@ use x509_cert::Certificate;
 use crate::anchor::TrustAnchor;
 use crate::document::AttestationDocument;
 use crate::error::{CertPosition, ChainError};
+use crate::es384::Es384PublicKey;
 use crate::oids;
 
 /// A readable summary of one certificate of the path.
@@ -64,7 +63,7 @@ impl CertificateSummary {
 #[derive(Debug, Clone)]
 pub(crate) struct VerifiedChain {
     /// The leaf's key, which must have signed the COSE_Sign1.
-    pub leaf_key: VerifyingKey,
+    pub leaf_key: Es384PublicKey,
     /// Root first, leaf last.
     pub certificates: Vec<CertificateSummary>,
 }
@@ -104,7 +103,7 @@ pub(crate) fn verify_certificate_path(
     }
     check_leaf_constraints(&path[bundle_len])?;
 
-    let leaf_key = keys[bundle_len];
+    let leaf_key = keys.swap_remove(bundle_len);
     Ok(VerifiedChain {
         leaf_key,
         certificates: path
@@ -193,7 +192,7 @@ fn check_signature_algorithm(entry: &PathCert<'_>) -> Result<(), ChainError> {
 }
 
 /// The subject key is id-ecPublicKey on secp384r1 and a valid point.
-fn p384_public_key(entry: &PathCert<'_>) -> Result<VerifyingKey, ChainError> {
+fn p384_public_key(entry: &PathCert<'_>) -> Result<Es384PublicKey, ChainError> {
     let spki = &entry.cert.tbs_certificate.subject_public_key_info;
     let curve = spki
         .algorithm
@@ -211,7 +210,7 @@ fn p384_public_key(entry: &PathCert<'_>) -> Result<VerifyingKey, ChainError> {
     }
     spki.subject_public_key
         .as_bytes()
-        .and_then(|bytes| VerifyingKey::from_sec1_bytes(bytes).ok())
+        .and_then(Es384PublicKey::from_sec1)
         .ok_or(ChainError::PublicKey {
             position: entry.position,
         })
@@ -222,7 +221,7 @@ fn p384_public_key(entry: &PathCert<'_>) -> Result<VerifyingKey, ChainError> {
 fn check_issued_by(
     entry: &PathCert<'_>,
     issuer: &PathCert<'_>,
-    issuer_key: &VerifyingKey,
+    issuer_key: &Es384PublicKey,
 ) -> Result<(), ChainError> {
     if entry.cert.tbs_certificate.issuer != issuer.cert.tbs_certificate.subject {
         return Err(ChainError::IssuerName {
@@ -241,11 +240,12 @@ fn check_issued_by(
         .cert
         .signature
         .as_bytes()
-        .and_then(|der| Signature::from_der(der).ok())
         .ok_or_else(|| bad_signature.clone())?;
-    issuer_key
-        .verify(&tbs, &signature)
-        .map_err(|_| bad_signature)
+    if issuer_key.verify_der_signature(&tbs, signature) {
+        Ok(())
+    } else {
+        Err(bad_signature)
+    }
 }
 
 /// The TBSCertificate exactly as received: the first element of the outer SEQUENCE.

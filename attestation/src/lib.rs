@@ -33,6 +33,7 @@ mod document;
 /// Enclave Image File parsing and PCR measurement (`agentkeys-attest measure`).
 pub mod eif;
 mod error;
+mod es384;
 mod oids;
 mod policy;
 mod timefmt;

@@ -1,14 +1,13 @@
 //! The verification checklist, one step per function, in order.
 
 use ciborium::Value;
-use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{Signature, VerifyingKey};
 
 use crate::anchor::TrustAnchor;
 use crate::chain::{verify_certificate_path, CertificateSummary};
 use crate::decode::{check_size_bounds, parse_cose_sign1, parse_payload, CoseSign1};
 use crate::document::AttestationDocument;
 use crate::error::{DecodeError, SignatureError, VerifyError};
+use crate::es384::{fixed_signature_is_well_formed, Es384PublicKey};
 use crate::policy::{apply_policy, Policy};
 
 /// The COSE Sig_structure context string of COSE_Sign1 (RFC 9052 §4.4).
@@ -66,12 +65,19 @@ pub fn decode_unverified(document: &[u8]) -> Result<AttestationDocument, DecodeE
 
 /// Step 5: ES384 over Sig_structure = ["Signature1", protected (as received),
 /// external_aad = h'', payload (as received)] with the leaf key (RFC 9052 §4.4).
-fn verify_cose_signature(cose: &CoseSign1, leaf_key: &VerifyingKey) -> Result<(), SignatureError> {
+fn verify_cose_signature(
+    cose: &CoseSign1,
+    leaf_key: &Es384PublicKey,
+) -> Result<(), SignatureError> {
     let to_be_signed = sig_structure(&cose.protected, &cose.payload)?;
-    let signature = Signature::from_slice(&cose.signature).map_err(|_| SignatureError::Encoding)?;
-    leaf_key
-        .verify(&to_be_signed, &signature)
-        .map_err(|_| SignatureError::Invalid)
+    if !fixed_signature_is_well_formed(&cose.signature) {
+        return Err(SignatureError::Encoding);
+    }
+    if leaf_key.verify_fixed_signature(&to_be_signed, &cose.signature) {
+        Ok(())
+    } else {
+        Err(SignatureError::Invalid)
+    }
 }
 
 /// The CBOR encoding of the COSE_Sign1 Sig_structure.
