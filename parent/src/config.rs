@@ -18,6 +18,42 @@ pub const STS_DURATION_MAX_SECONDS: u32 = 43_200;
 /// Role name used when only `ACCOUNT_ID` is known (DESIGN §6).
 pub const DEFAULT_ROLE_NAME: &str = "agentkeys-data-role";
 
+/// Default time a client has to send a complete request head (request line and headers),
+/// and the idle time after which a keep-alive connection is closed, in milliseconds.
+/// hyper's default is 30 s and nginx's `client_header_timeout` 60 s, both sized for
+/// browsers on slow links; the broker's clients are programs sending a few hundred bytes
+/// in one segment, so 10 s (twice the longest upstream timeout, the enclave's and STS's
+/// 5 s) leaves a wide margin while cutting slowloris connections 3-6 times sooner.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default time a client has to send the whole request body once its headers arrived, in
+/// milliseconds. Bodies are at most `--body-limit-bytes` (16 KiB by default): 10 s is a
+/// rate floor of 1.6 KB/s for the largest body (Apache `mod_reqtimeout`'s default body
+/// rule is 20 s extended at 500 B/s; the broker's bodies are 2-3 orders of magnitude
+/// smaller than what that rule is sized for).
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default cap on open client connections. 4096 is Linux's default `net.core.somaxconn`
+/// (since 5.4), i.e. the kernel's own queue size for connections not yet accepted; with
+/// the 64 KiB head buffer below the worst case is about 256 MiB of read buffers. It needs
+/// an open-file limit above it (the broker raises its soft `RLIMIT_NOFILE` to fit, up to
+/// the hard limit, and says so when it cannot).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default largest request head (request line plus headers) in bytes: hyper's read
+/// buffer limit (`max_buf_size`). hyper's default is about 400 KiB; nginx answers 431/400
+/// above 4 × 8 KiB (`large_client_header_buffers`), and the longest legitimate header the
+/// broker sees is a 4 KiB bearer, so 64 KiB is generous. Larger heads get 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Smallest head buffer hyper accepts (`http1::Builder::max_buf_size` panics below it).
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// Largest value accepted for the header and body read timeouts: 5 minutes. A larger
+/// value would let a handful of slow clients hold connections for as long as they like.
+pub const MAX_READ_TIMEOUT_MS: u64 = 300_000;
+/// Smallest value accepted for the header and body read timeouts: below 100 ms a client
+/// on a normal network could not make it.
+pub const MIN_READ_TIMEOUT_MS: u64 = 100;
+/// Largest connection cap accepted (a sanity bound: beyond one million, file descriptors
+/// and memory run out first).
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
 /// How `/v1/mint-aws-creds` obtains credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StsMode {
@@ -124,12 +160,110 @@ pub struct ServeArgs {
     /// `max-age` of the JWKS `Cache-Control` header, in seconds.
     #[arg(long, env = "BROKER_JWKS_MAX_AGE_SECONDS", default_value_t = 300)]
     pub jwks_max_age_seconds: u64,
+    /// HTTP limits of the listener.
+    #[command(flatten)]
+    pub http: HttpLimitArgs,
     /// A TLS-terminating proxy is in front: allows a non-loopback bind without TLS.
     #[arg(long, env = "BROKER_BEHIND_TLS_PROXY")]
     pub behind_tls_proxy: bool,
     /// Development mode: allows a loopback `http://` issuer.
     #[arg(long, env = "BROKER_DEV_MODE")]
     pub dev_mode: bool,
+}
+
+/// Flags for the limits of the HTTP listener (shared by `serve`; the dev stack uses the
+/// defaults).
+#[derive(Clone, Debug, Args)]
+pub struct HttpLimitArgs {
+    /// Time a client has to send a complete request head, and the idle time after which
+    /// a keep-alive connection is closed, in milliseconds. Slower clients are disconnected
+    /// (no answer: the request never arrived).
+    #[arg(long, env = "BROKER_HEADER_READ_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_MS)]
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send the whole request body after its headers, in
+    /// milliseconds; slower bodies get 408 `request_timeout`.
+    #[arg(long, env = "BROKER_BODY_READ_TIMEOUT_MS", default_value_t = DEFAULT_BODY_READ_TIMEOUT_MS)]
+    pub body_read_timeout_ms: u64,
+    /// Most client connections open at once. Further connections wait in the kernel's
+    /// accept queue until one closes (idle ones close after the header read timeout).
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; larger heads get 431.
+    #[arg(long, env = "BROKER_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimitArgs {
+    fn default() -> Self {
+        HttpLimitArgs {
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
+}
+
+/// The validated limits of the HTTP listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time to receive a request head; also the keep-alive idle timeout and the TLS
+    /// handshake timeout.
+    pub header_read_timeout: Duration,
+    /// Time to receive a request body once the head arrived.
+    pub body_read_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS),
+            body_read_timeout: Duration::from_millis(DEFAULT_BODY_READ_TIMEOUT_MS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
+}
+
+impl HttpLimitArgs {
+    /// Validates the HTTP limits: timeouts in [100 ms, 5 min], a connection cap in
+    /// [1, 1 000 000], a head limit of at least 8 KiB.
+    pub fn validate(&self) -> Result<HttpLimits, ConfigError> {
+        check_range(
+            "--header-read-timeout-ms",
+            self.header_read_timeout_ms,
+            MIN_READ_TIMEOUT_MS,
+            MAX_READ_TIMEOUT_MS,
+        )?;
+        check_range(
+            "--body-read-timeout-ms",
+            self.body_read_timeout_ms,
+            MIN_READ_TIMEOUT_MS,
+            MAX_READ_TIMEOUT_MS,
+        )?;
+        check_range(
+            "--max-connections",
+            self.max_connections as u64,
+            1,
+            MAX_MAX_CONNECTIONS as u64,
+        )?;
+        check_range(
+            "--max-header-bytes",
+            self.max_header_bytes as u64,
+            MIN_HEADER_BYTES as u64,
+            u32::MAX as u64,
+        )?;
+        Ok(HttpLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+        })
+    }
 }
 
 /// Why a configuration was refused.
@@ -468,6 +602,7 @@ impl ServeArgs {
         if self.body_limit_bytes == 0 {
             return Err(ConfigError::BodyLimitZero);
         }
+        self.http.validate()?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,
@@ -763,6 +898,51 @@ mod tests {
             a.validate_with_env(&no_env),
             Err(ConfigError::EnclaveAddress { .. })
         ));
+    }
+
+    #[test]
+    fn http_limit_defaults() {
+        let a = args(&[]);
+        assert_eq!(a.http.validate().unwrap(), HttpLimits::default());
+        assert_eq!(
+            HttpLimitArgs::default().validate().unwrap(),
+            HttpLimits::default()
+        );
+        let d = HttpLimits::default();
+        assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.max_connections, 4096);
+        assert_eq!(d.max_header_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn http_limit_flags_and_bounds() {
+        let a = args(&[
+            "--header-read-timeout-ms",
+            "2500",
+            "--body-read-timeout-ms",
+            "3000",
+            "--max-connections",
+            "16",
+            "--max-header-bytes",
+            "16384",
+        ]);
+        let l = a.http.validate().unwrap();
+        assert_eq!(l.header_read_timeout, Duration::from_millis(2500));
+        assert_eq!(l.body_read_timeout, Duration::from_millis(3000));
+        assert_eq!(l.max_connections, 16);
+        assert_eq!(l.max_header_bytes, 16384);
+        for bad in [
+            vec!["--header-read-timeout-ms", "0"],
+            vec!["--header-read-timeout-ms", "300001"],
+            vec!["--body-read-timeout-ms", "99"],
+            vec!["--max-connections", "0"],
+            vec!["--max-header-bytes", "8191"],
+        ] {
+            let e = args(&bad).http.validate().unwrap_err();
+            assert!(matches!(e, ConfigError::OutOfRange { .. }), "{bad:?}: {e}");
+            assert!(e.to_string().contains(bad[0]), "{e}");
+        }
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub enum ApiError {
         /// The configured limit.
         limit: usize,
     },
+    /// The request body did not arrive within the body read timeout.
+    #[error("request body not received within {} ms of the headers; send the whole body without pauses", .after.as_millis())]
+    RequestTimeout {
+        /// The configured body read timeout.
+        after: std::time::Duration,
+    },
     /// No `Authorization: Bearer` header, or an unusable one.
     #[error("{0}")]
     MissingBearer(&'static str),
@@ -50,12 +56,37 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The error a request body yields when it is not complete within the body read timeout
+/// (see [`crate::app::DeadlineBody`]); handlers turn it into [`ApiError::RequestTimeout`].
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+#[error("request body not received within {} ms", .after.as_millis())]
+pub struct BodyReadTimeout {
+    /// The configured body read timeout.
+    pub after: std::time::Duration,
+}
+
+impl BodyReadTimeout {
+    /// Finds a [`BodyReadTimeout`] in `err` or its chain of sources (body errors reach
+    /// handlers wrapped in axum's rejections).
+    pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<BodyReadTimeout> {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(t) = e.downcast_ref::<BodyReadTimeout>() {
+                return Some(*t);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
 impl ApiError {
     /// HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::MissingBearer(_) | ApiError::BearerRejected => StatusCode::UNAUTHORIZED,
             ApiError::Backend(_) | ApiError::Sts { .. } | ApiError::EnclaveRefused(_) => {
                 StatusCode::BAD_GATEWAY
@@ -71,6 +102,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::MissingBearer(_) | ApiError::BearerRejected => "unauthorized",
             ApiError::Backend(_) => "backend_error",
             ApiError::Sts { .. } => "sts_error",
@@ -92,6 +124,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body may still be arriving: do not reuse the connection.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -113,6 +151,13 @@ mod tests {
                 ApiError::PayloadTooLarge { limit: 1 },
                 413,
                 "payload_too_large",
+            ),
+            (
+                ApiError::RequestTimeout {
+                    after: std::time::Duration::from_secs(10),
+                },
+                408,
+                "request_timeout",
             ),
             (ApiError::MissingBearer("m"), 401, "unauthorized"),
             (ApiError::BearerRejected, 401, "unauthorized"),
@@ -137,6 +182,17 @@ mod tests {
             assert_eq!(e.status().as_u16(), status);
             assert_eq!(e.kind(), kind);
         }
+    }
+
+    #[test]
+    fn request_timeout_says_what_to_do_and_closes() {
+        let e = ApiError::RequestTimeout {
+            after: std::time::Duration::from_millis(10_000),
+        };
+        assert!(e.to_string().contains("10000 ms"), "{e}");
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(r.headers()[header::CONNECTION], "close");
     }
 
     #[test]

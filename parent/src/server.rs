@@ -21,7 +21,7 @@ use crate::audit::{AuditEvent, AuditFault, AuditFaults, AuditStore, NewAuditRow,
 use crate::config::{StsMode, JWT_TTL_MAX_SECONDS, JWT_TTL_MIN_SECONDS};
 use crate::config::{STS_DURATION_MAX_SECONDS, STS_DURATION_MIN_SECONDS};
 use crate::enclave::{attestation_json, EnclaveManager};
-use crate::error::ApiError;
+use crate::error::{ApiError, BodyReadTimeout};
 use crate::metrics::{Gauges, Metrics, Route};
 use crate::session::{bearer_from_headers, Bearer, SessionChecker, SessionError};
 use crate::sts::StsExchanger;
@@ -93,8 +93,30 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     r.fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            limit,
+            refuse_declared_oversize,
+        ))
         .layer(middleware::from_fn_with_state(metrics, track))
         .with_state(state)
+}
+
+/// Answers 413 at once when `Content-Length` declares more than the body limit, instead
+/// of reading (and waiting for) a body that will be refused anyway.
+async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => ApiError::PayloadTooLarge { limit }.into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
@@ -336,7 +358,9 @@ fn parse_body<T: for<'a> Deserialize<'a> + Default>(
     limit: usize,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(t) = BodyReadTimeout::find(&rej) {
+            ApiError::RequestTimeout { after: t.after }
+        } else if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { limit }
         } else {
             ApiError::BadRequest(format!("cannot read body: {rej}"))
@@ -626,6 +650,37 @@ mod tests {
             parse_body::<MintJwtBody>(Ok(Bytes::from_static(b"{\"x\":1}")), 10),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn declared_oversize_body_is_413_before_reading() {
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route("/", post(|b: Bytes| async move { b.len().to_string() }))
+            .layer(middleware::from_fn_with_state(
+                16usize,
+                refuse_declared_oversize,
+            ));
+        // The body would never end: only the declared length is looked at.
+        let (_tx, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let stream = futures::stream::unfold(body, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let req = axum::http::Request::post("/")
+            .header(header::CONTENT_LENGTH, "1000000000000")
+            .body(Body::from_stream(stream))
+            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(req))
+            .await
+            .expect("answered without reading the body")
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let req = axum::http::Request::post("/")
+            .header(header::CONTENT_LENGTH, "4")
+            .body(Body::from("abcd"))
+            .unwrap();
+        let r = app.oneshot(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
     }
 
     #[test]

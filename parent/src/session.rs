@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 /// Longest bearer accepted, in bytes (well above any session token; bounds hashing and
 /// header forwarding work).
@@ -17,8 +19,10 @@ pub const MAX_CACHE_ENTRIES: usize = 100_000;
 pub const MAX_BACKEND_BODY_BYTES: usize = 16 * 1024;
 
 /// A bearer taken from `Authorization`, with its SHA-256 (the only form ever stored).
+/// The token is zeroized when the bearer is dropped; `Debug` shows only the hash.
+/// Equality compares the hashes in constant time.
 pub struct Bearer {
-    token: String,
+    token: Zeroizing<String>,
     /// SHA-256 of the token bytes.
     pub sha256: [u8; 32],
 }
@@ -49,7 +53,7 @@ impl Bearer {
             return Err("bearer token has characters outside RFC 6750 b64token");
         }
         Ok(Bearer {
-            token: token.to_string(),
+            token: Zeroizing::new(token.to_string()),
             sha256: Sha256::digest(token.as_bytes()).into(),
         })
     }
@@ -58,7 +62,22 @@ impl Bearer {
     pub fn token(&self) -> &str {
         &self.token
     }
+
+    /// Whether this bearer's SHA-256 is `sha256`, compared in constant time.
+    pub fn matches_sha256(&self, sha256: &[u8; 32]) -> bool {
+        bool::from(self.sha256.ct_eq(sha256))
+    }
 }
+
+impl PartialEq for Bearer {
+    /// Constant-time comparison of the SHA-256 of both tokens (equal hashes mean equal
+    /// tokens; no byte of either token is compared directly).
+    fn eq(&self, other: &Bearer) -> bool {
+        self.matches_sha256(&other.sha256)
+    }
+}
+
+impl Eq for Bearer {}
 
 /// Extracts the bearer from `Authorization: Bearer <token>`.
 pub fn bearer_from_headers(headers: &HeaderMap) -> Result<Bearer, &'static str> {
@@ -289,6 +308,18 @@ mod tests {
         let b = bearer_from_headers(&headers("bearer tok-123.x")).unwrap();
         assert_eq!(b.token(), "tok-123.x");
         assert_eq!(b.sha256, <[u8; 32]>::from(Sha256::digest(b"tok-123.x")));
+    }
+
+    #[test]
+    fn bearer_debug_redacts_and_compares_by_hash() {
+        let b = Bearer::new("secret-bearer-value").unwrap();
+        let dbg = format!("{b:?}");
+        assert!(!dbg.contains("secret-bearer-value"), "{dbg}");
+        assert!(dbg.contains(&hex::encode(b.sha256)), "{dbg}");
+        assert_eq!(b, Bearer::new("secret-bearer-value").unwrap());
+        assert_ne!(b, Bearer::new("secret-bearer-valuf").unwrap());
+        assert!(b.matches_sha256(&Sha256::digest(b"secret-bearer-value").into()));
+        assert!(!b.matches_sha256(&[0u8; 32]));
     }
 
     #[test]

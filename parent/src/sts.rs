@@ -8,6 +8,7 @@ use aws_credential_types::Credentials as SdkCredentials;
 use aws_sdk_sts::config::{Region, SharedCredentialsProvider};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::Tag;
+use zeroize::Zeroizing;
 
 use crate::config::{BrokerConfig, DaemonCredentials, StsMode};
 
@@ -15,14 +16,15 @@ use crate::config::{BrokerConfig, DaemonCredentials, StsMode};
 /// principal tag, DESIGN §5).
 pub const WALLET_TAG_KEY: &str = "agentkeys_user_wallet";
 
-/// Temporary credentials returned to the client.
+/// Temporary credentials returned to the client. The secret access key and session
+/// token are zeroized when dropped and never shown by `Debug`.
 pub struct IssuedCredentials {
     /// Access key id.
     pub access_key_id: String,
     /// Secret access key.
-    pub secret_access_key: String,
+    pub secret_access_key: Zeroizing<String>,
     /// Session token.
-    pub session_token: String,
+    pub session_token: Zeroizing<String>,
     /// Expiration, RFC 3339.
     pub expiration: String,
 }
@@ -31,8 +33,10 @@ impl std::fmt::Debug for IssuedCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuedCredentials")
             .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &"<redacted>")
             .field("expiration", &self.expiration)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -211,8 +215,8 @@ impl StsExchanger {
             })?;
         Ok(IssuedCredentials {
             access_key_id: creds.access_key_id().to_string(),
-            secret_access_key: creds.secret_access_key().to_string(),
-            session_token: creds.session_token().to_string(),
+            secret_access_key: Zeroizing::new(creds.secret_access_key().to_string()),
+            session_token: Zeroizing::new(creds.session_token().to_string()),
             expiration,
         })
     }
@@ -289,6 +293,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issued_credentials_debug_redacts() {
+        let c = IssuedCredentials {
+            access_key_id: "ASIAEXAMPLEEXAMPLE".into(),
+            secret_access_key: Zeroizing::new("SECRET-KEY-VALUE".into()),
+            session_token: Zeroizing::new("SESSION-TOKEN-VALUE".into()),
+            expiration: "2030-01-01T00:00:00Z".into(),
+        };
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("ASIAEXAMPLEEXAMPLE"), "{dbg}");
+        assert!(!dbg.contains("SECRET-KEY-VALUE"), "{dbg}");
+        assert!(!dbg.contains("SESSION-TOKEN-VALUE"), "{dbg}");
+    }
 
     fn valid(name: &str) -> bool {
         (2..=64).contains(&name.len())
