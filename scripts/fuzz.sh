@@ -14,6 +14,9 @@
 #   FUZZ_TARGETS   only targets whose name matches this extended regex (default: all)
 #   FUZZ_JOBS      parallel libFuzzer processes per target (-fork=N when above 1; default 1)
 #   FUZZ_SANITIZER cargo-fuzz sanitizer (default address; "none" is faster)
+#   FUZZ_TARGET_DIR one build directory shared by every fuzz crate, so that their common
+#                  dependencies (aws-lc, serde, tokio, ...) build once (default: each
+#                  crate's own fuzz/target)
 #
 # Toolchain: `cargo +nightly fuzz` when a nightly toolchain is installed, else the stable
 # toolchain with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs -Z flags). cargo-fuzz is installed
@@ -29,6 +32,11 @@ FUZZ_DIRS="${FUZZ_DIRS:-attestation/fuzz enclave/fuzz parent/fuzz}"
 FUZZ_TARGETS="${FUZZ_TARGETS:-.}"
 FUZZ_JOBS="${FUZZ_JOBS:-1}"
 FUZZ_SANITIZER="${FUZZ_SANITIZER:-address}"
+target_dir_args=()
+if [ -n "${FUZZ_TARGET_DIR:-}" ]; then
+    mkdir -p "$FUZZ_TARGET_DIR"
+    target_dir_args=(--target-dir "$(cd "$FUZZ_TARGET_DIR" && pwd)")
+fi
 FIXTURES="$REPO_ROOT/fixtures"
 
 case "$FUZZ_SECONDS" in ''|*[!0-9]*) echo "error: FUZZ_SECONDS must be a whole number, got '$FUZZ_SECONDS'" >&2; exit 2 ;; esac
@@ -97,7 +105,7 @@ for dir in $FUZZ_DIRS; do
         continue
     fi
     log "$dir: building ${targets[*]}"
-    if ! (cd "$dir" && "${fuzz_cmd[@]}" build -O --sanitizer "$FUZZ_SANITIZER"); then
+    if ! (cd "$dir" && "${fuzz_cmd[@]}" build -O --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}"); then
         failures+=("$dir: build failed")
         continue
     fi
@@ -115,7 +123,7 @@ for dir in $FUZZ_DIRS; do
         parallel=()
         [ "$FUZZ_JOBS" -gt 1 ] && parallel=(-fork="$FUZZ_JOBS")
         status=0
-        (cd "$dir" && "${fuzz_cmd[@]}" run -O --sanitizer "$FUZZ_SANITIZER" "$target" \
+        (cd "$dir" && "${fuzz_cmd[@]}" run -O --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}" "$target" \
             "corpus/$target" "$seeds" -- \
             -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
             -print_final_stats=1 "${parallel[@]}") >"$run_log" 2>&1 || status=$?
@@ -145,7 +153,7 @@ for dir in $FUZZ_DIRS; do
         rel=()
         for f in "${inputs[@]}"; do rel+=("${f#"$dir"/}"); done
         log "$dir: replaying ${#inputs[@]} regression input(s) of $target"
-        if ! (cd "$dir" && "${fuzz_cmd[@]}" run -O --sanitizer "$FUZZ_SANITIZER" "$target" "${rel[@]}" -- -runs=1) >/dev/null 2>&1; then
+        if ! (cd "$dir" && "${fuzz_cmd[@]}" run -O --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}" "$target" "${rel[@]}" -- -runs=1) >/dev/null 2>&1; then
             failures+=("$dir/$target: a regression input fails again (cd $dir && cargo fuzz run $target regressions/$target/<file>)")
         fi
     done
