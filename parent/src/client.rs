@@ -143,28 +143,18 @@ pub async fn run_creds(args: &CredsArgs) -> Result<String, CredsError> {
         "{}/v1/mint-aws-creds",
         args.broker_url.trim_end_matches('/')
     );
-    let transport = |e: reqwest::Error| CredsError::Transport {
-        url: url.clone(),
-        message: crate::session::describe_reqwest(&e),
-    };
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(transport)?;
     let body = match args.duration_seconds {
         Some(d) => serde_json::json!({ "duration_seconds": d }).to_string(),
         None => "{}".to_string(),
     };
-    let response = client
-        .post(&url)
-        .bearer_auth(&bearer)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(transport)?;
-    let status = response.status().as_u16();
-    let text = response.text().await.map_err(transport)?;
+    let (status, text) = exchange(&url, |client| {
+        client
+            .post(&url)
+            .bearer_auth(&bearer)
+            .header("content-type", "application/json")
+            .body(body)
+    })
+    .await?;
     if status != 200 {
         #[derive(Deserialize)]
         struct Err {
@@ -189,6 +179,26 @@ pub async fn run_creds(args: &CredsArgs) -> Result<String, CredsError> {
     Ok(render(&answer, args.format))
 }
 
+/// Sends the request `build` makes with a client bounded by [`REQUEST_TIMEOUT`] and
+/// returns the status and body text; a transport failure names `url`.
+async fn exchange(
+    url: &str,
+    build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> Result<(u16, String), CredsError> {
+    let transport = |e: reqwest::Error| CredsError::Transport {
+        url: url.to_owned(),
+        message: crate::session::describe_reqwest(&e),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(transport)?;
+    let response = build(&client).send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(transport)?;
+    Ok((status, text))
+}
+
 /// Fetches `GET {broker}/v1/audit/checkpoint?nonce=<hex>` and returns the JSON text.
 pub async fn fetch_checkpoint(broker_url: &str, nonce: &[u8]) -> Result<String, CredsError> {
     let url = format!(
@@ -196,17 +206,7 @@ pub async fn fetch_checkpoint(broker_url: &str, nonce: &[u8]) -> Result<String, 
         broker_url.trim_end_matches('/'),
         hex::encode(nonce)
     );
-    let transport = |e: reqwest::Error| CredsError::Transport {
-        url: url.clone(),
-        message: crate::session::describe_reqwest(&e),
-    };
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(transport)?;
-    let response = client.get(&url).send().await.map_err(transport)?;
-    let status = response.status().as_u16();
-    let text = response.text().await.map_err(transport)?;
+    let (status, text) = exchange(&url, |client| client.get(&url)).await?;
     if status != 200 {
         return Err(CredsError::Broker {
             status,

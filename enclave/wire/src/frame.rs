@@ -308,26 +308,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         loop {
             let buffered = self.end - self.start;
-            let needed = match self
-                .buffer
-                .get(self.start..self.start + LENGTH_PREFIX_BYTES)
-            {
-                Some(prefix) if buffered >= LENGTH_PREFIX_BYTES => {
-                    let mut announced = [0u8; LENGTH_PREFIX_BYTES];
-                    announced.copy_from_slice(prefix);
-                    match body_length(announced) {
-                        Ok(length) => LENGTH_PREFIX_BYTES + length,
-                        Err(FrameError::Empty) => {
-                            // An empty frame is complete: the stream stays in sync.
-                            self.start += LENGTH_PREFIX_BYTES;
-                            return Err(FrameError::Empty);
-                        }
-                        Err(error) => return Err(error),
+            // Until the prefix is in, only the prefix is needed; a frame is at least one
+            // byte longer than its prefix, so `buffered >= needed` below means a whole frame.
+            let needed = match self.buffered_prefix() {
+                None => LENGTH_PREFIX_BYTES,
+                Some(prefix) => match body_length(prefix) {
+                    Ok(length) => LENGTH_PREFIX_BYTES + length,
+                    Err(FrameError::Empty) => {
+                        // An empty frame is complete: the stream stays in sync.
+                        self.start += LENGTH_PREFIX_BYTES;
+                        return Err(FrameError::Empty);
                     }
-                }
-                _ => LENGTH_PREFIX_BYTES,
+                    Err(error) => return Err(error),
+                },
             };
-            if buffered >= needed && needed > LENGTH_PREFIX_BYTES {
+            if buffered >= needed {
                 let frame = self.start..self.start + needed;
                 self.start = frame.end;
                 self.handed_out = frame.clone();
@@ -348,6 +343,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             self.end += n;
         }
+    }
+
+    /// The length prefix of the next frame, once all of it has been read.
+    fn buffered_prefix(&self) -> Option<[u8; LENGTH_PREFIX_BYTES]> {
+        self.buffer
+            .get(self.start..self.end)?
+            .first_chunk::<LENGTH_PREFIX_BYTES>()
+            .copied()
     }
 
     /// Makes room after `start` for a frame of `needed` bytes: moves the buffered bytes to

@@ -618,12 +618,8 @@ impl Default for HexHash {
 
 impl HexHash {
     fn encode(&mut self, hash: &[u8; 32]) -> &str {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for (pair, byte) in self.0.chunks_exact_mut(2).zip(hash) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0x0f)];
-        }
-        // Only ASCII hex digits were written.
+        // 32 bytes always fit the 64 digits; only ASCII hex digits are written.
+        let _ = hex::encode_to_slice(hash, &mut self.0);
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
