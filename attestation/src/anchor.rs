@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use x509_cert::name::Name;
 use x509_cert::Certificate;
 
+use crate::chain::check_self_signed_root;
 use crate::error::AnchorError;
 use crate::oids;
 
@@ -51,7 +52,8 @@ impl fmt::Debug for TrustAnchor {
 }
 
 impl TrustAnchor {
-    /// AWS Nitro Enclaves Root-G1, embedded, checked against its pinned SHA-256.
+    /// AWS Nitro Enclaves Root-G1, embedded, checked against its pinned SHA-256. Tests check
+    /// its self-signature, which [`TrustAnchor::from_der`] checks for other roots.
     pub fn aws_nitro_root_g1() -> TrustAnchor {
         TrustAnchor {
             der: AWS_NITRO_ROOT_G1_DER.to_vec(),
@@ -91,6 +93,10 @@ impl TrustAnchor {
         })?;
         let subject = cert.tbs_certificate.subject.to_string();
         let mock = is_mock_name(&cert.tbs_certificate.subject);
+        check_self_signed_root(der, cert).map_err(|reason| AnchorError::NotSelfSigned {
+            subject: subject.clone(),
+            reason,
+        })?;
         Ok(TrustAnchor {
             der: der.to_vec(),
             sha256: Sha256::digest(der).into(),

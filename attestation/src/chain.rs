@@ -90,10 +90,13 @@ pub(crate) fn verify_certificate_path(
         check_signature_algorithm(entry)?;
         keys.push(p384_public_key(entry)?);
     }
-    for (i, entry) in path.iter().enumerate() {
-        // The root is self-signed; every other certificate is signed by the one above it.
-        let issuer = i.saturating_sub(1);
-        check_issued_by(entry, &path[issuer], &keys[issuer])?;
+    // The root is the pinned anchor, byte for byte, and its self-signature was checked
+    // once when the anchor was built (RFC 5280 §6.1 takes the anchor as input, unverified).
+    // Every other certificate is signed by the one above it.
+    for (i, entry) in path.iter().enumerate().skip(1) {
+        check_issued_by(entry, &path[i - 1], &keys[i - 1])?;
+    }
+    for entry in &path {
         check_validity(entry, at_ms)?;
     }
     let bundle_len = path.len() - 1;
@@ -144,6 +147,20 @@ fn parse_path(document: &AttestationDocument) -> Result<Vec<PathCert<'_>>, Chain
         });
     }
     Ok(path)
+}
+
+/// The checks a trust anchor passes once, when it is built: X.509 v3, ecdsa-with-SHA384,
+/// a P-384 key, and a self-signature that verifies with that key under its own name.
+pub(crate) fn check_self_signed_root(der: &[u8], cert: Certificate) -> Result<(), ChainError> {
+    let root = PathCert {
+        position: CertPosition::Bundle(0),
+        der,
+        cert,
+    };
+    check_version(&root)?;
+    check_signature_algorithm(&root)?;
+    let key = p384_public_key(&root)?;
+    check_issued_by(&root, &root, &key)
 }
 
 /// `cabundle[0]` must be the pinned root, byte for byte.

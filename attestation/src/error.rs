@@ -599,6 +599,14 @@ pub enum AnchorError {
         /// The parser's message.
         message: String,
     },
+    /// The certificate is not a validly self-signed P-384 root.
+    #[error("trust anchor: {subject:?} is not a self-signed ES384 root: {reason}")]
+    NotSelfSigned {
+        /// The certificate's subject.
+        subject: String,
+        /// The check that failed, as it would be reported for `cabundle[0]`.
+        reason: ChainError,
+    },
     /// The certificate is the mock NSM root, refused unless trusted explicitly.
     #[error(
         "trust anchor: {subject:?} is the mock NSM root; it is trusted only through \

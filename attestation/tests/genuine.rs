@@ -290,6 +290,46 @@ fn from_pem_rejects_garbage() {
 }
 
 #[test]
+fn anchor_with_a_broken_self_signature_is_refused() {
+    let mut der = aws().der().to_vec();
+    // The last byte is inside s of the signature: the certificate still parses.
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    let err = TrustAnchor::from_der(&der).unwrap_err();
+    assert_eq!(
+        err,
+        AnchorError::NotSelfSigned {
+            subject: "CN=aws.nitro-enclaves,OU=AWS,O=Amazon,C=US".to_owned(),
+            reason: ChainError::Signature {
+                position: CertPosition::Bundle(0),
+                issuer_position: CertPosition::Bundle(0),
+            },
+        }
+    );
+    assert!(
+        err.to_string().contains("not a self-signed ES384 root"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_intermediate_is_refused_as_anchor() {
+    let f = fixture("ev-beta-valid.bin");
+    let intermediate = decode_unverified(&f.bytes).unwrap().cabundle[1].clone();
+    let err = TrustAnchor::from_der(&intermediate).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AnchorError::NotSelfSigned {
+                reason: ChainError::IssuerName { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn another_non_mock_root_rejects_genuine_documents() {
     // A root that is neither AWS's nor marked as mock: accepted as anchor, never matches.
     let specs = vec![CertSpec::ca(
