@@ -14,6 +14,9 @@
 #   FUZZ_TARGETS   only targets whose name matches this extended regex (default: all)
 #   FUZZ_JOBS      parallel libFuzzer processes per target (-fork=N when above 1; default 1)
 #   FUZZ_SANITIZER cargo-fuzz sanitizer (default address; "none" is faster)
+#   FUZZ_BUILD     "release" (default: optimized, one codegen unit, the most execs/s) or
+#                  "dev" (unoptimized: builds several times faster, runs slower; for a
+#                  short smoke run such as CI's)
 #   FUZZ_TARGET_DIR one build directory shared by every fuzz crate, so that their common
 #                  dependencies (aws-lc, serde, tokio, ...) build once (default: each
 #                  crate's own fuzz/target)
@@ -32,6 +35,11 @@ FUZZ_DIRS="${FUZZ_DIRS:-attestation/fuzz enclave/fuzz parent/fuzz}"
 FUZZ_TARGETS="${FUZZ_TARGETS:-.}"
 FUZZ_JOBS="${FUZZ_JOBS:-1}"
 FUZZ_SANITIZER="${FUZZ_SANITIZER:-address}"
+case "${FUZZ_BUILD:-release}" in
+    release) build_args=(-O) ;;
+    dev) build_args=(--dev) ;;
+    *) echo "error: FUZZ_BUILD must be release or dev, got '${FUZZ_BUILD}'" >&2; exit 2 ;;
+esac
 target_dir_args=()
 if [ -n "${FUZZ_TARGET_DIR:-}" ]; then
     mkdir -p "$FUZZ_TARGET_DIR"
@@ -105,7 +113,7 @@ for dir in $FUZZ_DIRS; do
         continue
     fi
     log "$dir: building ${targets[*]}"
-    if ! (cd "$dir" && "${fuzz_cmd[@]}" build -O --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}"); then
+    if ! (cd "$dir" && "${fuzz_cmd[@]}" build "${build_args[@]}" --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}"); then
         failures+=("$dir: build failed")
         continue
     fi
@@ -123,7 +131,7 @@ for dir in $FUZZ_DIRS; do
         parallel=()
         [ "$FUZZ_JOBS" -gt 1 ] && parallel=(-fork="$FUZZ_JOBS")
         status=0
-        (cd "$dir" && "${fuzz_cmd[@]}" run -O --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}" "$target" \
+        (cd "$dir" && "${fuzz_cmd[@]}" run "${build_args[@]}" --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}" "$target" \
             "corpus/$target" "$seeds" -- \
             -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
             -print_final_stats=1 "${parallel[@]}") >"$run_log" 2>&1 || status=$?
@@ -153,7 +161,7 @@ for dir in $FUZZ_DIRS; do
         rel=()
         for f in "${inputs[@]}"; do rel+=("${f#"$dir"/}"); done
         log "$dir: replaying ${#inputs[@]} regression input(s) of $target"
-        if ! (cd "$dir" && "${fuzz_cmd[@]}" run -O --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}" "$target" "${rel[@]}" -- -runs=1) >/dev/null 2>&1; then
+        if ! (cd "$dir" && "${fuzz_cmd[@]}" run "${build_args[@]}" --sanitizer "$FUZZ_SANITIZER" "${target_dir_args[@]}" "$target" "${rel[@]}" -- -runs=1) >/dev/null 2>&1; then
             failures+=("$dir/$target: a regression input fails again (cd $dir && cargo fuzz run $target regressions/$target/<file>)")
         fi
     done

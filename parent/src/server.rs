@@ -137,7 +137,21 @@ fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
 }
 
 fn json_ok<T: Serialize>(value: &T) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    json_ok_sized(value, JSON_BODY_DEFAULT_CAPACITY)
+}
+
+/// `serde_json::to_vec`'s own starting capacity; bodies that are known to be larger say
+/// so through [`json_ok_sized`], which saves the doublings on the way up.
+const JSON_BODY_DEFAULT_CAPACITY: usize = 128;
+
+/// Room for a mint answer's fields besides the token or credentials (wallet, expiration,
+/// kid, audit id, names and quotes are under 200 bytes together).
+const MINT_BODY_FIELDS_CAPACITY: usize = 256;
+
+/// A 200 JSON body serialized into a buffer of `capacity` bytes to start with.
+fn json_ok_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut body, value).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -475,13 +489,16 @@ async fn mint_oidc_jwt(
         }
     };
     s.metrics.tokens_issued.fetch_add(1, Ordering::Relaxed);
-    json_ok(&MintJwtResponse {
-        jwt: &minted.jwt,
-        wallet: &minted.wallet,
-        expiration: rfc3339(minted.exp),
-        kid: &minted.kid,
-        audit_id: receipt.id,
-    })
+    json_ok_sized(
+        &MintJwtResponse {
+            jwt: &minted.jwt,
+            wallet: &minted.wallet,
+            expiration: rfc3339(minted.exp),
+            kid: &minted.kid,
+            audit_id: receipt.id,
+        },
+        minted.jwt.len() + MINT_BODY_FIELDS_CAPACITY,
+    )
 }
 
 #[derive(Serialize)]
@@ -571,14 +588,23 @@ async fn mint_aws_creds(
         }
     };
     s.metrics.credentials_issued.fetch_add(1, Ordering::Relaxed);
-    json_ok(&MintCredsResponse {
-        access_key_id: &creds.access_key_id,
-        secret_access_key: &creds.secret_access_key,
-        session_token: &creds.session_token,
-        expiration: &creds.expiration,
-        wallet: &wallet,
-        audit_id: receipt.id,
-    })
+    // Sized up front, the body is never reallocated, so no stale copy of the secret is
+    // left behind by a doubling.
+    let capacity = creds.access_key_id.len()
+        + creds.secret_access_key.len()
+        + creds.session_token.len()
+        + MINT_BODY_FIELDS_CAPACITY;
+    json_ok_sized(
+        &MintCredsResponse {
+            access_key_id: &creds.access_key_id,
+            secret_access_key: &creds.secret_access_key,
+            session_token: &creds.session_token,
+            expiration: &creds.expiration,
+            wallet: &wallet,
+            audit_id: receipt.id,
+        },
+        capacity,
+    )
 }
 
 impl SessionChecker {

@@ -2,7 +2,9 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -60,10 +62,32 @@ async fn send_reply(
     let _ = replies.send(frame).await;
 }
 
+/// Polls `future` once with a waker that does nothing. A future that is still pending
+/// must be polled again with a real waker (by the task it is moved to), which replaces
+/// the no-op one, as the `Future` contract requires of every implementation.
+fn poll_once_without_waker<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// The reply for a handler's outcome; a panic becomes an `Internal` error.
+fn handler_result(
+    name: &'static str,
+    outcome: std::thread::Result<Result<Response, WireError>>,
+) -> Result<Response, WireError> {
+    outcome.unwrap_or_else(|_| {
+        tracing::error!(request = name, "request handler panicked");
+        Err(WireError::new(
+            WireErrorKind::Internal,
+            format!("{name} handler failed"),
+        ))
+    })
+}
+
 /// Serves one accepted stream until the peer closes it or sends a frame that breaks
 /// the framing.
 ///
-/// Each request runs `handler` on its own task (at most
+/// A request whose handler finishes on its first poll is answered by the reading task;
+/// one that has to wait runs on its own task (at most
 /// [`MAX_IN_FLIGHT_PER_CONNECTION`] at once); replies are written as they complete,
 /// tagged with the request id. A frame that is framed correctly but does not decode
 /// gets a `Malformed` error reply (with its id if that can be read, otherwise id 0)
@@ -121,27 +145,28 @@ where
             };
             match decode_body::<RequestEnvelope>(body) {
                 Ok(RequestEnvelope { id, request }) => {
+                    let name = request.name();
+                    // A panicking handler becomes an error reply.
                     let handler = handler.clone();
-                    let replies = replies.clone();
-                    requests.spawn(async move {
-                        let name = request.name();
-                        // A panicking handler becomes an error reply.
-                        let result = match AssertUnwindSafe(async move { handler(request).await })
-                            .catch_unwind()
-                            .await
-                        {
-                            Ok(result) => result,
-                            Err(_) => {
-                                tracing::error!(request = name, "request handler panicked");
-                                Err(WireError::new(
-                                    WireErrorKind::Internal,
-                                    format!("{name} handler failed"),
-                                ))
-                            }
-                        };
-                        send_reply(&replies, id, result).await;
-                        drop(permit);
-                    });
+                    let mut outcome = Box::pin(
+                        AssertUnwindSafe(async move { handler(request).await }).catch_unwind(),
+                    );
+                    match poll_once_without_waker(outcome.as_mut()) {
+                        // Requests that never wait (minting) are answered here: no task,
+                        // no wake-up of another worker.
+                        Poll::Ready(outcome) => {
+                            send_reply(&replies, id, handler_result(name, outcome)).await;
+                            drop(permit);
+                        }
+                        Poll::Pending => {
+                            let replies = replies.clone();
+                            requests.spawn(async move {
+                                let result = handler_result(name, outcome.await);
+                                send_reply(&replies, id, result).await;
+                                drop(permit);
+                            });
+                        }
+                    }
                 }
                 Err(error) => {
                     let id = salvage_request_id(body).unwrap_or(UNKNOWN_REQUEST_ID);

@@ -12,7 +12,8 @@ use tokio::net::UnixStream;
 
 /// The toy enclave: Status echoes the number of connections seen in `epoch`;
 /// MintJwt echoes the wallet (after a delay derived from it, so replies come back out
-/// of order); Attest sleeps for the nonce's first byte × 100 ms; AuditCheckpoint panics.
+/// of order); Attest sleeps for the nonce's first byte × 100 ms; AuditCheckpoint panics,
+/// at once without a nonce and after a short wait with one.
 async fn toy(request: Request) -> Result<Response, WireError> {
     match request {
         Request::Status => Ok(Response::Status(EnclaveStatus {
@@ -45,7 +46,12 @@ async fn toy(request: Request) -> Result<Response, WireError> {
             tokio::time::sleep(Duration::from_millis(u64::from(secs) * 100)).await;
             Err(WireError::new(WireErrorKind::NotUnsealed, "toy"))
         }
-        Request::AuditCheckpoint { .. } => panic!("toy handler panics"),
+        Request::AuditCheckpoint { nonce } => {
+            if nonce.is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("toy handler panics")
+        }
         Request::Unseal(_) => Err(WireError::new(WireErrorKind::Kms, "toy")),
     }
 }
@@ -124,11 +130,39 @@ async fn remote_errors_and_handler_panics_are_replies() {
         Err(ClientError::Remote(e)) => assert_eq!(e.kind, WireErrorKind::Internal),
         other => panic!("{other:?}"),
     }
-    // The connection survived the panic.
+    // A handler that panics after it has waited (on its own task) is an error reply too.
+    match client.audit_checkpoint(Some(vec![1])).await {
+        Err(ClientError::Remote(e)) => assert_eq!(e.kind, WireErrorKind::Internal),
+        other => panic!("{other:?}"),
+    }
+    // The connection survived the panics.
     client.status().await.unwrap();
     // A reply of the wrong kind is a protocol error.
     let wrong = client.call(Request::Status).await.unwrap();
     assert!(matches!(wrong, Response::Status(_)));
+}
+
+#[tokio::test]
+async fn a_waiting_request_does_not_hold_up_the_next_on_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.sock");
+    let _server = start_server(&path).await;
+    let client = client(&path, 1, Duration::from_secs(5));
+    let slow = {
+        let client = client.clone();
+        // Attest waits 1 s in the toy.
+        tokio::spawn(async move { client.attest(Some(vec![10])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    client.status().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "Status waited {:?} behind the slow request",
+        started.elapsed()
+    );
+    assert!(!slow.is_finished());
+    assert!(matches!(slow.await.unwrap(), Err(ClientError::Remote(_))));
 }
 
 #[tokio::test]
