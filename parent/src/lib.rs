@@ -15,6 +15,7 @@ pub mod dev;
 pub mod dev_demo;
 pub mod enclave;
 pub mod error;
+pub mod front;
 pub mod metrics;
 pub mod policy;
 pub mod seed;

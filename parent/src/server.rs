@@ -4,13 +4,12 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -22,7 +21,8 @@ use crate::config::{StsMode, JWT_TTL_MAX_SECONDS, JWT_TTL_MIN_SECONDS};
 use crate::config::{STS_DURATION_MAX_SECONDS, STS_DURATION_MIN_SECONDS};
 use crate::enclave::{attestation_json, EnclaveManager};
 use crate::error::{ApiError, BodyReadTimeout};
-use crate::metrics::{Gauges, Metrics, Route};
+use crate::front::FrontLayer;
+use crate::metrics::{Gauges, Metrics};
 use crate::session::{bearer_from_headers, Bearer, SessionChecker, SessionError};
 use crate::sts::StsExchanger;
 
@@ -93,38 +93,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     r.fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(
-            limit,
-            refuse_declared_oversize,
-        ))
-        .layer(middleware::from_fn_with_state(metrics, track))
+        .layer(FrontLayer::new(limit, metrics))
         .with_state(state)
-}
-
-/// Answers 413 at once when `Content-Length` declares more than the body limit, instead
-/// of reading (and waiting for) a body that will be refused anyway.
-async fn refuse_declared_oversize(
-    State(limit): State<usize>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > limit as u64 => ApiError::PayloadTooLarge { limit }.into_response(),
-        _ => next.run(req).await,
-    }
-}
-
-async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let route = Route::of_path(req.uri().path());
-    let started = Instant::now();
-    let response = next.run(req).await;
-    metrics.record(route, response.status().as_u16(), started.elapsed());
-    response
 }
 
 fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
@@ -471,18 +441,22 @@ async fn mint_oidc_jwt(
             return Err(e);
         }
     };
-    let mut row = NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success)
-        .wallet(&*minted.wallet)
-        .token_ids(&*minted.kid, &*minted.jti)
-        .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head)
-        .status(200);
-    row.bearer_sha256 = Some(bearer.sha256);
-    let receipt = match s.audit.append(row.clone()).await {
+    // Built again on the (rare) failure path rather than cloned for every request.
+    let success_row = || {
+        let mut row = NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success)
+            .wallet(&*minted.wallet)
+            .token_ids(&*minted.kid, &*minted.jti)
+            .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head)
+            .status(200);
+        row.bearer_sha256 = Some(bearer.sha256);
+        row
+    };
+    let receipt = match s.audit.append(success_row()).await {
         Ok(r) => r,
         Err(e) => {
             // The token is withheld; the log still accounts for the enclave's seq.
             s.audit
-                .queue_withheld(row.detail(format!("success row failed: {e}")));
+                .queue_withheld(success_row().detail(format!("success row failed: {e}")));
             s.metrics.tokens_withheld.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, seq = minted.seq, "audit append failed; token withheld");
             return Err(ApiError::Audit(e.to_string()));
@@ -572,15 +546,18 @@ async fn mint_aws_creds(
             return Err(api);
         }
     };
-    let row = base(AuditEvent::MintAwsCreds, Outcome::Success)
-        .status(200)
-        .detail(format!("access_key_id={}", creds.access_key_id));
-    let receipt = match s.audit.append(row.clone()).await {
+    // Built again on the (rare) failure path rather than cloned for every request.
+    let success_row = || {
+        base(AuditEvent::MintAwsCreds, Outcome::Success)
+            .status(200)
+            .detail(format!("access_key_id={}", creds.access_key_id))
+    };
+    let receipt = match s.audit.append(success_row()).await {
         Ok(r) => r,
         Err(e) => {
             if minted.is_some() {
                 s.audit
-                    .queue_withheld(row.detail(format!("success row failed: {e}")));
+                    .queue_withheld(success_row().detail(format!("success row failed: {e}")));
             }
             s.metrics.tokens_withheld.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "audit append failed; credentials withheld");
@@ -676,37 +653,6 @@ mod tests {
             parse_body::<MintJwtBody>(Ok(Bytes::from_static(b"{\"x\":1}")), 10),
             Err(ApiError::BadRequest(_))
         ));
-    }
-
-    #[tokio::test]
-    async fn declared_oversize_body_is_413_before_reading() {
-        use tower::ServiceExt;
-        let app = Router::new()
-            .route("/", post(|b: Bytes| async move { b.len().to_string() }))
-            .layer(middleware::from_fn_with_state(
-                16usize,
-                refuse_declared_oversize,
-            ));
-        // The body would never end: only the declared length is looked at.
-        let (_tx, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-        let stream = futures::stream::unfold(body, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        let req = axum::http::Request::post("/")
-            .header(header::CONTENT_LENGTH, "1000000000000")
-            .body(Body::from_stream(stream))
-            .unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(req))
-            .await
-            .expect("answered without reading the body")
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let req = axum::http::Request::post("/")
-            .header(header::CONTENT_LENGTH, "4")
-            .body(Body::from("abcd"))
-            .unwrap();
-        let r = app.oneshot(req).await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
     }
 
     #[test]

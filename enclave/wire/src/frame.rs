@@ -115,14 +115,43 @@ pub fn body_length(prefix: [u8; LENGTH_PREFIX_BYTES]) -> Result<usize, FrameErro
     Ok(length)
 }
 
+/// Starting capacity of an encoded frame. A mint answer, the largest frame sent often
+/// (a compact JWT of about 700 bytes plus its ids and hashes), fits without growing.
+const FRAME_INITIAL_CAPACITY: usize = 1536;
+
+/// A growable buffer that zeroizes each buffer it outgrows: encoding never leaves a
+/// partial copy of a frame behind in freed memory, as `Vec`'s own reallocation would.
+struct ZeroizingBuffer(Zeroizing<Vec<u8>>);
+
+impl io::Write for ZeroizingBuffer {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let needed = self.0.len() + bytes.len();
+        if needed > self.0.capacity() {
+            let mut larger = Vec::with_capacity(needed.max(2 * self.0.capacity()));
+            larger.extend_from_slice(&self.0);
+            // The outgrown buffer is zeroized as it drops.
+            self.0 = Zeroizing::new(larger);
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Serializes `message` as a complete frame (prefix ‖ CBOR body).
 ///
-/// The returned buffer is zeroized on drop (request frames can carry credentials).
+/// The returned buffer is zeroized on drop (request frames can carry credentials), and
+/// so is every smaller buffer used on the way.
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
-    let mut frame = Zeroizing::new(vec![0u8; LENGTH_PREFIX_BYTES]);
-    ciborium::ser::into_writer(message, &mut *frame).map_err(|e| FrameError::Encode {
+    let mut buffer = ZeroizingBuffer(Zeroizing::new(Vec::with_capacity(FRAME_INITIAL_CAPACITY)));
+    buffer.0.extend_from_slice(&[0u8; LENGTH_PREFIX_BYTES]);
+    ciborium::ser::into_writer(message, &mut buffer).map_err(|e| FrameError::Encode {
         message: e.to_string(),
     })?;
+    let mut frame = buffer.0;
     let length = frame.len() - LENGTH_PREFIX_BYTES;
     if length > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge {

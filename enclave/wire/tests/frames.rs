@@ -249,6 +249,30 @@ fn oversized_length_is_rejected_before_reading_the_body() {
 }
 
 #[test]
+fn frames_of_every_size_around_the_starting_capacity_round_trip() {
+    // Attestation documents from a few bytes to several times the encoder's starting
+    // buffer, so that the buffer grows zero, one and several times.
+    for size in [0usize, 1, 1000, 1500, 1536, 1600, 3072, 5000, 40_000] {
+        let envelope = ResponseEnvelope {
+            id: size as u64,
+            result: Ok(Response::Attestation(Attestation {
+                document: (0..size).map(|i| i as u8).collect(),
+                jwks: vec![b'j'; size / 2],
+                jwks_sha256: [9; 32],
+                kids: vec!["k1".into()],
+            })),
+        };
+        let frame = encode_frame(&envelope).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len() - 4,
+            "size {size}"
+        );
+        assert_eq!(decode_response(&frame).unwrap(), envelope, "size {size}");
+    }
+}
+
+#[test]
 fn oversized_message_is_not_encoded() {
     let response = ResponseEnvelope {
         id: 1,
