@@ -47,10 +47,27 @@ impl CertificateSummary {
 
     fn from_parsed(position: CertPosition, der: &[u8], cert: &Certificate) -> Self {
         let tbs = &cert.tbs_certificate;
+        Self::with_names(
+            position,
+            der,
+            cert,
+            tbs.subject.to_string(),
+            tbs.issuer.to_string(),
+        )
+    }
+
+    fn with_names(
+        position: CertPosition,
+        der: &[u8],
+        cert: &Certificate,
+        subject: String,
+        issuer: String,
+    ) -> Self {
+        let tbs = &cert.tbs_certificate;
         CertificateSummary {
             position,
-            subject: tbs.subject.to_string(),
-            issuer: tbs.issuer.to_string(),
+            subject,
+            issuer,
             serial_hex: hex::encode(tbs.serial_number.as_bytes()),
             not_before_ms: unix_ms(tbs.validity.not_before),
             not_after_ms: unix_ms(tbs.validity.not_after),
@@ -109,11 +126,30 @@ pub(crate) fn verify_certificate_path(
     let leaf_key = keys.swap_remove(bundle_len);
     Ok(VerifiedChain {
         leaf_key,
-        certificates: path
-            .iter()
-            .map(|entry| CertificateSummary::from_parsed(entry.position, entry.der, &entry.cert))
-            .collect(),
+        certificates: summarize_validated_path(&path),
     })
+}
+
+/// Summaries of a path whose names were checked to chain: each certificate's issuer is
+/// the subject of the one above it, and the root is self-issued, so each name is rendered
+/// once (rendering looks every attribute type up in the OID database).
+fn summarize_validated_path(path: &[PathCert<'_>]) -> Vec<CertificateSummary> {
+    let mut summaries: Vec<CertificateSummary> = Vec::with_capacity(path.len());
+    for entry in path {
+        let subject = entry.cert.tbs_certificate.subject.to_string();
+        let issuer = match summaries.last() {
+            Some(above) => above.subject.clone(),
+            None => subject.clone(),
+        };
+        summaries.push(CertificateSummary::with_names(
+            entry.position,
+            entry.der,
+            &entry.cert,
+            subject,
+            issuer,
+        ));
+    }
+    summaries
 }
 
 /// Parses `cabundle` (root first) followed by the leaf.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentkeys_attestation::{
     decode_unverified, expected_pcrs_from_measurements, verify, AnchorError, CertPosition,
-    ChainError, Check, PolicyError, SignatureError, TrustAnchor, VerifyError,
+    CertificateSummary, ChainError, Check, PolicyError, SignatureError, TrustAnchor, VerifyError,
     AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256,
 };
 use ciborium::Value;
@@ -84,6 +84,27 @@ fn debug_fixtures_fail_without_allow_debug() {
             f.name
         );
         assert_eq!(err.check(), Check::DebugMode);
+    }
+}
+
+#[test]
+fn chain_summaries_match_each_certificate_read_on_its_own() {
+    for f in fixtures() {
+        let v = verify(&f.bytes, &aws(), f.timestamp_ms, &f.policy()).unwrap();
+        let document = decode_unverified(&f.bytes).unwrap();
+        let ders = document
+            .cabundle
+            .iter()
+            .chain(std::iter::once(&document.certificate));
+        for (summary, der) in v.chain.iter().zip(ders) {
+            let alone = CertificateSummary::from_der(summary.position, der).unwrap();
+            assert_eq!(summary, &alone, "{}", f.name);
+        }
+        // The root is self-issued; every other issuer is the subject above it.
+        assert_eq!(v.chain[0].issuer, v.chain[0].subject);
+        for pair in v.chain.windows(2) {
+            assert_eq!(pair[1].issuer, pair[0].subject, "{}", f.name);
+        }
     }
 }
 

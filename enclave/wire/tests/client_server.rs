@@ -116,25 +116,33 @@ async fn concurrent_calls_are_multiplexed_over_two_connections() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
+/// The kind of the server's error reply; anything else fails the test.
+fn remote_error_kind<T: std::fmt::Debug>(result: Result<T, ClientError>) -> WireErrorKind {
+    match result {
+        Err(ClientError::Remote(e)) => e.kind,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn remote_errors_and_handler_panics_are_replies() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.sock");
     let _server = start_server(&path).await;
     let client = client(&path, 1, Duration::from_secs(5));
-    match client.attest(None).await {
-        Err(ClientError::Remote(e)) => assert_eq!(e.kind, WireErrorKind::NotUnsealed),
-        other => panic!("{other:?}"),
-    }
-    match client.audit_checkpoint(None).await {
-        Err(ClientError::Remote(e)) => assert_eq!(e.kind, WireErrorKind::Internal),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        remote_error_kind(client.attest(None).await),
+        WireErrorKind::NotUnsealed
+    );
+    assert_eq!(
+        remote_error_kind(client.audit_checkpoint(None).await),
+        WireErrorKind::Internal
+    );
     // A handler that panics after it has waited (on its own task) is an error reply too.
-    match client.audit_checkpoint(Some(vec![1])).await {
-        Err(ClientError::Remote(e)) => assert_eq!(e.kind, WireErrorKind::Internal),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        remote_error_kind(client.audit_checkpoint(Some(vec![1])).await),
+        WireErrorKind::Internal
+    );
     // The connection survived the panics.
     client.status().await.unwrap();
     // A reply of the wrong kind is a protocol error.
