@@ -86,8 +86,9 @@ fn handler_result(
 /// Serves one accepted stream until the peer closes it or sends a frame that breaks
 /// the framing.
 ///
-/// A request whose handler finishes on its first poll is answered by the reading task;
-/// one that has to wait runs on its own task (at most
+/// A request whose handler finishes on its first poll is answered by the reading task
+/// (so a handler that computes for long before its first `await` delays the reading of
+/// the connection's next frames); one that has to wait runs on its own task (at most
 /// [`MAX_IN_FLIGHT_PER_CONNECTION`] at once); replies are written as they complete,
 /// tagged with the request id. A frame that is framed correctly but does not decode
 /// gets a `Malformed` error reply (with its id if that can be read, otherwise id 0)
