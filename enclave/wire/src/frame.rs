@@ -422,24 +422,46 @@ pub(crate) async fn pump_frames<W: AsyncWrite + Unpin>(
     writer: &mut W,
     frames: &mut tokio::sync::mpsc::Receiver<Zeroizing<Vec<u8>>>,
 ) -> io::Result<()> {
+    use std::io::Write as _;
     use zeroize::Zeroize;
-    let mut batch = Zeroizing::new(Vec::with_capacity(WRITE_BATCH_BYTES));
+    // The last frame of a batch can take it past its capacity: the buffer then grows
+    // the way an encoded frame does, zeroizing what it outgrows.
+    let mut batch = ZeroizingBuffer(Zeroizing::new(Vec::with_capacity(WRITE_BATCH_BYTES)));
     while let Some(frame) = frames.recv().await {
-        batch.extend_from_slice(&frame);
+        batch.write_all(&frame)?;
         drop(frame);
-        while batch.len() < WRITE_BATCH_BYTES {
+        while batch.0.len() < WRITE_BATCH_BYTES {
             match frames.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
+                Ok(frame) => batch.write_all(&frame)?,
                 Err(_) => break,
             }
         }
-        let written = writer.write_all(&batch).await;
+        let written = writer.write_all(&batch.0).await;
         // Only the bytes written can hold anything: zeroing the whole capacity would
         // cost a 64 KiB memset per write.
-        batch.as_mut_slice().zeroize();
-        batch.clear();
+        batch.0.as_mut_slice().zeroize();
+        batch.0.clear();
         written?;
         writer.flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_past_its_capacity_is_written_whole_and_in_order() {
+        let (queue, mut frames) = tokio::sync::mpsc::channel(8);
+        // Three 40 KiB frames: the second takes the batch past its 64 KiB capacity.
+        let sent: Vec<Vec<u8>> = (1..=3u8).map(|b| vec![b; 40 * 1024]).collect();
+        for frame in &sent {
+            queue.send(Zeroizing::new(frame.clone())).await.unwrap();
+        }
+        drop(queue);
+        let mut written = Vec::new();
+        pump_frames(&mut written, &mut frames).await.unwrap();
+        assert_eq!(written, sent.concat());
+    }
 }
