@@ -84,18 +84,18 @@ where
     fn call(&mut self, request: Request) -> FrontFuture<S::Future> {
         let route = Route::of_path(request.uri().path());
         let started = Instant::now();
-        let (inner, refused) = if declares_oversize(&request, self.body_limit) {
+        let answer = if declares_oversize(&request, self.body_limit) {
             let limit = self.body_limit;
-            (
-                None,
-                Some(ApiError::PayloadTooLarge { limit }.into_response()),
-            )
+            Answer::Refused {
+                response: Some(ApiError::PayloadTooLarge { limit }.into_response()),
+            }
         } else {
-            (Some(self.inner.call(request)), None)
+            Answer::Route {
+                future: self.inner.call(request),
+            }
         };
         FrontFuture {
-            inner,
-            refused,
+            answer,
             route,
             started,
             metrics: self.metrics.clone(),
@@ -104,11 +104,21 @@ where
 }
 
 pin_project! {
+    /// Where the answer comes from.
+    #[project = AnswerProjection]
+    enum Answer<F> {
+        /// The route's own answer.
+        Route { #[pin] future: F },
+        /// The 413, until it is returned.
+        Refused { response: Option<Response> },
+    }
+}
+
+pin_project! {
     /// The answer of the route (or the 413), recorded in the metrics when it is ready.
     pub struct FrontFuture<F> {
         #[pin]
-        inner: Option<F>,
-        refused: Option<Response>,
+        answer: Answer<F>,
         route: Route,
         started: Instant,
         metrics: Arc<Metrics>,
@@ -123,14 +133,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match this.inner.as_pin_mut() {
-            Some(inner) => match inner.poll(cx) {
+        let response = match this.answer.project() {
+            AnswerProjection::Route { future } => match future.poll(cx) {
                 Poll::Ready(Ok(response)) => response,
                 Poll::Pending => return Poll::Pending,
             },
-            // Polled again after the 413 was returned: nothing left to answer with.
-            None => match this.refused.take() {
+            AnswerProjection::Refused { response } => match response.take() {
                 Some(response) => response,
+                // Polled again after the 413 was returned: nothing left to answer with.
                 None => ApiError::Internal("request answered twice".to_owned()).into_response(),
             },
         };

@@ -147,8 +147,8 @@ where
             match decode_body::<RequestEnvelope>(body) {
                 Ok(RequestEnvelope { id, request }) => {
                     let name = request.name();
-                    // A panicking handler becomes an error reply.
                     let handler = handler.clone();
+                    // A panicking handler becomes an error reply.
                     let mut outcome = Box::pin(
                         AssertUnwindSafe(async move { handler(request).await }).catch_unwind(),
                     );
