@@ -39,8 +39,10 @@ static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 
 const BINARIES: [&str; 3] = ["agentkeys-broker", "agentkeys-enclave", "agentkeys-attest"];
 
-/// Path of a shipped binary. Once per test run, `cargo build --bins --workspace` (same
-/// profile as the tests) makes sure the binaries exist and are current.
+/// Path of a shipped binary. Once per test run, `cargo build --bins --tests --workspace`
+/// (same profile as the tests) makes sure the binaries exist and are current. `--tests`
+/// resolves features as `cargo test` does, so this finds the binaries `cargo test` and
+/// `scripts/test.sh` built instead of building a second variant of the workspace.
 pub fn binary(name: &str) -> PathBuf {
     let dir = bin_dir();
     let built = BUILT.get_or_init(|| {
@@ -56,8 +58,16 @@ pub fn binary(name: &str) -> PathBuf {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        // `cargo test` gives this process the test crate's CARGO_MANIFEST_DIR, CARGO_PKG_*,
+        // ...; build scripts that watch those variables (ring's does) would rerun, and
+        // everything above them would be rebuilt, if the inner cargo inherited them.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(set_by_cargo_for_the_test_crate) {
+                cmd.env_remove(&key);
+            }
+        }
         cmd.current_dir(workspace_root())
-            .args(["build", "--bins", "--workspace"]);
+            .args(["build", "--bins", "--tests", "--workspace"]);
         if profile == "release" {
             cmd.arg("--release");
         } else if profile != "debug" {
@@ -65,7 +75,9 @@ pub fn binary(name: &str) -> PathBuf {
         }
         match cmd.status() {
             Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(format!("cargo build --bins --workspace failed: {s}")),
+            Ok(s) => Err(format!(
+                "cargo build --bins --tests --workspace failed: {s}"
+            )),
             Err(e) => Err(format!("cannot run cargo: {e}")),
         }
     });
@@ -75,6 +87,20 @@ pub fn binary(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(p.exists(), "{} does not exist", p.display());
     p
+}
+
+/// Whether `name` is one of the variables `cargo test` sets for the crate under test
+/// (<https://doc.rust-lang.org/cargo/reference/environment-variables.html>), as opposed
+/// to the user's own cargo settings such as `CARGO_TARGET_DIR` or `CARGO_HOME`.
+fn set_by_cargo_for_the_test_crate(name: &str) -> bool {
+    const PREFIXES: [&str; 5] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_",
+        "CARGO_CRATE_",
+        "CARGO_PRIMARY_PACKAGE",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || name == "CARGO_TARGET_TMPDIR"
 }
 
 /// The ready file of `agentkeys-broker dev`.
@@ -415,5 +441,41 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyho
             return Err(anyhow!("condition not met within {timeout:?}"));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_by_cargo_for_the_test_crate;
+
+    #[test]
+    fn the_test_crates_own_cargo_variables_are_recognised() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_EXE_agentkeys-bench",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+        ] {
+            assert!(set_by_cargo_for_the_test_crate(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_users_cargo_settings_are_kept() {
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO_INCREMENTAL",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!set_by_cargo_for_the_test_crate(name), "{name}");
+        }
     }
 }
