@@ -93,14 +93,14 @@ pub fn binary(name: &str) -> PathBuf {
 /// (<https://doc.rust-lang.org/cargo/reference/environment-variables.html>), as opposed
 /// to the user's own cargo settings such as `CARGO_TARGET_DIR` or `CARGO_HOME`.
 fn set_by_cargo_for_the_test_crate(name: &str) -> bool {
-    const PREFIXES: [&str; 5] = [
+    const PREFIXES: [&str; 4] = [
         "CARGO_PKG_",
         "CARGO_MANIFEST_",
         "CARGO_BIN_",
         "CARGO_CRATE_",
-        "CARGO_PRIMARY_PACKAGE",
     ];
-    PREFIXES.iter().any(|p| name.starts_with(p)) || name == "CARGO_TARGET_TMPDIR"
+    const NAMES: [&str; 2] = ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 /// The ready file of `agentkeys-broker dev`.
