@@ -72,6 +72,30 @@ pub struct Broker {
     pub supervisor: tokio::task::JoinHandle<()>,
 }
 
+impl Broker {
+    /// Waits, at most `grace`, for the mints whose clients left before the answer to
+    /// finish recording, then stops taking new ones. Call once the HTTP server has drained
+    /// and before the enclave stops.
+    pub async fn finish_abandoned_requests(&self, grace: Duration) {
+        let abandoned = &self.state.abandoned_requests;
+        abandoned.close();
+        if !abandoned.is_empty() {
+            tracing::info!(
+                requests = abandoned.len(),
+                "finishing mints whose clients left"
+            );
+        }
+        if tokio::time::timeout(grace, abandoned.wait()).await.is_err() {
+            tracing::warn!(
+                requests = abandoned.len(),
+                ?grace,
+                "mints whose clients left were still running after the grace period; \
+                 their seqs may be missing from the audit log"
+            );
+        }
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         self.supervisor.abort();
@@ -126,6 +150,7 @@ pub async fn build(config: &BrokerConfig, dev_faults: bool) -> Result<Broker, St
         audit: store.clone() as Arc<dyn AuditStore>,
         metrics: Arc::new(Metrics::default()),
         dev_audit_faults: dev_faults.then(|| store.faults()),
+        abandoned_requests: tokio_util::task::TaskTracker::new(),
     });
     Ok(Broker {
         state,
@@ -514,6 +539,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let app = router(broker.state.clone());
     serve_http_with_limits(listener, app, config.tls.clone(), limits, shutdown_signal()).await?;
+    broker.finish_abandoned_requests(SHUTDOWN_GRACE).await;
     broker.audit_store.close();
     Ok(())
 }

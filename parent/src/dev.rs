@@ -475,6 +475,9 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     // Shut down: broker first (drain), then the enclave child.
     let _ = srv_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    broker
+        .finish_abandoned_requests(Duration::from_secs(10))
+        .await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), enclave_task).await;
     broker.audit_store.close();

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod audit;
 pub mod client;
+pub mod completion;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;

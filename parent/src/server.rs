@@ -15,8 +15,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditEvent, AuditFault, AuditFaults, AuditStore, NewAuditRow, Outcome};
+use crate::completion::RunToCompletion;
 use crate::config::{StsMode, JWT_TTL_MAX_SECONDS, JWT_TTL_MIN_SECONDS};
 use crate::config::{STS_DURATION_MAX_SECONDS, STS_DURATION_MIN_SECONDS};
 use crate::enclave::{attestation_json, EnclaveManager};
@@ -56,6 +58,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Fault switch of the audit store (dev stack only; enables `POST /dev/faults/audit`).
     pub dev_audit_faults: Option<AuditFaults>,
+    /// Mints whose clients left before the answer, still finishing (and recording) on
+    /// their own; the shutdown waits for them before closing the audit log.
+    pub abandoned_requests: TaskTracker,
 }
 
 /// The discovery document (DESIGN §6) for `issuer`.
@@ -434,6 +439,19 @@ async fn mint_oidc_jwt(
         }
     };
     let (bearer, wallet) = authenticate(&s, &headers).await?;
+    // From here on the enclave may count a seq: finish and record it even if the client
+    // leaves.
+    let abandoned = s.abandoned_requests.clone();
+    RunToCompletion::new(mint_oidc_jwt_recorded(s, bearer, wallet, ttl), &abandoned).await
+}
+
+/// The part of `POST /v1/mint-oidc-jwt` that signs and records.
+async fn mint_oidc_jwt_recorded(
+    s: Arc<AppState>,
+    bearer: Bearer,
+    wallet: Arc<str>,
+    ttl: u32,
+) -> Result<Response, ApiError> {
     let minted = match s.enclave.mint(&wallet, ttl).await {
         Ok(m) => m,
         Err(e) => {
@@ -499,6 +517,23 @@ async fn mint_aws_creds(
         }
     }
     let (bearer, wallet) = authenticate(&s, &headers).await?;
+    // From here on the enclave may count a seq and STS may issue credentials: finish and
+    // record them even if the client leaves.
+    let abandoned = s.abandoned_requests.clone();
+    RunToCompletion::new(
+        mint_aws_creds_recorded(s, bearer, wallet, req.duration_seconds),
+        &abandoned,
+    )
+    .await
+}
+
+/// The part of `POST /v1/mint-aws-creds` that mints, exchanges and records.
+async fn mint_aws_creds_recorded(
+    s: Arc<AppState>,
+    bearer: Bearer,
+    wallet: Arc<str>,
+    duration_seconds: Option<u32>,
+) -> Result<Response, ApiError> {
     let minted = match s.sts.mode() {
         StsMode::WebIdentity => match s.enclave.mint(&wallet, s.jwt_ttl_seconds).await {
             Ok(m) => Some(m),
@@ -524,7 +559,7 @@ async fn mint_aws_creds(
         .exchange(
             minted.as_ref().map(|m| m.jwt.as_str()),
             &wallet,
-            req.duration_seconds,
+            duration_seconds,
         )
         .await
     {
