@@ -45,6 +45,15 @@ pub enum ApiError {
     /// The enclave refused the request (e.g. an invalid wallet from the backend).
     #[error("enclave refused the request: {0}")]
     EnclaveRefused(String),
+    /// Too many mints whose clients left are still finishing: new mints wait until they
+    /// have drained, so that such clients cannot pile up unbounded work.
+    #[error("{running} mints whose clients disconnected are still finishing (limit {limit}); retry in a moment")]
+    Overloaded {
+        /// Mints still finishing without a client.
+        running: usize,
+        /// The most allowed before new mints are refused.
+        limit: usize,
+    },
     /// The audit row could not be made durable: nothing is returned.
     #[error("audit log write failed; nothing was issued: {0}")]
     Audit(String),
@@ -91,7 +100,9 @@ impl ApiError {
             ApiError::Backend(_) | ApiError::Sts { .. } | ApiError::EnclaveRefused(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            ApiError::EnclaveUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::EnclaveUnavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Audit(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound => StatusCode::NOT_FOUND,
         }
@@ -108,6 +119,7 @@ impl ApiError {
             ApiError::Sts { .. } => "sts_error",
             ApiError::EnclaveUnavailable(_) => "enclave_unavailable",
             ApiError::EnclaveRefused(_) => "enclave_error",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::Audit(_) => "audit_failure",
             ApiError::NotFound => "not_found",
             ApiError::Internal(_) => "internal",
@@ -118,6 +130,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let overloaded = matches!(self, ApiError::Overloaded { .. });
         let body = serde_json::json!({"error": self.kind(), "message": self.to_string()});
         let mut response = (status, body.to_string()).into_response();
         response.headers_mut().insert(
@@ -129,6 +142,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if overloaded {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -175,6 +193,14 @@ mod tests {
                 503,
                 "enclave_unavailable",
             ),
+            (
+                ApiError::Overloaded {
+                    running: 4096,
+                    limit: 4096,
+                },
+                503,
+                "overloaded",
+            ),
             (ApiError::Audit("x".into()), 500, "audit_failure"),
             (ApiError::NotFound, 404, "not_found"),
         ];
@@ -182,6 +208,25 @@ mod tests {
             assert_eq!(e.status().as_u16(), status);
             assert_eq!(e.kind(), kind);
         }
+    }
+
+    #[test]
+    fn overloaded_says_when_to_retry() {
+        let e = ApiError::Overloaded {
+            running: 4100,
+            limit: 4096,
+        };
+        assert!(e.to_string().contains("4100"), "{e}");
+        assert!(e.to_string().contains("retry"), "{e}");
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn other_errors_carry_no_retry_after() {
+        let r = ApiError::EnclaveUnavailable("sealed".into()).into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]

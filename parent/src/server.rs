@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditEvent, AuditFault, AuditFaults, AuditStore, NewAuditRow, Outcome};
 use crate::completion::RunToCompletion;
-use crate::config::{StsMode, JWT_TTL_MAX_SECONDS, JWT_TTL_MIN_SECONDS};
+use crate::config::{StsMode, DEFAULT_MAX_CONNECTIONS, JWT_TTL_MAX_SECONDS, JWT_TTL_MIN_SECONDS};
 use crate::config::{STS_DURATION_MAX_SECONDS, STS_DURATION_MIN_SECONDS};
 use crate::enclave::{attestation_json, EnclaveManager};
 use crate::error::{ApiError, BodyReadTimeout};
@@ -423,11 +423,30 @@ struct MintJwtResponse<'a> {
     audit_id: i64,
 }
 
+/// Most mints whose clients left that may still be finishing before new mints are
+/// refused with 503: the default cap on open client connections, so that mints in flight
+/// stay within twice that cap even when clients disconnect as soon as they have sent a
+/// request.
+const MAX_ABANDONED_MINTS: usize = DEFAULT_MAX_CONNECTIONS;
+
+/// Refuses a new mint while `abandoned` holds `limit` or more unfinished mints.
+fn refuse_when_abandoned_mints_pile_up(
+    abandoned: &TaskTracker,
+    limit: usize,
+) -> Result<(), ApiError> {
+    let running = abandoned.len();
+    if running >= limit {
+        return Err(ApiError::Overloaded { running, limit });
+    }
+    Ok(())
+}
+
 async fn mint_oidc_jwt(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    refuse_when_abandoned_mints_pile_up(&s.abandoned_requests, MAX_ABANDONED_MINTS)?;
     let req: MintJwtBody = parse_body(body, s.body_limit)?;
     let ttl = match req.ttl_seconds {
         None => s.jwt_ttl_seconds,
@@ -508,6 +527,7 @@ async fn mint_aws_creds(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    refuse_when_abandoned_mints_pile_up(&s.abandoned_requests, MAX_ABANDONED_MINTS)?;
     let req: MintCredsBody = parse_body(body, s.body_limit)?;
     if let Some(d) = req.duration_seconds {
         if !(STS_DURATION_MIN_SECONDS..=STS_DURATION_MAX_SECONDS).contains(&d) {
@@ -640,6 +660,29 @@ impl SessionChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn mints_are_refused_while_abandoned_ones_pile_up() {
+        let abandoned = TaskTracker::new();
+        let (release, released) = tokio::sync::watch::channel(false);
+        for _ in 0..3 {
+            let mut released = released.clone();
+            abandoned.spawn(async move {
+                let _ = released.wait_for(|r| *r).await;
+            });
+        }
+        assert!(refuse_when_abandoned_mints_pile_up(&abandoned, 4).is_ok());
+        match refuse_when_abandoned_mints_pile_up(&abandoned, 3) {
+            Err(ApiError::Overloaded { running, limit }) => {
+                assert_eq!((running, limit), (3, 3));
+            }
+            other => panic!("expected Overloaded, got {other:?}"),
+        }
+        release.send(true).unwrap();
+        abandoned.close();
+        abandoned.wait().await;
+        assert!(refuse_when_abandoned_mints_pile_up(&abandoned, 3).is_ok());
+    }
 
     #[test]
     fn nonce_parsing() {
