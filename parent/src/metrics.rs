@@ -138,6 +138,8 @@ pub struct Gauges {
     pub enclave_unseals: u64,
     /// Audit withheld rows pending.
     pub audit_pending_withheld: usize,
+    /// Mints whose clients left, still finishing.
+    pub abandoned_mints: usize,
 }
 
 impl Metrics {
@@ -254,6 +256,11 @@ impl Metrics {
             "# HELP agentkeys_audit_pending_withheld mint_withheld rows waiting to be written.\n# TYPE agentkeys_audit_pending_withheld gauge\nagentkeys_audit_pending_withheld {}",
             g.audit_pending_withheld
         );
+        let _ = writeln!(
+            out,
+            "# HELP agentkeys_abandoned_mints Mints whose clients disconnected, still finishing so that each is recorded.\n# TYPE agentkeys_abandoned_mints gauge\nagentkeys_abandoned_mints {}",
+            g.abandoned_mints
+        );
         out
     }
 }
@@ -279,7 +286,9 @@ mod tests {
             enclave_ready: true,
             enclave_unseals: 1,
             audit_pending_withheld: 0,
+            abandoned_mints: 3,
         });
+        assert!(text.contains("\nagentkeys_abandoned_mints 3\n"), "{text}");
         assert!(text.contains(
             "agentkeys_http_requests_total{route=\"/v1/mint-oidc-jwt\",status=\"200\"} 2"
         ));

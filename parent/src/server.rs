@@ -298,6 +298,7 @@ async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
         enclave_ready: s.enclave.is_ready(),
         enclave_unseals: s.enclave.unseal_count(),
         audit_pending_withheld: s.audit.pending_withheld(),
+        abandoned_mints: s.abandoned_requests.len(),
     });
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(

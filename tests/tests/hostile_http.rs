@@ -758,5 +758,15 @@ fn clients_that_leave_mid_mint_leave_no_gap_in_the_audit_log() {
         recorded_for_leavers > 0,
         "no leaver reached the enclave: {report}"
     );
+    // Every leaver's mint has finished: the gauge is back to zero.
+    let drained = agentkeys_e2e::wait_for(QUICK, || {
+        let (status, body) = t.stack.get("/metrics");
+        let text = String::from_utf8_lossy(&body).into_owned();
+        (status == 200 && text.contains("\nagentkeys_abandoned_mints 0\n")).then_some(())
+    });
+    assert!(
+        drained.is_ok(),
+        "agentkeys_abandoned_mints did not return to 0"
+    );
     healthy_quickly(&t);
 }
