@@ -14,7 +14,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Semaphore;
 
-use crate::audit::{AuditStore, GroupCommitConfig, SqliteAuditStore};
+use crate::audit::{
+    AuditEvent, AuditStore, GroupCommitConfig, NewAuditRow, Outcome, SqliteAuditStore,
+};
 use crate::config::{BrokerConfig, HttpLimits, ServeArgs, MIN_HEADER_BYTES};
 use crate::enclave::{EnclaveManager, UnsealConfig};
 use crate::error::BodyReadTimeout;
@@ -27,6 +29,43 @@ use crate::sts::StsExchanger;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Idle keep-alive connections kept per backend host (enough for 64 concurrent clients).
 const BACKEND_POOL_IDLE: usize = 128;
+/// Enclave replies that arrived after their call timed out, queued for their audit rows.
+/// Sized like one enclave connection's send queue (`agentkeys_wire` client, 1024 frames):
+/// a stall long enough to time calls out strands at most about that many per connection
+/// before the callers see errors.
+const LATE_REPLY_QUEUE: usize = 1024;
+
+/// Writes a `mint_withheld` row for every token the enclave signed after the broker's
+/// call had stopped waiting (it timed out, and its caller got 503 with no token): the
+/// token is never sent, but the enclave counted its seq, and the log must hold it.
+pub async fn record_late_mints(
+    mut late: tokio::sync::mpsc::Receiver<agentkeys_wire::Response>,
+    audit: Arc<dyn AuditStore>,
+) {
+    while let Some(reply) = late.recv().await {
+        match reply {
+            agentkeys_wire::Response::Jwt(minted) => {
+                tracing::warn!(
+                    epoch = minted.epoch,
+                    seq = minted.seq,
+                    "the enclave signed after the call had timed out; token withheld and recorded"
+                );
+                audit.queue_withheld(late_mint_row(&minted));
+            }
+            other => tracing::debug!(reply = other.name(), "late enclave reply dropped"),
+        }
+    }
+}
+
+/// The row recorded for a token whose call had timed out when the enclave answered.
+fn late_mint_row(minted: &agentkeys_wire::MintedJwt) -> NewAuditRow {
+    NewAuditRow::new(AuditEvent::MintWithheld, Outcome::Failure)
+        .wallet(&*minted.wallet)
+        .token_ids(&*minted.kid, &*minted.jti)
+        .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head)
+        .status(503)
+        .detail("the enclave answered after the call had timed out; the token was not sent")
+}
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -123,10 +162,16 @@ pub async fn build(config: &BrokerConfig, dev_faults: bool) -> Result<Broker, St
         .build()
         .map_err(|e| StartError::Http(e.to_string()))?;
     let session = SessionChecker::new(http, &config.backend_url, config.session_cache);
-    let client = agentkeys_wire::EnclaveClient::new(
+    let (late_replies, late) = tokio::sync::mpsc::channel(LATE_REPLY_QUEUE);
+    tokio::spawn(record_late_mints(
+        late,
+        store.clone() as Arc<dyn AuditStore>,
+    ));
+    let client = agentkeys_wire::EnclaveClient::with_late_replies(
         config.enclave.clone(),
         config.enclave_connections,
         config.enclave_timeout,
+        late_replies,
     );
     let enclave = EnclaveManager::new(
         client,
@@ -553,6 +598,71 @@ mod tests {
     use tokio::net::TcpStream;
 
     use crate::error::ApiError;
+
+    #[tokio::test]
+    async fn late_mints_are_recorded_as_withheld_and_other_late_replies_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = Arc::new(SqliteAuditStore::open(&path, GroupCommitConfig::default()).unwrap());
+        let (late_replies, late) = tokio::sync::mpsc::channel(4);
+        let recorder = tokio::spawn(record_late_mints(
+            late,
+            store.clone() as Arc<dyn AuditStore>,
+        ));
+        let minted = agentkeys_wire::MintedJwt {
+            jwt: "header.claims.signature".into(),
+            kid: "kid-1".into(),
+            jti: "jti-1".into(),
+            wallet: format!("0x{}", "ab".repeat(20)),
+            iat: 1,
+            exp: 301,
+            epoch: 9,
+            seq: 7,
+            jwt_sha256: [7; 32],
+            head: [8; 32],
+        };
+        late_replies
+            .send(agentkeys_wire::Response::Jwt(minted.clone()))
+            .await
+            .unwrap();
+        late_replies
+            .send(agentkeys_wire::Response::Status(
+                agentkeys_wire::EnclaveStatus {
+                    unsealed: true,
+                    mock: true,
+                    issuer: "i".into(),
+                    kids: vec![],
+                    active_kid: None,
+                    epoch: 9,
+                    seq: 7,
+                },
+            ))
+            .await
+            .unwrap();
+        drop(late_replies);
+        recorder.await.unwrap();
+        for _ in 0..250 {
+            if store.pending_withheld() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.pending_withheld(), 0);
+        let rows = crate::audit::cli::recent_rows(&path, 10).unwrap();
+        assert_eq!(rows.len(), 1, "one row, for the JWT only");
+        let row = &rows[0].entry;
+        assert_eq!(row.event, AuditEvent::MintWithheld);
+        assert_eq!(row.outcome, Outcome::Failure);
+        assert_eq!(row.enclave_epoch, Some(9));
+        assert_eq!(row.enclave_seq, Some(7));
+        assert_eq!(row.jwt_sha256, Some([7; 32]));
+        assert_eq!(row.wallet.as_deref(), Some(minted.wallet.as_str()));
+        assert_eq!(row.jti.as_deref(), Some("jti-1"));
+        assert!(
+            !format!("{row:?}").contains("header.claims.signature"),
+            "the token itself is not in the row"
+        );
+    }
 
     /// Small limits so that each test takes about a second.
     fn small() -> HttpLimits {

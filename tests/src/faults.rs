@@ -644,6 +644,22 @@ pub fn audit_verify(db: &Path, extra: &[&str]) -> (bool, String) {
     )
 }
 
+/// `agentkeys-broker audit verify` of `stack`'s log against a fresh checkpoint attested by
+/// its enclave (mock root): fails on any seq the enclave signed without a row.
+pub fn audit_verify_live(stack: &crate::DevStack) -> (bool, String) {
+    let root = stack.info.mock_root_pem.display().to_string();
+    audit_verify(
+        &stack.info.audit_db,
+        &[
+            "--broker-url",
+            &stack.info.broker_url,
+            "--root",
+            &root,
+            "--allow-mock-root",
+        ],
+    )
+}
+
 /// A small tmpfs mounted on a new temporary directory; unmounted (lazily) on drop.
 /// Needs root and a kernel that lets this process mount; [`Tmpfs::mount`] says why not.
 pub struct Tmpfs {

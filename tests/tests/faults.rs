@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentkeys_e2e::faults::{
-    self, audit_verify, drive, missing_rows, received_tokens, status_counts, BackendMode, Group,
-    Programmable, StsMode, Tmpfs, BACKEND_WALLET, GOOD_BEARER_PREFIX,
+    self, audit_verify, audit_verify_live, drive, missing_rows, received_tokens, status_counts,
+    BackendMode, Group, Programmable, StsMode, Tmpfs, BACKEND_WALLET, GOOD_BEARER_PREFIX,
 };
 use agentkeys_e2e::{audit_rows, binary, closed_port, wait_for, DevOptions, DevStack, WALLET};
 
@@ -669,4 +669,40 @@ fn kms_down_at_start_is_retried_with_backoff_and_reported() {
         d.join("sealed-seed.bin").exists(),
         "genesis stored the sealed seed"
     );
+}
+
+/// The enclave is stopped (SIGSTOP) while a mint waits for it: the call times out with
+/// 503 and no token. When the enclave resumes it still signs that token and counts its
+/// seq; the broker records the token it will never send as `mint_withheld`, so the log
+/// still matches a fresh attested checkpoint.
+#[test]
+fn an_enclave_answer_after_the_timeout_is_recorded_as_withheld() {
+    let stack = DevStack::start();
+    let bearer = stack.create_session(WALLET);
+    let (status, body) = stack.post("/v1/mint-oidc-jwt", Some(&bearer), "");
+    assert_eq!(status, 200, "{body}");
+    let pid = stack.info.enclave_pid;
+    agentkeys_e2e::signal(pid, "STOP");
+    let (status, body, waited) = timed_post(&stack, "/v1/mint-oidc-jwt", &bearer);
+    agentkeys_e2e::signal(pid, "CONT");
+    eprintln!("mint against a stopped enclave: {status} after {waited:?}: {body}");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "enclave_unavailable", "{body}");
+    assert!(
+        !body.to_string().contains("eyJ"),
+        "a 503 carries no token: {body}"
+    );
+    let withheld = wait_for(Duration::from_secs(20), || {
+        let rows = stack.audit_rows();
+        rows.into_iter().find(|r| r["event"] == "mint_withheld")
+    })
+    .expect("the late answer is recorded");
+    assert_eq!(withheld["enclave_seq"], 2, "{withheld}");
+    assert_eq!(withheld["outcome"], "failure", "{withheld}");
+    wait_ready(&stack, Duration::from_secs(40));
+    let (status, body) = stack.post("/v1/mint-oidc-jwt", Some(&bearer), "");
+    assert_eq!(status, 200, "{body}");
+    let (ok, out) = audit_verify_live(&stack);
+    assert!(ok, "audit verify against a live checkpoint: {out}");
+    assert!(out.contains("seq 1..3"), "{out}");
 }

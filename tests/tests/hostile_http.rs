@@ -8,7 +8,9 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use agentkeys_e2e::faults::{addr_of, fd_count, raw_http, read_answer, ready_json, rss_kib};
+use agentkeys_e2e::faults::{
+    addr_of, audit_verify_live, fd_count, raw_http, read_answer, ready_json, rss_kib,
+};
 use agentkeys_e2e::{DevStack, WALLET};
 
 /// A generous bound for "answers quickly" on a loaded 2-core machine.
@@ -724,26 +726,8 @@ fn clients_that_leave_mid_mint_leave_no_gap_in_the_audit_log() {
     // attested checkpoint fails on any seq the enclave signed without a row.
     let (status, body) = t.stack.post("/v1/mint-oidc-jwt", Some(&bearer), "");
     assert_eq!(status, 200, "{body}");
-    let root = t.stack.info.mock_root_pem.display().to_string();
-    let db = t.stack.info.audit_db.display().to_string();
-    let args = [
-        "audit",
-        "verify",
-        "--db",
-        db.as_str(),
-        "--broker-url",
-        t.stack.info.broker_url.as_str(),
-        "--root",
-        root.as_str(),
-        "--allow-mock-root",
-    ];
-    let out = agentkeys_e2e::run("agentkeys-broker", &args);
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{report}");
+    let (ok, report) = audit_verify_live(&t.stack);
+    assert!(ok, "{report}");
     assert!(report.contains(": matches"), "{report}");
     // The check is not vacuous: the leavers' mints did reach the enclave.
     let recorded_for_leavers = t

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentkeys_e2e::faults::{audit_verify, drive, ready_json, rss_kib, Outcome};
+use agentkeys_e2e::faults::{audit_verify_live, drive, ready_json, rss_kib, Outcome};
 use agentkeys_e2e::DevStack;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -183,17 +183,7 @@ fn soak(seconds: u64) {
         .collect();
     assert_eq!(ids.len(), issued, "every audit_id handed out is distinct");
 
-    let root = stack.info.mock_root_pem.display().to_string();
-    let (ok, out) = audit_verify(
-        &stack.info.audit_db,
-        &[
-            "--broker-url",
-            &stack.info.broker_url,
-            "--root",
-            &root,
-            "--allow-mock-root",
-        ],
-    );
+    let (ok, out) = audit_verify_live(&stack);
     assert!(ok, "audit verify against the attested checkpoint: {out}");
 }
 

@@ -61,6 +61,11 @@ pub enum ClientError {
 
 type Reply = Result<Result<Response, WireError>, ClientError>;
 
+/// Where a client hands the successful replies whose caller had stopped waiting (timed
+/// out or cancelled). A late [`Response::Jwt`] is a token the enclave signed and counted
+/// in its audit chain: the owner of the client must record it.
+pub type LateReplies = mpsc::Sender<Response>;
+
 #[derive(Default)]
 struct Pending {
     waiters: HashMap<u64, oneshot::Sender<Reply>>,
@@ -68,9 +73,9 @@ struct Pending {
     closed: Option<String>,
 }
 
-#[derive(Default)]
 struct Shared {
     pending: Mutex<Pending>,
+    late: Option<LateReplies>,
 }
 
 impl Shared {
@@ -107,7 +112,20 @@ impl Shared {
                     "enclave could not read one of our frames"
                 );
             }
-            None => tracing::debug!(id = envelope.id, "reply for a call no longer waiting"),
+            None => match (envelope.result, &self.late) {
+                (Ok(response), Some(late)) => {
+                    let reply = response.name();
+                    if let Err(error) = late.try_send(response) {
+                        tracing::error!(
+                            id = envelope.id,
+                            reply,
+                            %error,
+                            "a reply for a call no longer waiting could not be handed over"
+                        );
+                    }
+                }
+                _ => tracing::debug!(id = envelope.id, "reply for a call no longer waiting"),
+            },
         }
     }
 
@@ -152,12 +170,15 @@ struct Connection {
 }
 
 impl Connection {
-    fn start<S>(stream: S) -> Connection
+    fn start<S>(stream: S, late: Option<LateReplies>) -> Connection
     where
         S: AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     {
         let (read_half, mut write_half) = tokio::io::split(stream);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            late,
+        });
         let (frames, mut queue) = mpsc::channel(QUEUE_DEPTH);
 
         let writer_shared = shared.clone();
@@ -227,6 +248,7 @@ struct Inner {
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
     next_id: AtomicU64,
+    late: Option<LateReplies>,
 }
 
 /// A client for the enclave: a small pool of persistent connections used round-robin,
@@ -254,7 +276,29 @@ impl std::fmt::Debug for EnclaveClient {
 impl EnclaveClient {
     /// A client for `address` with `connections` persistent connections (at least 1) and
     /// a per-call `timeout`. Connects lazily; needs no runtime until the first call.
+    /// Replies whose caller stopped waiting are dropped.
     pub fn new(address: Address, connections: usize, timeout: Duration) -> EnclaveClient {
+        Self::build(address, connections, timeout, None)
+    }
+
+    /// Like [`EnclaveClient::new`], but successful replies whose caller stopped waiting
+    /// (timeout, cancellation) go to `late` instead of being dropped; when `late` is full
+    /// or closed, such a reply is logged as an error and dropped.
+    pub fn with_late_replies(
+        address: Address,
+        connections: usize,
+        timeout: Duration,
+        late: LateReplies,
+    ) -> EnclaveClient {
+        Self::build(address, connections, timeout, Some(late))
+    }
+
+    fn build(
+        address: Address,
+        connections: usize,
+        timeout: Duration,
+        late: Option<LateReplies>,
+    ) -> EnclaveClient {
         let slots = (0..connections.max(1)).map(|_| Slot::default()).collect();
         EnclaveClient {
             inner: Arc::new(Inner {
@@ -263,6 +307,7 @@ impl EnclaveClient {
                 slots,
                 next_slot: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
+                late,
             }),
         }
     }
@@ -357,7 +402,7 @@ impl EnclaveClient {
                 address: self.inner.address.to_string(),
                 source,
             })?;
-        let connection = Arc::new(Connection::start(stream));
+        let connection = Arc::new(Connection::start(stream, self.inner.late.clone()));
         *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
         Ok(connection)
     }

@@ -28,7 +28,7 @@ pub mod server;
 
 pub use address::{Address, AddressError, Listener, Stream};
 pub use chain::{chain_genesis, chain_next, CheckpointDecodeError, CheckpointUserData};
-pub use client::{ClientError, EnclaveClient};
+pub use client::{ClientError, EnclaveClient, LateReplies};
 pub use frame::{FrameError, MAX_FRAME_BYTES};
 pub use messages::{
     Attestation, AuditCheckpoint, AwsCredentials, EnclaveStatus, MintJwtRequest, MintedJwt,

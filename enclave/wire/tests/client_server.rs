@@ -353,3 +353,60 @@ async fn malformed_frames_get_error_replies_and_other_connections_continue() {
         good.status().await.unwrap();
     }
 }
+
+/// A client with a 40 ms timeout whose late replies go to the returned queue.
+fn late_client(path: &Path) -> (EnclaveClient, tokio::sync::mpsc::Receiver<Response>) {
+    let (late, late_replies) = tokio::sync::mpsc::channel(4);
+    let client = EnclaveClient::with_late_replies(
+        Address::Unix(path.to_path_buf()),
+        1,
+        Duration::from_millis(40),
+        late,
+    );
+    (client, late_replies)
+}
+
+#[tokio::test]
+async fn a_reply_after_the_timeout_goes_to_the_late_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.sock");
+    let _server = start_server(&path).await;
+    // The toy answers wallet "0" after 128 ms: past the 40 ms timeout.
+    let (client, mut late_replies) = late_client(&path);
+    let request = MintJwtRequest {
+        wallet: "0".into(),
+        ttl_seconds: None,
+        audience: None,
+    };
+    match client.mint_jwt(request).await {
+        Err(ClientError::Timeout { request, .. }) => assert_eq!(request, "MintJwt"),
+        other => panic!("{other:?}"),
+    }
+    let reply = tokio::time::timeout(Duration::from_secs(5), late_replies.recv())
+        .await
+        .expect("the late reply was handed over")
+        .expect("the queue is open");
+    match reply {
+        Response::Jwt(minted) => assert_eq!(minted.jwt, "jwt-0"),
+        other => panic!("{other:?}"),
+    }
+    // Replies to callers that waited do not go there.
+    client.status().await.unwrap();
+    assert!(late_replies.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_late_error_reply_is_not_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.sock");
+    let _server = start_server(&path).await;
+    let (client, mut late_replies) = late_client(&path);
+    // The toy refuses Attest after nonce[0] × 100 ms: an error, and late.
+    assert!(matches!(
+        client.attest(Some(vec![1])).await,
+        Err(ClientError::Timeout { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.status().await.unwrap();
+    assert!(late_replies.try_recv().is_err());
+}
