@@ -17,7 +17,9 @@ use tokio::sync::Semaphore;
 use crate::audit::{
     AuditEvent, AuditStore, GroupCommitConfig, NewAuditRow, Outcome, SqliteAuditStore,
 };
-use crate::config::{BrokerConfig, HttpLimits, ServeArgs, MIN_HEADER_BYTES};
+use crate::config::{
+    BrokerConfig, HttpLimits, ServeArgs, DEFAULT_MAX_CONNECTIONS, MIN_HEADER_BYTES,
+};
 use crate::enclave::{EnclaveManager, UnsealConfig};
 use crate::error::BodyReadTimeout;
 use crate::metrics::Metrics;
@@ -30,10 +32,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Idle keep-alive connections kept per backend host (enough for 64 concurrent clients).
 const BACKEND_POOL_IDLE: usize = 128;
 /// Enclave replies that arrived after their call timed out, queued for their audit rows.
-/// Sized like one enclave connection's send queue (`agentkeys_wire` client, 1024 frames):
-/// a stall long enough to time calls out strands at most about that many per connection
-/// before the callers see errors.
-const LATE_REPLY_QUEUE: usize = 1024;
+/// Room for every mint that can wait on the enclave at once, so that a long stall, which
+/// times them all out together, loses none: one per open client connection plus the
+/// mints whose clients left (each capped at `DEFAULT_MAX_CONNECTIONS` by default). tokio
+/// allocates a channel's slots as they fill, so the size costs nothing while unused.
+const LATE_REPLY_QUEUE: usize = 2 * DEFAULT_MAX_CONNECTIONS;
 
 /// Writes a `mint_withheld` row for every token the enclave signed after the broker's
 /// call had stopped waiting (it timed out, and its caller got 503 with no token): the
