@@ -116,8 +116,8 @@ pub struct Broker {
 
 impl Broker {
     /// Waits, at most `grace`, for the mints whose clients left before the answer to
-    /// finish recording, then stops taking new ones. Call once the HTTP server has drained
-    /// and before the enclave stops.
+    /// finish recording. Call once the HTTP server has drained (no new ones can start)
+    /// and before the enclave stops and the audit log closes.
     pub async fn finish_abandoned_requests(&self, grace: Duration) {
         let abandoned = &self.state.abandoned_requests;
         abandoned.close();
