@@ -35,10 +35,10 @@ where
     F::Output: Send + 'static,
 {
     /// Wraps `future`; if it is abandoned, it finishes as a task of `abandoned`.
-    pub fn new(future: F, abandoned: &TaskTracker) -> Self {
+    pub fn new(future: F, abandoned: TaskTracker) -> Self {
         RunToCompletion {
             future: Some(Box::pin(future)),
-            abandoned: abandoned.clone(),
+            abandoned,
         }
     }
 }
@@ -97,7 +97,7 @@ mod tests {
 
     #[tokio::test]
     async fn returns_the_output_of_the_wrapped_future() {
-        let out = RunToCompletion::new(async { 7 }, &TaskTracker::new()).await;
+        let out = RunToCompletion::new(async { 7 }, TaskTracker::new()).await;
         assert_eq!(out, 7);
     }
 
@@ -116,7 +116,7 @@ mod tests {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let _ = done_tx.send(());
             },
-            &abandoned,
+            abandoned.clone(),
         ));
         started_rx.await.unwrap();
         // The waiter goes away the way hyper drops a handler whose client left.
@@ -149,7 +149,7 @@ mod tests {
             async move {
                 counter.fetch_add(1, Ordering::SeqCst);
             },
-            &abandoned,
+            abandoned.clone(),
         );
         work.await;
         tokio::task::yield_now().await;
@@ -165,7 +165,7 @@ mod tests {
             async move {
                 counter.fetch_add(1, Ordering::SeqCst);
             },
-            &TaskTracker::new(),
+            TaskTracker::new(),
         ));
         assert_eq!(runs.load(Ordering::SeqCst), 0);
     }

@@ -462,7 +462,7 @@ async fn mint_oidc_jwt(
     // From here on the enclave may count a seq: finish and record it even if the client
     // leaves.
     let abandoned = s.abandoned_requests.clone();
-    RunToCompletion::new(mint_oidc_jwt_recorded(s, bearer, wallet, ttl), &abandoned).await
+    RunToCompletion::new(mint_oidc_jwt_recorded(s, bearer, wallet, ttl), abandoned).await
 }
 
 /// The part of `POST /v1/mint-oidc-jwt` that signs and records.
@@ -543,7 +543,7 @@ async fn mint_aws_creds(
     let abandoned = s.abandoned_requests.clone();
     RunToCompletion::new(
         mint_aws_creds_recorded(s, bearer, wallet, req.duration_seconds),
-        &abandoned,
+        abandoned,
     )
     .await
 }
