@@ -198,23 +198,8 @@ fn audit_verify_passes_with_live_checkpoint() {
     for _ in 0..5 {
         assert_eq!(stack.post("/v1/mint-oidc-jwt", Some(&token), "").0, 200);
     }
-    let root = stack.info.mock_root_pem.display().to_string();
-    let out = audit_verify(
-        &stack,
-        &[
-            "--broker-url",
-            &stack.info.broker_url,
-            "--root",
-            &root,
-            "--allow-mock-root",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = agentkeys_e2e::faults::audit_verify_live(&stack);
+    assert!(ok, "{out}");
 }
 
 #[test]
