@@ -278,6 +278,15 @@ impl DevStack {
         (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
     }
 
+    /// The value of the unlabelled metric `name` in `GET /metrics`; -1 when it is absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(-1.0)
+    }
+
     /// Audit rows (newest last) through `agentkeys-broker audit tail --json`.
     pub fn audit_rows(&self) -> Vec<serde_json::Value> {
         audit_rows(&self.info.audit_db)

@@ -55,18 +55,10 @@ fn wait_ready(stack: &DevStack, timeout: Duration) {
     });
 }
 
-fn metric(stack: &DevStack, name: &str) -> f64 {
-    let (_, body) = stack.get("/metrics");
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(-1.0)
-}
-
 #[test]
 fn enclave_killed_under_load_is_503_then_recovers_with_every_token_audited() {
     let mut stack = DevStack::start();
-    let unseals_before = metric(&stack, "agentkeys_enclave_unseals_total");
+    let unseals_before = stack.metric("agentkeys_enclave_unseals_total");
     let stop = Arc::new(AtomicBool::new(false));
     let load = mint_clients(&stack, 4, Duration::from_secs(40), stop.clone());
 
@@ -118,7 +110,7 @@ fn enclave_killed_under_load_is_503_then_recovers_with_every_token_audited() {
         "minting works again after recovery: {counts:?}"
     );
     assert!(
-        metric(&stack, "agentkeys_enclave_unseals_total") > unseals_before,
+        stack.metric("agentkeys_enclave_unseals_total") > unseals_before,
         "the broker re-unsealed the restarted enclave"
     );
 
