@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use x509_cert::name::Name;
 use x509_cert::Certificate;
 
-use crate::chain::check_self_signed_root;
+use crate::certificate::check_self_signed_root;
 use crate::error::AnchorError;
 use crate::oids;
 

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::chain::CertificateSummary;
+use crate::certificate::CertificateSummary;
+use crate::error::{CertPosition, ChainError};
 
 /// The PCRs that are all zero in a debug-mode enclave's documents (AWS Nitro Enclaves User
 /// Guide, "Where to get an enclave's measurements": in debug mode PCR0, 1 and 2 read as
@@ -46,13 +47,13 @@ impl AttestationDocument {
 
     /// Summaries of `cabundle` (root first) followed by the leaf, without any verification.
     /// Certificates that do not parse are reported as errors in place.
-    pub fn certificate_summaries(&self) -> Vec<Result<CertificateSummary, crate::ChainError>> {
+    pub fn certificate_summaries(&self) -> Vec<Result<CertificateSummary, ChainError>> {
         self.cabundle
             .iter()
             .enumerate()
-            .map(|(i, der)| CertificateSummary::from_der(crate::CertPosition::Bundle(i), der))
+            .map(|(i, der)| CertificateSummary::from_der(CertPosition::Bundle(i), der))
             .chain(std::iter::once(CertificateSummary::from_der(
-                crate::CertPosition::Leaf,
+                CertPosition::Leaf,
                 &self.certificate,
             )))
             .collect()

@@ -27,6 +27,7 @@
 //! ```
 
 mod anchor;
+mod certificate;
 mod chain;
 mod decode;
 mod document;
@@ -45,7 +46,7 @@ pub mod online;
 pub use anchor::{
     TrustAnchor, AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256, MOCK_ROOT_ORGANIZATION,
 };
-pub use chain::CertificateSummary;
+pub use certificate::CertificateSummary;
 pub use decode::{
     COSE_ALG_ES384, COSE_SIGN1_TAG, DIGEST_SHA384, ES384_SIGNATURE_BYTES, MAX_CERTIFICATE_BYTES,
     MAX_DOCUMENT_BYTES, MAX_PCR_INDEX, MAX_USER_FIELD_BYTES, PCR_LENGTHS,

@@ -3,7 +3,8 @@
 use ciborium::Value;
 
 use crate::anchor::TrustAnchor;
-use crate::chain::{verify_certificate_path, CertificateSummary};
+use crate::certificate::CertificateSummary;
+use crate::chain::verify_certificate_path;
 use crate::decode::{check_size_bounds, parse_cose_sign1, parse_payload, CoseSign1};
 use crate::document::AttestationDocument;
 use crate::error::{DecodeError, SignatureError, VerifyError};
