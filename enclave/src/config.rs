@@ -1,9 +1,7 @@
-//! Command line and configuration of the enclave binary.
+//! Command line and configuration of the enclave binary: parsing and validation only.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use agentkeys_wire::Address;
@@ -15,7 +13,8 @@ use crate::jwt::{
 use crate::keys::RingSpec;
 use crate::kms::{KmsSettings, DEFAULT_KMS_PROXY_PORT, KMS_OPERATION_TIMEOUT, PARENT_CID};
 
-/// Default vsock port the enclave listens on. Source: DESIGN §3 ("port 5000 by default").
+/// Default vsock port the enclave listens on. Source: `docs/protocol.md`, "Transport and
+/// addresses" (the enclave listens on `vsock:any:5000`).
 pub const DEFAULT_VSOCK_PORT: u32 = 5000;
 /// Length of a PCR value (SHA-384). Source: AWS Nitro Enclaves attestation document spec.
 pub const PCR_BYTES: usize = 48;
@@ -182,6 +181,14 @@ pub fn validate_issuer(issuer: &str, mock: bool) -> Result<String, ConfigError> 
     }
 }
 
+/// The default listening address in production: vsock, any CID.
+pub fn vsock_listen_address(port: u32) -> Address {
+    Address::Vsock {
+        cid: agentkeys_wire::address::VSOCK_CID_ANY,
+        port,
+    }
+}
+
 /// Parses `N=HEX` (N < 32, 48 bytes of hex).
 pub fn parse_mock_pcr(value: &str) -> Result<(u16, [u8; PCR_BYTES]), ConfigError> {
     let err = |reason: String| ConfigError::MockPcr {
@@ -231,7 +238,7 @@ impl Args {
         }
         let listen = match self.usock {
             Some(path) => Address::Unix(path),
-            None => crate::server::vsock_listen_address(self.vsock_port),
+            None => vsock_listen_address(self.vsock_port),
         };
         Ok(EnclaveConfig {
             listen,
@@ -249,74 +256,6 @@ impl Args {
             kms_proxy_port: self.kms_proxy_port,
             kms_timeout: KMS_OPERATION_TIMEOUT,
         })
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A subscriber may already be installed when embedded; that is fine.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
-/// Entry point of the binary (and of any process that wants to run the same code, such
-/// as the parent's dev stack): parses `args` (including the program name), runs the
-/// enclave service on a fresh Tokio runtime and returns the exit code.
-pub fn run_from_args<I, T>(args: I) -> ExitCode
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    init_logging(args.log_json);
-    if args.mock && !cfg!(feature = "mock") {
-        eprintln!(
-            "agentkeys-enclave: --mock needs a build with the cargo feature `mock` \
-             (cargo build -p agentkeys-enclave --features mock); this build talks only to /dev/nsm"
-        );
-        return ExitCode::from(2);
-    }
-    let config = match args.into_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("agentkeys-enclave: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("agentkeys-enclave: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(crate::server::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "enclave stopped");
-            eprintln!("agentkeys-enclave: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -12,8 +12,8 @@
 use std::sync::{Arc, RwLock};
 
 use agentkeys_wire::{
-    Address, Attestation, AuditCheckpoint, EnclaveStatus, MintJwtRequest, MintedJwt, Request,
-    Response, UnsealRequest, UnsealResult, WireError, WireErrorKind,
+    Attestation, AuditCheckpoint, EnclaveStatus, MintJwtRequest, MintedJwt, Request, Response,
+    UnsealRequest, UnsealResult, WireError, WireErrorKind,
 };
 use aws_lc_rs::rand::SystemRandom;
 use sha2::{Digest, Sha256};
@@ -351,12 +351,4 @@ pub async fn serve_listener(enclave: Arc<Enclave>, listener: agentkeys_wire::Lis
         async move { enclave.handle(request).await }
     })
     .await;
-}
-
-/// The default listening address in production: vsock, any CID.
-pub fn vsock_listen_address(port: u32) -> Address {
-    Address::Vsock {
-        cid: agentkeys_wire::address::VSOCK_CID_ANY,
-        port,
-    }
 }
