@@ -3,7 +3,7 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../src/cms.rs"]
+#[path = "../../src/cms/mod.rs"]
 mod cms;
 
 use libfuzzer_sys::fuzz_target;

@@ -1180,5 +1180,4 @@ pub fn unwrap_ciphertext_for_recipient(
 }
 
 #[cfg(test)]
-#[path = "cms/tests.rs"]
 mod tests;
