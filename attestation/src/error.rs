@@ -281,7 +281,7 @@ pub enum ChainError {
     AnchorMismatch {
         /// SHA-256 (hex) of the pinned root.
         expected_sha256: String,
-        /// SHA-256 (hex) of cabundle[0].
+        /// SHA-256 (hex) of `cabundle[0]`.
         actual_sha256: String,
     },
     /// A certificate is not X.509 version 3.
