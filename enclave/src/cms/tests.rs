@@ -1,8 +1,16 @@
 //! Fixture vectors, negative structural tests and a no-panic sweep.
 
+use super::ber::{octet_string, oid_text, Reader};
+use super::enveloped::{
+    OID_AES256_CBC, OID_DATA, OID_ENVELOPED_DATA, OID_MGF1, OID_P_SPECIFIED, OID_RSAES_OAEP,
+    OID_SHA256,
+};
 use super::*;
-use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, PaddedBlockEncryptingKey};
-use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey};
+use aws_lc_rs::cipher::{
+    EncryptingKey, EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey, AES_256,
+};
+use aws_lc_rs::iv::FixedLength;
+use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
