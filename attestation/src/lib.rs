@@ -31,10 +31,10 @@ mod certificate;
 mod chain;
 mod decode;
 mod document;
-/// Enclave Image File parsing and PCR measurement (`agentkeys-attest measure`).
-pub mod eif;
 mod error;
 mod es384;
+/// The measurements file an operator publishes for an enclave image (`nitro-cli` JSON).
+pub mod measurements;
 mod oids;
 mod policy;
 mod timefmt;

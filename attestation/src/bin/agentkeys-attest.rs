@@ -11,12 +11,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use agentkeys_attestation::measurements::PublishedMeasurements;
 use agentkeys_attestation::online::{OnlineAudit, OnlineCheck, OnlineError, OnlineReport};
 use agentkeys_attestation::{
     decode_unverified, expected_pcrs_from_measurements, format_unix_ms, verify,
     AttestationDocument, CertificateSummary, Check, Policy, TrustAnchor, VerifiedDocument,
     VerifyError, DEFAULT_CLOCK_SKEW, MAX_DOCUMENT_BYTES, MAX_PCR_INDEX,
 };
+use agentkeys_eif::MeasureReport;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -60,12 +62,16 @@ struct MeasureArgs {
     json: bool,
 }
 
+/// Measures the image first, so that an unreadable image is reported before an unreadable
+/// measurements file.
 fn run_measure(args: &MeasureArgs) -> Result<u8, UsageError> {
-    let report = agentkeys_attestation::eif::measure_report(
-        &args.eif,
-        args.measurements.as_deref(),
-        args.json,
-    )?;
+    let measurement = agentkeys_eif::measure_file(&args.eif)?;
+    let published = args
+        .measurements
+        .as_deref()
+        .map(PublishedMeasurements::from_file)
+        .transpose()?;
+    let report = MeasureReport::new(&measurement, published.as_ref().map(|p| &p.pcrs), args.json);
     print!("{}", report.output);
     if args.json {
         println!();

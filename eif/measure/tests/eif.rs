@@ -1,9 +1,12 @@
 //! EIF measurement tests: images are written here from the published format (header,
 //! section headers, CRC) and the expected PCRs are computed independently with `sha2`.
 
-use agentkeys_attestation::eif::{
-    self, compare, measure_bytes, measure_file, ComparisonStatus, CrcStatus, EifError,
-    MeasurementsError, PublishedMeasurements, SectionKind,
+use std::path::Path;
+
+use agentkeys_attestation::measurements::{MeasurementsFileError, PublishedMeasurements};
+use agentkeys_eif::{
+    compare, measure_bytes, measure_file, ComparisonStatus, Crc32, CrcStatus, EifError,
+    EifMeasurement, MeasureReport, SectionKind,
 };
 use base64::Engine;
 use ciborium::value::Value as Cbor;
@@ -11,7 +14,7 @@ use sha2::{Digest, Sha384};
 
 const ROOT_PEM: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../fixtures/nitro-attestation/aws-nitro-root-g1.pem"
+    "/../../fixtures/nitro-attestation/aws-nitro-root-g1.pem"
 ));
 
 /// Independent CRC-32 (bitwise, no table) so the parser's table is checked against it.
@@ -283,7 +286,7 @@ fn measure_file_reads_from_disk_and_json_has_nitro_cli_shape() {
     assert!(json["Measurements"].get("PCR8").is_none());
     // Round trip through the published-measurements parser.
     let published = PublishedMeasurements::from_json(&json.to_string()).unwrap();
-    assert!(compare(&m, &published)
+    assert!(compare(&m, &published.pcrs)
         .iter()
         .all(|c| c.status() == ComparisonStatus::Match));
 }
@@ -664,7 +667,7 @@ fn malformed_metadata() {
     assert!(matches!(err, EifError::MetadataMalformed { .. }), "{err}");
 }
 
-// ---- published measurements and comparison --------------------------------------------
+// ---- comparison with published measurements -------------------------------------------
 
 #[test]
 fn comparison_detects_mismatch_and_pcr8_presence() {
@@ -672,8 +675,7 @@ fn comparison_detects_mismatch_and_pcr8_presence() {
     let mut pcrs = m.pcrs();
     pcrs.get_mut(&2).unwrap()[0] ^= 1;
     pcrs.insert(8, vec![0xaa; 48]);
-    let published = PublishedMeasurements { pcrs };
-    let rows = compare(&m, &published);
+    let rows = compare(&m, &pcrs);
     let status: Vec<_> = rows.iter().map(|r| (r.index, r.status())).collect();
     assert_eq!(
         status,
@@ -701,7 +703,7 @@ fn comparison_detects_mismatch_and_pcr8_presence() {
         hex::encode_upper(signed.pcr0)
     ))
     .unwrap();
-    let rows = compare(&signed, &only0);
+    let rows = compare(&signed, &only0.pcrs);
     assert!(rows.iter().all(|r| r.is_ok()));
     assert_eq!(
         rows.last().unwrap().status(),
@@ -710,77 +712,22 @@ fn comparison_detects_mismatch_and_pcr8_presence() {
 }
 
 #[test]
-fn published_measurements_parse_nitro_cli_output() {
-    let pcr = |c: char| c.to_string().repeat(96);
-    let text = format!(
-        r#"{{"Measurements":{{"HashAlgorithm":"Sha384 {{ ... }}","PCR0":"{}","PCR1":"{}","PCR2":"{}","PCR8":"{}"}}}}"#,
-        pcr('a'),
-        pcr('B'),
-        pcr('0'),
-        pcr('9')
-    );
-    let p = PublishedMeasurements::from_json(&text).unwrap();
-    assert_eq!(p.pcrs.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 8]);
-    assert_eq!(p.hex(1).unwrap(), pcr('b'));
-    assert_eq!(p.pcrs[&8], vec![0x99; 48]);
-}
-
-#[test]
-fn published_measurements_negative() {
-    let good = "a".repeat(96);
-    type Check = fn(&MeasurementsError) -> bool;
-    let cases: Vec<(String, Check)> = vec![
-        ("not json".into(), |e| {
-            matches!(e, MeasurementsError::Json { .. })
-        }),
-        ("[1]".into(), |e| matches!(e, MeasurementsError::Shape)),
-        (r#"{"Measurements": 3}"#.into(), |e| {
-            matches!(e, MeasurementsError::Shape)
-        }),
-        (format!(r#"{{"PCR1":"{good}"}}"#), |e| {
-            matches!(e, MeasurementsError::MissingPcr0)
-        }),
-        (r#"{"PCR0":"abcd"}"#.into(), |e| {
-            matches!(e, MeasurementsError::BadLength { index: 0, len: 4 })
-        }),
-        (format!(r#"{{"PCR0":"{}"}}"#, "g".repeat(96)), |e| {
-            matches!(e, MeasurementsError::NotHex { index: 0 })
-        }),
-        (r#"{"PCR0": 5}"#.into(), |e| {
-            matches!(e, MeasurementsError::NotAString { .. })
-        }),
-        (format!(r#"{{"PCR0":"{good}","PCR32":"{good}"}}"#), |e| {
-            matches!(e, MeasurementsError::BadName { .. })
-        }),
-        (
-            format!(r#"{{"HashAlgorithm":"Sha256 {{ ... }}","PCR0":"{good}"}}"#),
-            |e| matches!(e, MeasurementsError::HashAlgorithm { .. }),
-        ),
-    ];
-    for (text, check) in cases {
-        let err = PublishedMeasurements::from_json(&text).unwrap_err();
-        assert!(check(&err), "{text}: {err}");
-    }
-}
-
-#[test]
-fn extend_from_zero_is_the_pcr_rule() {
-    let mut h = Sha384::new();
-    h.update([0u8; 48]);
-    h.update(b"arn:aws:iam::123456789012:role/parent");
-    assert_eq!(
-        eif::extend_from_zero(b"arn:aws:iam::123456789012:role/parent").to_vec(),
-        h.finalize().to_vec()
-    );
-}
-
-#[test]
 fn crc_table_matches_the_check_value() {
     // The standard CRC-32 check value over "123456789".
-    let mut c = eif::Crc32::new();
+    let mut c = Crc32::new();
     c.update(b"123456789");
     assert_eq!(c.finish(), 0xCBF4_3926);
     assert_eq!(crc32_bitwise(b"123456789"), 0xCBF4_3926);
+}
+
+/// What `agentkeys-attest measure --measurements FILE` prints for a measured image.
+fn report_against(
+    m: &EifMeasurement,
+    measurements: &Path,
+    json: bool,
+) -> Result<MeasureReport, MeasurementsFileError> {
+    let published = PublishedMeasurements::from_file(measurements)?;
+    Ok(MeasureReport::new(m, Some(&published.pcrs), json))
 }
 
 #[test]
@@ -790,14 +737,14 @@ fn measure_report_text_json_and_mismatch() {
     std::fs::write(&eif_path, valid()).unwrap();
     let m = measure_file(&eif_path).unwrap();
 
-    let r = eif::measure_report(&eif_path, None, false).unwrap();
+    let r = MeasureReport::new(&m, None, false);
     assert!(r.ok);
     assert!(r.output.contains(&format!("PCR0: {}", hex::encode(m.pcr0))));
     assert!(r.output.contains("(unsigned image)"));
 
     let good = dir.path().join("good.json");
     std::fs::write(&good, m.to_nitro_cli_json().to_string()).unwrap();
-    let r = eif::measure_report(&eif_path, Some(&good), true).unwrap();
+    let r = report_against(&m, &good, true).unwrap();
     assert!(r.ok);
     let v: serde_json::Value = serde_json::from_str(&r.output).unwrap();
     assert_eq!(v["Ok"], true);
@@ -809,12 +756,11 @@ fn measure_report_text_json_and_mismatch() {
     bad_json["Measurements"]["PCR0"] = serde_json::Value::from("b".repeat(96));
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, bad_json.to_string()).unwrap();
-    let r = eif::measure_report(&eif_path, Some(&bad), false).unwrap();
+    let r = report_against(&m, &bad, false).unwrap();
     assert!(!r.ok);
     assert!(r.output.contains("PCR0 MISMATCH"), "{}", r.output);
     assert!(r.output.contains("DO NOT match"));
 
-    let err =
-        eif::measure_report(&eif_path, Some(&dir.path().join("none.json")), false).unwrap_err();
+    let err = report_against(&m, &dir.path().join("none.json"), false).unwrap_err();
     assert!(err.to_string().contains("none.json"), "{err}");
 }
