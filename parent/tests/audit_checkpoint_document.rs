@@ -1,12 +1,11 @@
 //! `audit verify` with the enclave's checkpoint given as an attestation document
 //! (mock NSM), raw, base64 or inside JSON, decoded only or fully verified.
-#![cfg(feature = "dev")]
 
 use agentkeys_attestation::{Policy, TrustAnchor};
 use agentkeys_broker::audit::{
-    cli, AuditEvent, AuditStore, CheckpointTrust, NewAuditRow, Outcome, SqliteAuditStore,
-    VerifyFailure,
+    AuditEvent, AuditStore, CheckpointTrust, NewAuditRow, Outcome, SqliteAuditStore, VerifyFailure,
 };
+use agentkeys_broker::cli::audit as cli;
 use agentkeys_mock_nsm::{mock_root_pem, MockNsm, MockNsmConfig};
 use agentkeys_wire::{chain_genesis, chain_next, CheckpointUserData};
 use base64::Engine;

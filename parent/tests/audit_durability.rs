@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentkeys_broker::audit::{
-    cli, verify_chain, AuditEvent, AuditStore, NewAuditRow, Outcome, SqliteAuditStore,
+    verify_chain, AuditEvent, AuditStore, NewAuditRow, Outcome, SqliteAuditStore,
 };
+use agentkeys_broker::cli::audit as cli;
 
 const CHILD_DB_ENV: &str = "AGENTKEYS_AUDIT_DURABILITY_CHILD_DB";
 const TEST_NAME: &str = "acknowledged_rows_survive_kill_9";

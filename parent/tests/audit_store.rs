@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentkeys_broker::audit::{
-    cli, verify_chain, AuditError, AuditEvent, AuditFault, AuditStore, GroupCommitConfig,
-    NewAuditRow, Outcome, SqliteAuditStore, VerifyFailure,
+    verify_chain, AuditError, AuditEvent, AuditStore, GroupCommitConfig, NewAuditRow, Outcome,
+    SqliteAuditStore, VerifyFailure,
 };
+use agentkeys_broker::cli::audit as cli;
 use agentkeys_wire::{chain_genesis, chain_next, CheckpointUserData};
 use sha2::{Digest, Sha256};
 
@@ -446,14 +447,40 @@ async fn concurrent_appends_share_commits() {
     assert_eq!(report.rows_checked, n as u64);
 }
 
+/// Writers give up on a lock after 50 ms instead of 5 s.
+fn short_busy_timeout() -> GroupCommitConfig {
+    GroupCommitConfig {
+        busy_timeout: Duration::from_millis(50),
+        ..Default::default()
+    }
+}
+
+/// Another connection holding the database's write lock (`BEGIN EXCLUSIVE`), as a stuck
+/// process would: the store's writes fail until it is dropped.
+struct WriteLock(rusqlite::Connection);
+
+impl WriteLock {
+    fn take(path: &std::path::Path) -> WriteLock {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        WriteLock(conn)
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+}
+
 #[tokio::test]
 async fn refused_writes_acknowledge_nothing_and_recover() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
-    let store = SqliteAuditStore::open(&path, Default::default()).unwrap();
+    let store = SqliteAuditStore::open(&path, short_busy_timeout()).unwrap();
     let mut enclave = FakeEnclave::new(EPOCH);
     fill(&store, &mut enclave, 3).await;
-    store.faults().set(AuditFault::RefuseWrites);
+    let lock = WriteLock::take(&path);
     let err = store
         .append(enclave.mint(AuditEvent::MintJwt))
         .await
@@ -462,7 +489,7 @@ async fn refused_writes_acknowledge_nothing_and_recover() {
     assert!(store.healthy().await.is_err());
     assert_eq!(count(&path), 3);
     assert_eq!(store.stats().failed_commits, 1);
-    store.faults().set(AuditFault::None);
+    drop(lock);
     store.healthy().await.unwrap();
     let r = NewAuditRow::new(AuditEvent::AuthFailed, Outcome::Failure);
     assert_eq!(store.append(r).await.unwrap().id, 4);
@@ -476,7 +503,7 @@ async fn withheld_mint_is_recorded_when_the_store_is_back() {
     let path = db(&dir);
     let config = GroupCommitConfig {
         retry_interval: Duration::from_millis(20),
-        ..Default::default()
+        ..short_busy_timeout()
     };
     let store = SqliteAuditStore::open(&path, config).unwrap();
     let mut enclave = FakeEnclave::new(EPOCH);
@@ -484,14 +511,14 @@ async fn withheld_mint_is_recorded_when_the_store_is_back() {
         .append(enclave.mint(AuditEvent::MintJwt))
         .await
         .unwrap();
-    store.faults().set(AuditFault::RefuseWrites);
+    let lock = WriteLock::take(&path);
     let minted = enclave.mint(AuditEvent::MintJwt);
     assert!(store.append(minted.clone()).await.is_err());
     store.queue_withheld(minted.detail("success row not durable; token withheld"));
     assert_eq!(store.pending_withheld(), 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(store.pending_withheld(), 1, "still refused");
-    store.faults().set(AuditFault::None);
+    drop(lock);
     for _ in 0..100 {
         if store.pending_withheld() == 0 {
             break;

@@ -91,12 +91,12 @@ pub fn kill_group(pgid: u32, signal: &str) {
         .status();
 }
 
-/// The full ready file of `agentkeys-broker dev` as JSON (includes `pid`, `sealed_seed`).
+/// The full ready file of `agentkeys-dev dev` as JSON (includes `pid`, `sealed_seed`).
 pub fn ready_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
 }
 
-/// `agentkeys-broker dev` started with custom environment (e.g. a debug log level),
+/// `agentkeys-dev dev` started with custom environment (e.g. a debug log level),
 /// in its own process group.
 pub struct CustomDev {
     /// The process group.
@@ -119,7 +119,7 @@ impl CustomDev {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| tmp.path().join("data"));
         let ready_file = tmp.path().join("ready.json");
-        let mut cmd = Command::new(binary("agentkeys-broker"));
+        let mut cmd = Command::new(binary("agentkeys-dev"));
         cmd.arg("dev")
             .arg("--data-dir")
             .arg(&data)

@@ -1,5 +1,5 @@
 //! Helpers for end-to-end tests: locate (and if needed build) the shipped binaries, start
-//! `agentkeys-broker dev` in a temporary data directory, wait for it, and stop it (its
+//! `agentkeys-dev dev` in a temporary data directory, wait for it, and stop it (its
 //! whole process group) on drop.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -37,7 +37,12 @@ fn workspace_root() -> PathBuf {
 
 static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 
-const BINARIES: [&str; 3] = ["agentkeys-broker", "agentkeys-enclave", "agentkeys-attest"];
+const BINARIES: [&str; 4] = [
+    "agentkeys-broker",
+    "agentkeys-dev",
+    "agentkeys-enclave",
+    "agentkeys-attest",
+];
 
 /// Path of a shipped binary. Once per test run, `cargo build --bins --tests --workspace`
 /// (same profile as the tests) makes sure the binaries exist and are current. `--tests`
@@ -103,7 +108,7 @@ fn set_by_cargo_for_the_test_crate(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
-/// The ready file of `agentkeys-broker dev`.
+/// The ready file of `agentkeys-dev dev`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReadyInfo {
     /// Broker base URL (also the issuer).
@@ -127,13 +132,13 @@ pub struct ReadyInfo {
 /// Options for [`DevStack::start`].
 #[derive(Debug, Clone, Default)]
 pub struct DevOptions {
-    /// Extra flags for `agentkeys-broker dev`.
+    /// Extra flags for `agentkeys-dev dev`.
     pub extra: Vec<String>,
     /// Reuse this data directory instead of a new temporary one.
     pub data_dir: Option<PathBuf>,
 }
 
-/// A running `agentkeys-broker dev`.
+/// A running `agentkeys-dev dev`.
 pub struct DevStack {
     child: Option<Child>,
     /// Ready-file contents.
@@ -161,7 +166,7 @@ impl DevStack {
 
     /// [`DevStack::start_with`] returning errors.
     pub fn try_start(opts: DevOptions) -> anyhow::Result<DevStack> {
-        let broker = binary("agentkeys-broker");
+        let dev = binary("agentkeys-dev");
         let tmp = tempfile::Builder::new().prefix("ak-e2e").tempdir()?;
         let data_dir = opts
             .data_dir
@@ -170,7 +175,7 @@ impl DevStack {
         let ready_file = tmp.path().join("ready.json");
         let log = tmp.path().join("dev.log");
         let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(broker);
+        let mut cmd = Command::new(dev);
         cmd.arg("dev")
             .arg("--data-dir")
             .arg(&data_dir)
@@ -187,7 +192,7 @@ impl DevStack {
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().context("spawn agentkeys-broker dev")?;
+        let mut child = cmd.spawn().context("spawn agentkeys-dev dev")?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready_file) {

@@ -26,10 +26,10 @@ const FIELDS: [&str; 12] = [
 
 fn run_bench(extra: &[&str]) -> serde_json::Value {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let broker = agentkeys_e2e::binary("agentkeys-broker");
+    let dev = agentkeys_e2e::binary("agentkeys-dev");
     let out = Command::new(env!("CARGO_BIN_EXE_agentkeys-bench"))
-        .args(["--short", "--json", "--broker-bin"])
-        .arg(&broker)
+        .args(["--short", "--json", "--dev-bin"])
+        .arg(&dev)
         .args(extra)
         .output()
         .expect("run agentkeys-bench");

@@ -1,4 +1,4 @@
-//! End-to-end tests: they start the shipped `agentkeys-broker dev` (enclave child with
+//! End-to-end tests: they start the shipped `agentkeys-dev dev` (enclave child with
 //! the mock NSM, KMS/STS/backend stand-ins, broker) and talk to it over loopback only.
 
 use std::time::{Duration, Instant};

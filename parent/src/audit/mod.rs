@@ -11,9 +11,8 @@
 //! `(epoch, seq, jwt_sha256)` can be checked against the enclave's own attested chain
 //! with [`verify_chain`].
 
-pub mod cli;
 pub mod row;
-mod sqlite;
+pub(crate) mod sqlite;
 pub mod verify;
 
 use std::fmt;
@@ -24,7 +23,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use row::{row_hash, AuditRow, GENESIS_PREV_HASH};
-pub use sqlite::{AuditFault, AuditFaults, AuditStats, SqliteAuditStore, SCHEMA_VERSION};
+pub use sqlite::{AuditStats, SqliteAuditStore, SCHEMA_VERSION};
 pub use verify::{
     checkpoint_from_document, checkpoint_from_json, load_checkpoint, verify_chain,
     AuditVerifyError, CheckpointError, CheckpointSummary, CheckpointTrust, EpochSummary,
@@ -233,6 +232,9 @@ pub struct GroupCommitConfig {
     pub max_batch: usize,
     /// How often the writer retries queued `mint_withheld` rows while idle.
     pub retry_interval: Duration,
+    /// How long the writer waits for a lock another connection holds before the commit
+    /// fails (every row in it is then refused and nothing is acknowledged).
+    pub busy_timeout: Duration,
 }
 
 impl Default for GroupCommitConfig {
@@ -243,6 +245,9 @@ impl Default for GroupCommitConfig {
             max_batch: 256,
             // One second: withheld rows are rare and only need to land eventually.
             retry_interval: Duration::from_secs(1),
+            // 5 s: far above any commit, so only a lock held on purpose (or a stuck
+            // process) fails a write.
+            busy_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! thread doing group commit.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,36 +57,10 @@ const INSERT_ROW: &str = "INSERT INTO audit_log (id, ts_ms, event, outcome, bear
      prev_hash, row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
      ?15, ?16)";
 
-/// How long a connection waits for a lock held by another process (e.g. `audit verify`
-/// reading while the broker writes) before failing: 5 s is far above any commit.
+/// How long a reading connection waits for a lock held by another process (e.g.
+/// `audit verify` reading while the broker writes) before failing: 5 s is far above any
+/// commit.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An injected fault, for fault-injection tests of the callers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditFault {
-    /// Normal operation.
-    None,
-    /// The writer's connection refuses every write (`PRAGMA query_only`), as a read-only
-    /// or full disk would: appends fail, nothing is acknowledged, `healthy()` fails.
-    RefuseWrites,
-}
-
-/// Handle to switch an [`AuditFault`] on a running store.
-#[derive(Debug, Clone)]
-pub struct AuditFaults {
-    shared: Arc<Shared>,
-}
-
-impl AuditFaults {
-    /// Applies `fault` from the writer's next batch on.
-    pub fn set(&self, fault: AuditFault) {
-        let v = match fault {
-            AuditFault::None => 0,
-            AuditFault::RefuseWrites => 1,
-        };
-        self.shared.fault.store(v, Ordering::SeqCst);
-    }
-}
 
 /// Counters of a running store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,7 +79,6 @@ struct Shared {
     rows: AtomicU64,
     failed_commits: AtomicU64,
     pending_withheld: AtomicUsize,
-    fault: AtomicU8,
     alive: AtomicBool,
 }
 
@@ -181,7 +154,7 @@ impl SqliteAuditStore {
     /// The parent directory must exist and be writable. Sets `journal_mode=WAL` and
     /// `synchronous=FULL`, creates the schema on first use and refuses a newer schema.
     pub fn open(path: &Path, config: GroupCommitConfig) -> Result<SqliteAuditStore, AuditError> {
-        let conn = open_writer_connection(path)?;
+        let conn = open_writer_connection(path, config.busy_timeout)?;
         let shared = Arc::new(Shared {
             alive: AtomicBool::new(true),
             ..Shared::default()
@@ -195,7 +168,6 @@ impl SqliteAuditStore {
             retry_interval: config.retry_interval,
             tip: None,
             withheld: Vec::new(),
-            applied_fault: 0,
         };
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -220,13 +192,6 @@ impl SqliteAuditStore {
             commits: self.shared.commits.load(Ordering::SeqCst),
             rows: self.shared.rows.load(Ordering::SeqCst),
             failed_commits: self.shared.failed_commits.load(Ordering::SeqCst),
-        }
-    }
-
-    /// The fault-injection handle.
-    pub fn faults(&self) -> AuditFaults {
-        AuditFaults {
-            shared: Arc::clone(&self.shared),
         }
     }
 
@@ -305,7 +270,7 @@ impl AuditStore for SqliteAuditStore {
     }
 }
 
-fn open_writer_connection(path: &Path) -> Result<Connection, AuditError> {
+fn open_writer_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, AuditError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -327,7 +292,7 @@ fn open_writer_connection(path: &Path) -> Result<Connection, AuditError> {
             reason: "the file opened read-only".into(),
         });
     }
-    conn.busy_timeout(BUSY_TIMEOUT)
+    conn.busy_timeout(busy_timeout)
         .map_err(|e| open_error(path, e))?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -389,7 +354,6 @@ struct Writer {
     /// `(last id, last row_hash)`; `None` after a failure, re-read from the database.
     tip: Option<(i64, [u8; 32])>,
     withheld: Vec<(NewAuditRow, i64)>,
-    applied_fault: u8,
 }
 
 type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;
@@ -464,32 +428,17 @@ impl Writer {
         }
     }
 
-    fn apply_fault(&mut self) -> Result<(), String> {
-        let want = self.shared.fault.load(Ordering::SeqCst);
-        if want != self.applied_fault {
-            let on = if want == 1 { "ON" } else { "OFF" };
-            self.conn
-                .pragma_update(None, "query_only", on)
-                .map_err(|e| e.to_string())?;
-            self.applied_fault = want;
-        }
-        Ok(())
-    }
-
     /// Writes the pending withheld rows then `batch` in one transaction.
     /// Returns the receipts of `batch` (in order) once the commit returned.
     fn commit(&mut self, batch: &[(NewAuditRow, i64)]) -> Result<Vec<AuditReceipt>, String> {
-        let result = self.apply_fault().and_then(|()| {
-            let withheld = std::mem::take(&mut self.withheld);
-            let r = write_batch(&mut self.conn, self.tip, &withheld, batch);
-            match r {
-                Ok(v) => Ok((v, withheld.len())),
-                Err(e) => {
-                    self.withheld = withheld;
-                    Err(e)
-                }
+        let withheld = std::mem::take(&mut self.withheld);
+        let result = match write_batch(&mut self.conn, self.tip, &withheld, batch) {
+            Ok(v) => Ok((v, withheld.len())),
+            Err(e) => {
+                self.withheld = withheld;
+                Err(e)
             }
-        });
+        };
         match result {
             Ok(((tip, receipts), withheld_written)) => {
                 self.tip = Some(tip);
@@ -519,8 +468,6 @@ impl Writer {
             self.commit(&[])
                 .map_err(|reason| AuditError::Unhealthy { reason })?;
         }
-        self.apply_fault()
-            .map_err(|reason| AuditError::Unhealthy { reason })?;
         let r = self
             .conn
             .execute_batch("BEGIN IMMEDIATE; INSERT INTO audit_probe (x) VALUES (1);");
@@ -823,7 +770,7 @@ mod tests {
     fn pragmas_are_wal_and_full() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
-        let conn = open_writer_connection(&path).unwrap();
+        let conn = open_writer_connection(&path, BUSY_TIMEOUT).unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();

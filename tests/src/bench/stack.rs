@@ -1,4 +1,4 @@
-//! Starting and stopping `agentkeys-broker dev` for a benchmark run.
+//! Starting and stopping `agentkeys-dev dev` for a benchmark run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +12,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `dev` gets to stop after SIGINT before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The ready file written by `agentkeys-broker dev --ready-file`.
+/// The ready file written by `agentkeys-dev dev --ready-file`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReadyInfo {
     /// The broker's base URL.
@@ -39,20 +39,20 @@ pub struct DevStack {
     pub log: PathBuf,
 }
 
-/// The `agentkeys-broker` binary next to this executable.
-pub fn sibling_broker() -> anyhow::Result<PathBuf> {
+/// The `agentkeys-dev` binary next to this executable.
+pub fn sibling_dev_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let dir = exe
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
-    let candidate = dir.join(format!("agentkeys-broker{}", std::env::consts::EXE_SUFFIX));
+    let candidate = dir.join(format!("agentkeys-dev{}", std::env::consts::EXE_SUFFIX));
     if candidate.is_file() {
         return Ok(candidate);
     }
     bail!(
-        "agentkeys-broker not found at {} (it must sit next to agentkeys-bench): run \
+        "agentkeys-dev not found at {} (it must sit next to agentkeys-bench): run \
          `cargo build --release --workspace --bins` (or without --release for a debug build) first, \
-         or pass --broker-bin PATH, or target a running broker with --url",
+         or pass --dev-bin PATH, or target a running broker with --url",
         candidate.display()
     )
 }
@@ -64,8 +64,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 impl DevStack {
-    /// Spawns `broker dev` with `data_dir` and waits for its ready file.
-    pub fn start(broker: &Path, data_dir: &Path) -> anyhow::Result<DevStack> {
+    /// Spawns `agentkeys-dev dev` with `data_dir` and waits for its ready file.
+    pub fn start(dev: &Path, data_dir: &Path) -> anyhow::Result<DevStack> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let ready_file = data_dir.join("bench-ready.json");
@@ -76,7 +76,7 @@ impl DevStack {
         let err = out.try_clone()?;
         let port = free_port()?;
         let spawned_at = Instant::now();
-        let child = Command::new(broker)
+        let child = Command::new(dev)
             .arg("dev")
             .arg("--ready-file")
             .arg(&ready_file)
@@ -92,7 +92,7 @@ impl DevStack {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .with_context(|| format!("spawning {} dev", broker.display()))?;
+            .with_context(|| format!("spawning {} dev", dev.display()))?;
         let mut stack = DevStack {
             child: Some(child),
             info: ReadyInfo {
@@ -117,7 +117,7 @@ impl DevStack {
                 if let Some(status) = c.try_wait()? {
                     stack.child = None;
                     bail!(
-                        "agentkeys-broker dev exited ({status}) before it was ready; its log \
+                        "agentkeys-dev dev exited ({status}) before it was ready; its log \
                          ({}):\n{}",
                         stack.log.display(),
                         tail(&stack.log)
@@ -126,7 +126,7 @@ impl DevStack {
             }
             if spawned_at.elapsed() > READY_TIMEOUT {
                 bail!(
-                    "agentkeys-broker dev was not ready after {READY_TIMEOUT:?}; its log ({}):\n{}",
+                    "agentkeys-dev dev was not ready after {READY_TIMEOUT:?}; its log ({}):\n{}",
                     stack.log.display(),
                     tail(&stack.log)
                 );

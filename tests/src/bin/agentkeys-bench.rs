@@ -1,7 +1,7 @@
 //! `agentkeys-bench`: load benchmark of the broker's mint routes, with the machine's
 //! own ceilings measured in the same run.
 //!
-//! By default it starts `agentkeys-broker dev` (the binary next to this one) in a fresh
+//! By default it starts `agentkeys-dev dev` (the binary next to this one) in a fresh
 //! data directory, creates one session per connection (distinct wallets), drives
 //! `POST /v1/mint-oidc-jwt` (or `/v1/mint-aws-creds`) over keep-alive HTTP/1.1
 //! connections, then checks that the audit log holds exactly one success row per token
@@ -69,7 +69,7 @@ impl Route {
 #[derive(Debug, Parser)]
 #[command(name = "agentkeys-bench", version)]
 struct Args {
-    /// Target a running broker instead of starting `agentkeys-broker dev`.
+    /// Target a running broker instead of starting `agentkeys-dev dev`.
     #[arg(long, requires = "backend_url")]
     url: Option<String>,
     /// Session backend that creates the bearers (`POST /session/create`); needed with --url.
@@ -84,9 +84,10 @@ struct Args {
     /// With --url: the enclave's pid, for its peak RSS.
     #[arg(long)]
     enclave_pid: Option<u32>,
-    /// The `agentkeys-broker` binary to start (default: next to this executable).
+    /// The `agentkeys-dev` binary whose dev stack is measured (default: next to this
+    /// executable).
     #[arg(long)]
-    broker_bin: Option<PathBuf>,
+    dev_bin: Option<PathBuf>,
     /// Data directory for the dev stack (default: a fresh temporary directory, removed
     /// afterwards).
     #[arg(long)]
@@ -195,9 +196,9 @@ fn start_target(args: &Args) -> anyhow::Result<Target> {
             _tmp: None,
         });
     }
-    let broker = match &args.broker_bin {
+    let dev_bin = match &args.dev_bin {
         Some(p) => p.clone(),
-        None => stack::sibling_broker()?,
+        None => stack::sibling_dev_binary()?,
     };
     let (tmp, dir) = match &args.data_dir {
         Some(d) => (None, d.clone()),
@@ -210,7 +211,7 @@ fn start_target(args: &Args) -> anyhow::Result<Target> {
             (Some(t), d)
         }
     };
-    let stack = DevStack::start(&broker, &dir)?;
+    let stack = DevStack::start(&dev_bin, &dir)?;
     Ok(Target {
         broker_url: stack.info.broker_url.trim_end_matches('/').to_string(),
         backend_url: stack.info.backend_url.trim_end_matches('/').to_string(),
@@ -466,7 +467,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let mut target = start_target(args)?;
     let ready_s = target.stack.as_ref().map(|s| s.ready_in.as_secs_f64());
     if let Some(s) = ready_s {
-        println!("dev stack ready in {s:.2} s (spawn of agentkeys-broker dev to its ready file)");
+        println!("dev stack ready in {s:.2} s (spawn of agentkeys-dev dev to its ready file)");
     } else {
         println!("target {} (already running)", target.broker_url);
     }

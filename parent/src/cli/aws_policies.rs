@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use agentkeys_attestation::eif::{extend_from_zero, PublishedMeasurements, PCR_LEN};
+use agentkeys_attestation::measurements::{extend_from_zero, PublishedMeasurements, PCR_LEN};
 use serde_json::{json, Map, Value};
 
 /// KMS condition key for PCR0 of the recipient's attestation document.
@@ -491,7 +491,7 @@ pub fn kms_key_policy_from_json(
 pub enum KmsPolicyFromJsonError {
     /// The measurements JSON is wrong.
     #[error(transparent)]
-    Measurements(#[from] agentkeys_attestation::eif::MeasurementsError),
+    Measurements(#[from] agentkeys_attestation::measurements::MeasurementsError),
     /// A policy input is wrong.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -725,7 +725,7 @@ pub struct KmsPolicyArgs {
 pub enum PolicyCliError {
     /// A measurements file could not be read or parsed.
     #[error(transparent)]
-    Measurements(#[from] agentkeys_attestation::eif::MeasurementsFileError),
+    Measurements(#[from] agentkeys_attestation::measurements::MeasurementsFileError),
     /// A `--pcr-value` is not `N=HEX`.
     #[error("--pcr-value {value:?} must be N=HEX (e.g. 3=ab12…)")]
     PcrValueSyntax {

@@ -1,333 +1,32 @@
-//! The HTTP API (DESIGN §6): routes, handlers, the mint request path, and serving with
-//! or without TLS and with graceful shutdown.
+//! The mint routes: `POST /v1/mint-oidc-jwt` and `POST /v1/mint-aws-creds`. A mint
+//! authenticates the bearer, asks the enclave to sign, exchanges the JWT at STS (for
+//! credentials), and answers only once its audit row is durable. From the enclave call
+//! on, the work runs to completion even if the client leaves, so every seq the enclave
+//! counts has its row.
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
-use base64::Engine;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 
-use crate::audit::{AuditEvent, AuditFault, AuditFaults, AuditStore, NewAuditRow, Outcome};
-use crate::completion::RunToCompletion;
+use crate::audit::{AuditEvent, NewAuditRow, Outcome};
 use crate::config::{StsMode, DEFAULT_MAX_CONNECTIONS, JWT_TTL_MAX_SECONDS, JWT_TTL_MIN_SECONDS};
 use crate::config::{STS_DURATION_MAX_SECONDS, STS_DURATION_MIN_SECONDS};
-use crate::enclave::{attestation_json, EnclaveManager};
-use crate::error::{ApiError, BodyReadTimeout};
-use crate::front::FrontLayer;
-use crate::metrics::{Gauges, Metrics};
+use crate::http::error::{ApiError, BodyReadTimeout};
+use crate::http::routes::{json_ok_sized, AppState};
+use crate::http::run_to_completion::RunToCompletion;
+use crate::metrics::Metrics;
 use crate::session::{bearer_from_headers, Bearer, SessionChecker, SessionError};
-use crate::sts::StsExchanger;
-
-/// Longest nonce accepted, in bytes: the NSM accepts at most 512 bytes of nonce
-/// (AWS Nitro Enclaves NSM API, `Attestation.nonce`).
-pub const MAX_NONCE_BYTES: usize = 512;
-/// Time budget of each `/readyz` check.
-const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Shared state of the HTTP handlers.
-pub struct AppState {
-    /// Issuer (no trailing slash).
-    pub issuer: String,
-    /// JWT lifetime requested from the enclave by default.
-    pub jwt_ttl_seconds: u32,
-    /// Body limit (for the 413 message).
-    pub body_limit: usize,
-    /// `Cache-Control` of the JWKS.
-    pub jwks_cache_control: HeaderValue,
-    /// Discovery document bytes.
-    pub discovery: Bytes,
-    /// The enclave.
-    pub enclave: Arc<EnclaveManager>,
-    /// The session check.
-    pub session: SessionChecker,
-    /// STS.
-    pub sts: StsExchanger,
-    /// The audit store.
-    pub audit: Arc<dyn AuditStore>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Fault switch of the audit store (dev stack only; enables `POST /dev/faults/audit`).
-    pub dev_audit_faults: Option<AuditFaults>,
-    /// Mints whose clients left before the answer, still finishing (and recording) on
-    /// their own; the shutdown waits for them before closing the audit log.
-    pub abandoned_requests: TaskTracker,
-}
-
-/// The discovery document (DESIGN §6) for `issuer`.
-pub fn discovery_document(issuer: &str) -> serde_json::Value {
-    serde_json::json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "claims_supported": [
-            "iss", "sub", "aud", "iat", "nbf", "exp", "jti",
-            "agentkeys_user_wallet", "https://aws.amazon.com/tags"
-        ],
-        "nitro_attestation_uri": format!("{issuer}/.well-known/nitro-attestation"),
-    })
-}
-
-/// The router with every route of DESIGN §6 (and the audit checkpoint).
-pub fn router(state: Arc<AppState>) -> Router {
-    let limit = state.body_limit;
-    let metrics = state.metrics.clone();
-    let mut r = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/.well-known/nitro-attestation", get(nitro_attestation))
-        .route("/v1/mint-oidc-jwt", post(mint_oidc_jwt))
-        .route("/v1/mint-aws-creds", post(mint_aws_creds))
-        .route("/v1/audit/checkpoint", get(audit_checkpoint))
-        .route("/metrics", get(metrics_text));
-    if state.dev_audit_faults.is_some() {
-        r = r.route("/dev/faults/audit", post(dev_audit_fault));
-    }
-    r.fallback(|| async { ApiError::NotFound })
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(FrontLayer::new(limit, metrics))
-        .with_state(state)
-}
-
-fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
-    let mut r = (status, body.into()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn json_ok<T: Serialize>(value: &T) -> Result<Response, ApiError> {
-    json_ok_sized(value, JSON_BODY_DEFAULT_CAPACITY)
-}
-
-/// `serde_json::to_vec`'s own starting capacity; bodies that are known to be larger say
-/// so through [`json_ok_sized`], which saves the doublings on the way up.
-const JSON_BODY_DEFAULT_CAPACITY: usize = 128;
 
 /// Room for a mint answer's fields besides the token or credentials (wallet, expiration,
 /// kid, audit id, names and quotes are under 200 bytes together).
 const MINT_BODY_FIELDS_CAPACITY: usize = 256;
-
-/// A 200 JSON body serialized into a buffer of `capacity` bytes to start with.
-fn json_ok_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Response, ApiError> {
-    let mut body = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut body, value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(json_response(StatusCode::OK, body))
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-#[derive(Serialize)]
-struct Check {
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-impl Check {
-    fn from(r: Result<(), String>) -> Check {
-        match r {
-            Ok(()) => Check {
-                ok: true,
-                error: None,
-            },
-            Err(e) => Check {
-                ok: false,
-                error: Some(e),
-            },
-        }
-    }
-}
-
-async fn with_timeout<F: Future<Output = Result<(), String>>>(f: F) -> Result<(), String> {
-    tokio::time::timeout(READY_CHECK_TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| Err(format!("timed out after {READY_CHECK_TIMEOUT:?}")))
-}
-
-async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    let enclave = async {
-        if s.enclave.is_ready() {
-            Ok(())
-        } else {
-            Err(s.enclave.last_error())
-        }
-    };
-    let audit = with_timeout(async { s.audit.healthy().await.map_err(|e| e.to_string()) });
-    let backend = with_timeout(async { s.session.reachable().await.map_err(|e| e.to_string()) });
-    let (enclave, audit, backend) = tokio::join!(enclave, audit, backend);
-    let ready = enclave.is_ok() && audit.is_ok() && backend.is_ok();
-    let body = serde_json::json!({
-        "ready": ready,
-        "checks": {
-            "enclave": Check::from(enclave),
-            "audit": Check::from(audit),
-            "backend": Check::from(backend),
-        }
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_response(status, body.to_string())
-}
-
-async fn discovery(State(s): State<Arc<AppState>>) -> Response {
-    let mut r = json_response(StatusCode::OK, s.discovery.clone());
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, s.jwks_cache_control.clone());
-    r
-}
-
-async fn jwks(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let p = s
-        .enclave
-        .published()
-        .ok_or_else(|| ApiError::EnclaveUnavailable(s.enclave.last_error()))?;
-    let mut r = json_response(StatusCode::OK, p.jwks.clone());
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, s.jwks_cache_control.clone());
-    Ok(r)
-}
-
-/// Parses `nonce=<hex>` from a query string (other parameters are refused).
-pub fn parse_nonce(query: Option<&str>) -> Result<Option<Vec<u8>>, ApiError> {
-    let Some(q) = query.filter(|q| !q.is_empty()) else {
-        return Ok(None);
-    };
-    let mut nonce = None;
-    for pair in q.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != "nonce" {
-            return Err(ApiError::BadRequest(format!(
-                "unknown query parameter {:?}; only nonce is accepted",
-                k.chars().take(32).collect::<String>()
-            )));
-        }
-        if nonce.is_some() {
-            return Err(ApiError::BadRequest("nonce given twice".into()));
-        }
-        if v.len() > MAX_NONCE_BYTES * 2 {
-            return Err(ApiError::BadRequest(format!(
-                "nonce longer than {MAX_NONCE_BYTES} bytes"
-            )));
-        }
-        if v.is_empty() {
-            return Err(ApiError::BadRequest("nonce is empty".into()));
-        }
-        let bytes =
-            hex::decode(v).map_err(|e| ApiError::BadRequest(format!("nonce is not hex: {e}")))?;
-        nonce = Some(bytes);
-    }
-    Ok(nonce)
-}
-
-async fn nitro_attestation(
-    State(s): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    match parse_nonce(q.as_deref())? {
-        None => {
-            let p = s
-                .enclave
-                .published()
-                .ok_or_else(|| ApiError::EnclaveUnavailable(s.enclave.last_error()))?;
-            Ok(json_response(StatusCode::OK, p.attestation_body.clone()))
-        }
-        Some(nonce) => {
-            let a = s.enclave.attest(Some(nonce.clone())).await?;
-            let body = attestation_json(&a, Some(&nonce), s.enclave.is_mock());
-            let mut r = json_response(StatusCode::OK, body.to_string());
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(r)
-        }
-    }
-}
-
-/// Body of `GET /v1/audit/checkpoint` (also a valid `audit verify --checkpoint` file).
-#[derive(Serialize, Deserialize, Debug)]
-pub struct CheckpointBody {
-    /// Enclave epoch.
-    pub epoch: u64,
-    /// Last seq signed.
-    pub seq: u64,
-    /// Chain head, hex.
-    pub head: String,
-    /// Attestation document (base64 COSE_Sign1) whose `user_data` is the checkpoint.
-    pub document: String,
-}
-
-async fn audit_checkpoint(
-    State(s): State<Arc<AppState>>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let nonce = parse_nonce(q.as_deref())?;
-    let cp = s.enclave.checkpoint(nonce).await?;
-    let mut r = json_ok(&CheckpointBody {
-        epoch: cp.epoch,
-        seq: cp.seq,
-        head: hex::encode(cp.head),
-        document: base64::engine::general_purpose::STANDARD.encode(&cp.document),
-    })?;
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
-}
-
-async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
-    let text = s.metrics.render(&Gauges {
-        enclave_ready: s.enclave.is_ready(),
-        enclave_unseals: s.enclave.unseal_count(),
-        audit_pending_withheld: s.audit.pending_withheld(),
-        abandoned_mints: s.abandoned_requests.len(),
-    });
-    let mut r = (StatusCode::OK, text).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    r
-}
-
-async fn dev_audit_fault(
-    State(s): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let Some(f) = &s.dev_audit_faults else {
-        return Err(ApiError::NotFound);
-    };
-    let fault = match body.trim_ascii() {
-        b"refuse_writes" => AuditFault::RefuseWrites,
-        b"none" => AuditFault::None,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "expected refuse_writes or none".into(),
-            ))
-        }
-    };
-    f.set(fault);
-    tracing::warn!(?fault, "audit fault switched (dev stack)");
-    json_ok(&serde_json::json!({"audit_fault": format!("{fault:?}")}))
-}
 
 /// Body of `POST /v1/mint-oidc-jwt` (optional).
 #[derive(Deserialize, Default)]
@@ -442,7 +141,8 @@ fn refuse_when_abandoned_mints_pile_up(
     Ok(())
 }
 
-async fn mint_oidc_jwt(
+/// `POST /v1/mint-oidc-jwt`.
+pub async fn mint_oidc_jwt(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -523,7 +223,8 @@ struct MintCredsResponse<'a> {
     audit_id: i64,
 }
 
-async fn mint_aws_creds(
+/// `POST /v1/mint-aws-creds`.
+pub async fn mint_aws_creds(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -683,38 +384,6 @@ mod tests {
         abandoned.close();
         abandoned.wait().await;
         assert!(refuse_when_abandoned_mints_pile_up(&abandoned, 3).is_ok());
-    }
-
-    #[test]
-    fn nonce_parsing() {
-        assert!(parse_nonce(None).unwrap().is_none());
-        assert!(parse_nonce(Some("")).unwrap().is_none());
-        assert_eq!(
-            parse_nonce(Some("nonce=0a0b")).unwrap().unwrap(),
-            vec![10, 11]
-        );
-        assert!(parse_nonce(Some("nonce=zz")).is_err());
-        assert!(parse_nonce(Some("nonce=abc")).is_err());
-        assert!(parse_nonce(Some("nonce=")).is_err());
-        assert!(parse_nonce(Some("x=1")).is_err());
-        assert!(parse_nonce(Some("nonce=00&nonce=01")).is_err());
-        let max = "00".repeat(MAX_NONCE_BYTES);
-        assert!(parse_nonce(Some(&format!("nonce={max}"))).is_ok());
-        assert!(parse_nonce(Some(&format!("nonce={max}00"))).is_err());
-    }
-
-    #[test]
-    fn discovery_has_required_members() {
-        let d = discovery_document("https://i.example.com");
-        assert_eq!(d["issuer"], "https://i.example.com");
-        assert_eq!(d["jwks_uri"], "https://i.example.com/.well-known/jwks.json");
-        assert_eq!(d["response_types_supported"][0], "id_token");
-        assert_eq!(d["subject_types_supported"][0], "public");
-        assert_eq!(d["id_token_signing_alg_values_supported"][0], "ES256");
-        assert_eq!(
-            d["nitro_attestation_uri"],
-            "https://i.example.com/.well-known/nitro-attestation"
-        );
     }
 
     #[test]

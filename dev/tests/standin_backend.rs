@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use agentkeys_broker::standins::backend::{self, BackendBehaviour, BackendConfig, BackendKnobs};
+use agentkeys_dev::standins::backend::{self, BackendBehaviour, BackendConfig, BackendKnobs};
 use serde_json::{json, Value};
 
 const WALLET: &str = "0xABCDEF0000000000000000000000000000000001";

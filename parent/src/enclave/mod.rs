@@ -2,6 +2,8 @@
 //! start-up and after an enclave restart (a background supervisor), the published JWKS
 //! and attestation document, and the mapping of enclave failures to API errors.
 
+pub mod sealed_seed;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,8 +18,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::config::{BrokerConfig, KmsCredentials};
-use crate::error::ApiError;
-use crate::seed;
+use crate::http::error::ApiError;
 
 /// Shortest wait between failed supervisor attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -110,7 +111,7 @@ pub enum SuperviseError {
     },
     /// The sealed seed file.
     #[error(transparent)]
-    Seed(#[from] seed::SeedFileError),
+    Seed(#[from] sealed_seed::SeedFileError),
     /// No KMS credentials could be resolved.
     #[error("KMS credentials: {0}")]
     Credentials(String),
@@ -283,7 +284,7 @@ impl EnclaveManager {
     }
 
     async fn do_unseal(&self) -> Result<(), SuperviseError> {
-        let sealed_seed = seed::read_sealed_seed(&self.unseal.sealed_seed_path)?;
+        let sealed_seed = sealed_seed::read_sealed_seed(&self.unseal.sealed_seed_path)?;
         let had_seed = sealed_seed.is_some();
         let request = UnsealRequest {
             region: self.unseal.region.clone(),
@@ -306,7 +307,7 @@ impl EnclaveManager {
             }
         };
         if result.genesis || !had_seed {
-            seed::write_sealed_seed(&self.unseal.sealed_seed_path, &result.sealed_seed)?;
+            sealed_seed::write_sealed_seed(&self.unseal.sealed_seed_path, &result.sealed_seed)?;
             tracing::info!(
                 path = %self.unseal.sealed_seed_path.display(),
                 "genesis: sealed seed stored"

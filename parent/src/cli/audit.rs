@@ -1,10 +1,11 @@
 //! The `audit verify` and `audit tail` commands, as plain functions.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use super::row::AuditRow;
-use super::sqlite::{open_read_only, row_from_sql, ROW_COLUMNS};
-use super::verify::{
+use crate::audit::row::AuditRow;
+use crate::audit::sqlite::{open_read_only, row_from_sql, ROW_COLUMNS};
+use crate::audit::verify::{
     load_checkpoint, verify_chain, AuditVerifyError, CheckpointError, CheckpointTrust, VerifyReport,
 };
 
@@ -28,7 +29,7 @@ pub enum AuditCliError {
     },
     /// A stored row is malformed.
     #[error(transparent)]
-    Row(#[from] super::sqlite::RowDecodeError),
+    Row(#[from] crate::audit::sqlite::RowDecodeError),
 }
 
 /// `audit verify --db DB [--checkpoint FILE]`. The checkpoint file may be JSON
@@ -51,6 +52,97 @@ pub fn verify_with_trust(
         None => None,
     };
     Ok(verify_chain(db, cp.as_ref())?)
+}
+
+/// Flags of `agentkeys-broker audit verify`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// Audit database.
+    #[arg(long, env = "BROKER_AUDIT_DB")]
+    pub db: PathBuf,
+    /// Checkpoint file (JSON from /v1/audit/checkpoint, or an attestation document).
+    #[arg(long, conflicts_with = "broker_url")]
+    pub checkpoint: Option<PathBuf>,
+    /// Fetch a fresh attested checkpoint from a running broker.
+    #[arg(long)]
+    pub broker_url: Option<String>,
+    /// Root certificate (PEM) to verify the checkpoint document against, instead of the
+    /// AWS Nitro Enclaves root.
+    #[arg(long, alias = "root-pem", value_name = "PEM")]
+    pub root: Option<PathBuf>,
+    /// Accept the mock NSM root given by --root (development only).
+    #[arg(long, requires = "root")]
+    pub allow_mock_root: bool,
+}
+
+/// `agentkeys-broker audit verify`: prints the report; the exit code says whether it passed.
+pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let anchor = match (&args.root, args.allow_mock_root) {
+        (None, _) => agentkeys_attestation::TrustAnchor::aws_nitro_root_g1(),
+        (Some(p), allow_mock) => {
+            let pem = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+            if allow_mock {
+                mock_anchor(&pem)?
+            } else {
+                agentkeys_attestation::TrustAnchor::from_pem(&pem)?
+            }
+        }
+    };
+    let report = match (&args.broker_url, &args.checkpoint) {
+        (Some(url), _) => {
+            let nonce: [u8; 32] = rand::random();
+            let fetched = crate::cli::creds::fetch_checkpoint(url, &nonce).await?;
+            let policy = agentkeys_attestation::Policy {
+                nonce: Some(nonce.to_vec()),
+                ..Default::default()
+            };
+            let trust = CheckpointTrust {
+                anchor: &anchor,
+                policy: &policy,
+                at_unix_ms: now_ms(),
+            };
+            let cp = crate::audit::verify::checkpoint_from_json(&fetched, Some(&trust))?;
+            eprintln!(
+                "enclave checkpoint (attested, fresh nonce): epoch {} seq {}",
+                cp.epoch, cp.seq
+            );
+            verify_chain(&args.db, Some(&cp))?
+        }
+        (None, Some(path)) => {
+            let policy = agentkeys_attestation::Policy::default();
+            let trust = CheckpointTrust {
+                anchor: &anchor,
+                policy: &policy,
+                at_unix_ms: now_ms(),
+            };
+            verify_with_trust(&args.db, Some(path), Some(&trust))?
+        }
+        (None, None) => verify(&args.db, None)?,
+    };
+    print!("{}", report.render());
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(feature = "mock-root")]
+fn mock_anchor(pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor> {
+    Ok(agentkeys_attestation::TrustAnchor::mock_root_explicitly_trusted(pem)?)
+}
+
+#[cfg(not(feature = "mock-root"))]
+fn mock_anchor(_pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor> {
+    anyhow::bail!("--allow-mock-root needs a build with the `mock-root` feature (the dev stack's)")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The last `n` rows, oldest first.

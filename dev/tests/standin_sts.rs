@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agentkeys_broker::standins::sts::{self, StsBehaviour, StsConfig, StsForcedError, StsKnobs};
+use agentkeys_dev::standins::sts::{self, StsBehaviour, StsConfig, StsForcedError, StsKnobs};
 use aws_sdk_sts::error::ProvideErrorMetadata;
 use axum::extract::State;
 use axum::routing::get;

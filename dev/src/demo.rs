@@ -1,5 +1,6 @@
-//! `agentkeys-broker dev --demo`: the whole flow once, each step checked and printed.
+//! `agentkeys-dev dev --demo`: the whole flow once, each step checked and printed.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -7,7 +8,17 @@ use base64::Engine;
 use p256::ecdsa::signature::Verifier;
 use sha2::{Digest, Sha256};
 
-use crate::dev::DemoUrls;
+/// What the demo needs of the running stack.
+pub struct DemoUrls {
+    /// Broker.
+    pub broker: String,
+    /// Backend.
+    pub backend: String,
+    /// Mock root PEM path.
+    pub mock_root_pem: PathBuf,
+    /// Audit DB.
+    pub audit_db: PathBuf,
+}
 
 /// The wallet the demo uses.
 pub const DEMO_WALLET: &str = "0x00000000000000000000000000000000000000aa";
@@ -233,21 +244,22 @@ async fn step_attest(c: &mut Ctx<'_>) -> anyhow::Result<String> {
 
 async fn step_audit(c: &mut Ctx<'_>) -> anyhow::Result<String> {
     let nonce: [u8; 16] = rand::random();
-    let text = crate::client::fetch_checkpoint(&c.u.broker, &nonce).await?;
+    let text = agentkeys_broker::cli::creds::fetch_checkpoint(&c.u.broker, &nonce).await?;
     let anchor = mock_anchor(c.u)?;
     let policy = agentkeys_attestation::Policy {
         nonce: Some(nonce.to_vec()),
         ..Default::default()
     };
-    let trust = crate::audit::verify::CheckpointTrust {
+    let trust = agentkeys_broker::audit::verify::CheckpointTrust {
         anchor: &anchor,
         policy: &policy,
         at_unix_ms: now_ms(),
     };
-    let cp = crate::audit::verify::checkpoint_from_json(&text, Some(&trust))?;
+    let cp = agentkeys_broker::audit::verify::checkpoint_from_json(&text, Some(&trust))?;
     let db = c.u.audit_db.clone();
     let report =
-        tokio::task::spawn_blocking(move || crate::audit::verify_chain(&db, Some(&cp))).await??;
+        tokio::task::spawn_blocking(move || agentkeys_broker::audit::verify_chain(&db, Some(&cp)))
+            .await??;
     if !report.is_ok() {
         bail!("{}", report.render());
     }

@@ -66,7 +66,7 @@ pub enum ApiError {
 }
 
 /// The error a request body yields when it is not complete within the body read timeout
-/// (see [`crate::app::DeadlineBody`]); handlers turn it into [`ApiError::RequestTimeout`].
+/// (see [`crate::http::listener::DeadlineBody`]); handlers turn it into [`ApiError::RequestTimeout`].
 #[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 #[error("request body not received within {} ms", .after.as_millis())]
 pub struct BodyReadTimeout {

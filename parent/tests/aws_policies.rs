@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use agentkeys_attestation::eif::PublishedMeasurements;
-use agentkeys_broker::policy::{
+use agentkeys_attestation::measurements::PublishedMeasurements;
+use agentkeys_broker::cli::aws_policies::{
     iam_oidc, kms_key_policy, kms_key_policy_from_json, pcr3_for_role_arn, pcr4_for_instance_id,
     run_iam_oidc, run_kms_policy, validate_issuer, IamOidcArgs, IamOidcRequest,
     KmsPolicyFromJsonError, KmsPolicyRequest, Partition, PolicyCliError, PolicyError, RoleArn,
@@ -564,7 +564,7 @@ fn iam_oidc_other_validation() {
 
 #[test]
 fn run_kms_policy_reads_files_and_parses_pcr_values() {
-    use agentkeys_broker::policy::KmsPolicyArgs;
+    use agentkeys_broker::cli::aws_policies::KmsPolicyArgs;
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("old.json");
     let new = dir.path().join("new.json");

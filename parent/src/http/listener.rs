@@ -1,5 +1,6 @@
-//! Assembling and running a broker: state from the configuration, HTTP or HTTPS serving,
-//! SIGHUP certificate reload and graceful shutdown.
+//! Serving a router: hyper's HTTP/1.1 server with header and body timeouts, a header
+//! size cap and a connection cap, optional TLS (reloaded on SIGHUP), and graceful
+//! shutdown.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -8,80 +9,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderValue;
-use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Semaphore;
 
-use crate::audit::{
-    AuditEvent, AuditStore, GroupCommitConfig, NewAuditRow, Outcome, SqliteAuditStore,
-};
-use crate::config::{
-    BrokerConfig, HttpLimits, ServeArgs, DEFAULT_MAX_CONNECTIONS, MIN_HEADER_BYTES,
-};
-use crate::enclave::{EnclaveManager, UnsealConfig};
-use crate::error::BodyReadTimeout;
-use crate::metrics::Metrics;
-use crate::server::{discovery_document, router, AppState};
-use crate::session::SessionChecker;
-use crate::sts::StsExchanger;
+use crate::config::{HttpLimits, MIN_HEADER_BYTES};
+use crate::http::error::BodyReadTimeout;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Idle keep-alive connections kept per backend host (enough for 64 concurrent clients).
-const BACKEND_POOL_IDLE: usize = 128;
-/// Enclave replies that arrived after their call timed out, queued for their audit rows.
-/// Room for every mint that can wait on the enclave at once, so that a long stall, which
-/// times them all out together, loses none: one per open client connection plus the
-/// mints whose clients left (each capped at `DEFAULT_MAX_CONNECTIONS` by default). tokio
-/// allocates a channel's slots as they fill, so the size costs nothing while unused.
-const LATE_REPLY_QUEUE: usize = 2 * DEFAULT_MAX_CONNECTIONS;
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Writes a `mint_withheld` row for every token the enclave signed after the broker's
-/// call had stopped waiting (it timed out, and its caller got 503 with no token): the
-/// token is never sent, but the enclave counted its seq, and the log must hold it.
-pub async fn record_late_mints(
-    mut late: tokio::sync::mpsc::Receiver<agentkeys_wire::Response>,
-    audit: Arc<dyn AuditStore>,
-) {
-    while let Some(reply) = late.recv().await {
-        match reply {
-            agentkeys_wire::Response::Jwt(minted) => {
-                tracing::warn!(
-                    epoch = minted.epoch,
-                    seq = minted.seq,
-                    "the enclave signed after the call had timed out; token withheld and recorded"
-                );
-                audit.queue_withheld(late_mint_row(&minted));
-            }
-            other => tracing::debug!(reply = other.name(), "late enclave reply dropped"),
-        }
-    }
-}
-
-/// The row recorded for a token whose call had timed out when the enclave answered.
-fn late_mint_row(minted: &agentkeys_wire::MintedJwt) -> NewAuditRow {
-    NewAuditRow::new(AuditEvent::MintWithheld, Outcome::Failure)
-        .wallet(&*minted.wallet)
-        .token_ids(&*minted.kid, &*minted.jti)
-        .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head)
-        .status(503)
-        .detail("the enclave answered after the call had timed out; the token was not sent")
-}
-
-/// Start-up failures.
+/// Why serving could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The configuration was refused.
-    #[error("configuration: {0}")]
-    Config(#[from] crate::config::ConfigError),
-    /// The audit store could not be opened.
-    #[error("audit store: {0}")]
-    Audit(#[from] crate::audit::AuditError),
-    /// The HTTP client could not be built.
-    #[error("HTTP client: {0}")]
-    Http(String),
+pub enum ServeError {
     /// Binding or serving failed.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -104,109 +44,6 @@ pub enum StartError {
     },
 }
 
-/// A built broker: state plus its background tasks.
-pub struct Broker {
-    /// Handler state.
-    pub state: Arc<AppState>,
-    /// The concrete audit store (stats, fault switch, close).
-    pub audit_store: Arc<SqliteAuditStore>,
-    /// The enclave supervisor task.
-    pub supervisor: tokio::task::JoinHandle<()>,
-}
-
-impl Broker {
-    /// Waits, at most `grace`, for the mints whose clients left before the answer to
-    /// finish recording. Call once the HTTP server has drained (no new ones can start)
-    /// and before the enclave stops and the audit log closes.
-    pub async fn finish_abandoned_requests(&self, grace: Duration) {
-        let abandoned = &self.state.abandoned_requests;
-        abandoned.close();
-        if !abandoned.is_empty() {
-            tracing::info!(
-                requests = abandoned.len(),
-                "finishing mints whose clients left"
-            );
-        }
-        if tokio::time::timeout(grace, abandoned.wait()).await.is_err() {
-            tracing::warn!(
-                requests = abandoned.len(),
-                ?grace,
-                "mints whose clients left were still running after the grace period; \
-                 their seqs may be missing from the audit log"
-            );
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.supervisor.abort();
-    }
-}
-
-/// Installs the process-wide rustls crypto provider (once).
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Builds the broker state and starts the enclave supervisor.
-/// `dev_faults` enables the dev-stack-only fault switch route.
-pub async fn build(config: &BrokerConfig, dev_faults: bool) -> Result<Broker, StartError> {
-    install_crypto_provider();
-    let store = Arc::new(SqliteAuditStore::open(
-        &config.audit_db,
-        GroupCommitConfig::default(),
-    )?);
-    let http = reqwest::Client::builder()
-        .timeout(config.backend_timeout)
-        .connect_timeout(config.backend_timeout)
-        .pool_max_idle_per_host(BACKEND_POOL_IDLE)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| StartError::Http(e.to_string()))?;
-    let session = SessionChecker::new(http, &config.backend_url, config.session_cache);
-    let (late_replies, late) = tokio::sync::mpsc::channel(LATE_REPLY_QUEUE);
-    tokio::spawn(record_late_mints(
-        late,
-        store.clone() as Arc<dyn AuditStore>,
-    ));
-    let client = agentkeys_wire::EnclaveClient::with_late_replies(
-        config.enclave.clone(),
-        config.enclave_connections,
-        config.enclave_timeout,
-        late_replies,
-    );
-    let enclave = EnclaveManager::new(
-        client,
-        UnsealConfig::from_config(config),
-        config.supervise_interval,
-    );
-    let supervisor = enclave.spawn_supervisor();
-    let sts = StsExchanger::new(config).await;
-    let cache_control =
-        HeaderValue::from_str(&format!("public, max-age={}", config.jwks_max_age_seconds))
-            .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=300"));
-    let state = Arc::new(AppState {
-        issuer: config.issuer.clone(),
-        jwt_ttl_seconds: config.jwt_ttl_seconds,
-        body_limit: config.body_limit_bytes,
-        jwks_cache_control: cache_control,
-        discovery: Bytes::from(discovery_document(&config.issuer).to_string()),
-        enclave,
-        session,
-        sts,
-        audit: store.clone() as Arc<dyn AuditStore>,
-        metrics: Arc::new(Metrics::default()),
-        dev_audit_faults: dev_faults.then(|| store.faults()),
-        abandoned_requests: tokio_util::task::TaskTracker::new(),
-    });
-    Ok(Broker {
-        state,
-        audit_store: store,
-        supervisor,
-    })
-}
-
 /// Serves `app` on `listener` with the default [`HttpLimits`] (plain HTTP, or HTTPS with
 /// `tls` = cert/key PEM paths, reloaded on SIGHUP) until `shutdown` resolves, then drains
 /// for up to 10 s.
@@ -215,7 +52,7 @@ pub async fn serve_http(
     app: axum::Router,
     tls: Option<(PathBuf, PathBuf)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+) -> Result<(), ServeError> {
     serve_http_with_limits(listener, app, tls, HttpLimits::default(), shutdown).await
 }
 
@@ -235,12 +72,12 @@ pub async fn serve_http_with_limits(
     tls: Option<(PathBuf, PathBuf)>,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let listen_err = |source| StartError::Listen {
+    let listen_err = |source| ServeError::Listen {
         addr: addr.clone(),
         source,
     };
@@ -251,7 +88,7 @@ pub async fn serve_http_with_limits(
         Some((cert, key)) => {
             let config = load_tls(&cert, &key)
                 .await
-                .map_err(|source| StartError::Tls {
+                .map_err(|source| ServeError::Tls {
                     cert: cert.clone(),
                     key: key.clone(),
                     source,
@@ -561,112 +398,16 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received; draining");
 }
 
-/// `agentkeys-broker serve`.
-pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (config, warnings) = args.validate()?;
-    let limits = args.http.validate()?;
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
-    let listener =
-        std::net::TcpListener::bind(config.bind).map_err(|source| StartError::Listen {
-            addr: config.bind.to_string(),
-            source,
-        })?;
-    let broker = build(&config, false).await?;
-    tracing::info!(
-        bind = %config.bind,
-        issuer = %config.issuer,
-        enclave = %config.enclave,
-        tls = config.tls.is_some(),
-        header_read_timeout_ms = limits.header_read_timeout.as_millis() as u64,
-        body_read_timeout_ms = limits.body_read_timeout.as_millis() as u64,
-        max_connections = limits.max_connections,
-        max_header_bytes = limits.max_header_bytes,
-        "broker listening"
-    );
-    let app = router(broker.state.clone());
-    serve_http_with_limits(listener, app, config.tls.clone(), limits, shutdown_signal()).await?;
-    broker.finish_abandoned_requests(SHUTDOWN_GRACE).await;
-    broker.audit_store.close();
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::extract::rejection::BytesRejection;
     use axum::response::IntoResponse;
+    use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    use crate::error::ApiError;
-
-    #[tokio::test]
-    async fn late_mints_are_recorded_as_withheld_and_other_late_replies_are_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.db");
-        let store = Arc::new(SqliteAuditStore::open(&path, GroupCommitConfig::default()).unwrap());
-        let (late_replies, late) = tokio::sync::mpsc::channel(4);
-        let recorder = tokio::spawn(record_late_mints(
-            late,
-            store.clone() as Arc<dyn AuditStore>,
-        ));
-        let minted = agentkeys_wire::MintedJwt {
-            jwt: "header.claims.signature".into(),
-            kid: "kid-1".into(),
-            jti: "jti-1".into(),
-            wallet: format!("0x{}", "ab".repeat(20)),
-            iat: 1,
-            exp: 301,
-            epoch: 9,
-            seq: 7,
-            jwt_sha256: [7; 32],
-            head: [8; 32],
-        };
-        late_replies
-            .send(agentkeys_wire::Response::Jwt(minted.clone()))
-            .await
-            .unwrap();
-        late_replies
-            .send(agentkeys_wire::Response::Status(
-                agentkeys_wire::EnclaveStatus {
-                    unsealed: true,
-                    mock: true,
-                    issuer: "i".into(),
-                    kids: vec![],
-                    active_kid: None,
-                    epoch: 9,
-                    seq: 7,
-                },
-            ))
-            .await
-            .unwrap();
-        drop(late_replies);
-        recorder.await.unwrap();
-        for _ in 0..250 {
-            if store.pending_withheld() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(store.pending_withheld(), 0);
-        let rows = crate::audit::cli::recent_rows(&path, 10).unwrap();
-        assert_eq!(rows.len(), 1, "one row, for the JWT only");
-        let row = &rows[0].entry;
-        assert_eq!(row.event, AuditEvent::MintWithheld);
-        assert_eq!(row.outcome, Outcome::Failure);
-        assert_eq!(row.enclave_epoch, Some(9));
-        assert_eq!(row.enclave_seq, Some(7));
-        assert_eq!(row.jwt_sha256, Some([7; 32]));
-        assert_eq!(row.wallet.as_deref(), Some(minted.wallet.as_str()));
-        assert_eq!(row.jti.as_deref(), Some("jti-1"));
-        assert!(
-            !format!("{row:?}").contains("header.claims.signature"),
-            "the token itself is not in the row"
-        );
-    }
-
+    use crate::http::error::ApiError;
     /// Small limits so that each test takes about a second.
     fn small() -> HttpLimits {
         HttpLimits {
@@ -695,7 +436,7 @@ mod tests {
     struct Server {
         addr: std::net::SocketAddr,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
-        task: tokio::task::JoinHandle<Result<(), StartError>>,
+        task: tokio::task::JoinHandle<Result<(), ServeError>>,
     }
 
     fn serve(limits: HttpLimits, tls: Option<(PathBuf, PathBuf)>) -> Server {
@@ -910,7 +651,7 @@ mod tests {
 
     #[tokio::test]
     async fn tls_serves_http1_and_bounds_the_handshake() {
-        install_crypto_provider();
+        crate::broker::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let Some(tls) = self_signed(dir.path()) else {
             eprintln!("SKIPPED: no openssl command to make a test certificate");

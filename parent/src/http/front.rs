@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::metrics::{Metrics, Route};
 
 /// Builds [`Front`] around each route.

@@ -1,0 +1,20 @@
+//! The AgentKeys dev stack: the whole system on one machine with the mock Nitro
+//! platform, for developers, CI and demonstrations.
+//!
+//! This crate is the only one that links the enclave's code, the mock NSM and the
+//! stand-ins of AWS KMS, AWS STS and the session backend together with the broker. The
+//! production broker (`agentkeys-broker`) depends on none of them.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`stack`] | `agentkeys-dev dev`: every service on loopback, the ready file, shutdown |
+//! | [`enclave_child`] | the enclave as a supervised child process with the mock NSM |
+//! | [`standins`] | the STS and session-backend stand-ins, and `stand-in KIND` |
+//! | [`audit_faults`] | the audit fault switch (`POST /dev/faults/audit`) |
+//! | [`demo`] | `dev --demo`: the whole flow once, each step checked |
+
+pub mod audit_faults;
+pub mod demo;
+pub mod enclave_child;
+pub mod stack;
+pub mod standins;

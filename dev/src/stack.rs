@@ -1,0 +1,388 @@
+//! The one-command mock stack (`agentkeys-dev dev`).
+//!
+//! It starts, all on loopback and without AWS or Nitro: the KMS stand-in
+//! (`agentkeys_mock_nsm::kms`), the STS and session-backend stand-ins, the enclave as its
+//! own child process over a Unix socket in the data directory (see
+//! [`crate::enclave_child`]), and the broker itself with the audit fault switch of
+//! [`crate::audit_faults`]. The enclave child is restarted if it dies; the broker then
+//! re-unseals by itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use agentkeys_broker::broker;
+use agentkeys_broker::config::{BrokerConfig, DaemonCredentials, KmsCredentials, StsMode};
+use agentkeys_broker::http::{router, serve_http, shutdown_signal};
+use anyhow::{anyhow, Context};
+use clap::Args;
+use tokio::sync::watch;
+
+use crate::audit_faults::AuditFaultSwitch;
+use crate::demo::{run_demo, DemoUrls};
+use crate::enclave_child::{socket_path, EnclaveChild};
+use crate::standins::{bind_loopback, spawn_backend, spawn_kms, spawn_sts};
+
+/// Role ARN used by the dev stack (the STS stand-in accepts any well-formed ARN).
+pub const DEV_ROLE_ARN: &str = "arn:aws:iam::000000000000:role/agentkeys-data-role";
+/// KMS key id used by the dev stack.
+pub const DEV_KMS_KEY_ID: &str = "alias/agentkeys-dev";
+/// Region used by the dev stack.
+pub const DEV_REGION: &str = "us-east-1";
+/// Default broker port of the dev stack (the port the examples in `docs/api.md` use).
+pub const DEV_DEFAULT_PORT: u16 = 8091;
+/// How long `dev` waits for every service to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Flags of `agentkeys-dev dev`.
+#[derive(Clone, Debug, Args)]
+pub struct DevArgs {
+    /// Data directory (SQLite audit log, sealed seed, KMS stand-in state); kept across runs.
+    #[arg(long, env = "AGENTKEYS_DEV_DATA_DIR", default_value = ".dev-data")]
+    pub data_dir: PathBuf,
+    /// Broker port on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = DEV_DEFAULT_PORT)]
+    pub port: u16,
+    /// Write a JSON description of the running stack here once everything answers.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Run the whole flow once, print each step, exit 0 only if every step passed.
+    #[arg(long)]
+    pub demo: bool,
+    /// Use this session backend instead of starting the stand-in.
+    #[arg(long)]
+    pub backend_url: Option<String>,
+    /// Use this STS endpoint instead of starting the stand-in.
+    #[arg(long)]
+    pub sts_url: Option<String>,
+    /// Session-backend timeout in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub backend_timeout_ms: u64,
+    /// Positive session cache in seconds (0 disables).
+    #[arg(long, default_value_t = 30)]
+    pub session_cache_seconds: u64,
+    /// Broker request body limit in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub body_limit_bytes: usize,
+    /// Run this enclave executable (`agentkeys-enclave` built with the `mock` feature)
+    /// instead of re-running this program.
+    #[arg(long)]
+    pub enclave_bin: Option<PathBuf>,
+}
+
+/// Contents of `--ready-file`.
+#[derive(serde::Serialize, Clone)]
+struct ReadyInfo {
+    broker_url: String,
+    issuer: String,
+    backend_url: String,
+    sts_url: String,
+    kms_url: String,
+    mock_root_pem: PathBuf,
+    enclave_pid: u32,
+    enclave_socket: PathBuf,
+    audit_db: PathBuf,
+    sealed_seed: PathBuf,
+    data_dir: PathBuf,
+    pid: u32,
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+impl ReadyInfo {
+    /// What the demo needs of the running stack.
+    fn demo_urls(&self) -> DemoUrls {
+        DemoUrls {
+            broker: self.broker_url.clone(),
+            backend: self.backend_url.clone(),
+            mock_root_pem: self.mock_root_pem.clone(),
+            audit_db: self.audit_db.clone(),
+        }
+    }
+}
+
+/// The URLs of the stand-ins, started or given.
+struct StandInUrls {
+    kms: String,
+    sts: String,
+    backend: String,
+}
+
+/// Starts the KMS stand-in, and the STS and backend stand-ins unless `args` names others.
+async fn start_stand_ins(args: &DevArgs, data_dir: &Path) -> anyhow::Result<StandInUrls> {
+    let kms_l = bind_loopback(0)?;
+    let kms = format!("http://{}", kms_l.local_addr()?);
+    spawn_kms(kms_l, Some(data_dir.join("kms-state.json"))).await?;
+    let sts = match &args.sts_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let l = bind_loopback(0)?;
+            let url = format!("http://{}", l.local_addr()?);
+            spawn_sts(l)?;
+            url
+        }
+    };
+    let backend = match &args.backend_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let l = bind_loopback(0)?;
+            let url = format!("http://{}", l.local_addr()?);
+            spawn_backend(l)?;
+            url
+        }
+    };
+    Ok(StandInUrls { kms, sts, backend })
+}
+
+/// The enclave child in mock mode on `socket`, for `issuer`.
+fn enclave_child(args: &DevArgs, socket: &Path, issuer: &str) -> anyhow::Result<EnclaveChild> {
+    let (program, mut child_args) = match &args.enclave_bin {
+        Some(p) => (p.clone(), vec![]),
+        None => (
+            std::env::current_exe().context("cannot find this executable")?,
+            vec!["enclave-child".to_string(), "--".to_string()],
+        ),
+    };
+    child_args.extend([
+        "--mock".to_string(),
+        "--usock".to_string(),
+        socket.display().to_string(),
+        "--issuer".to_string(),
+        issuer.to_string(),
+    ]);
+    Ok(EnclaveChild::new(program, child_args, socket.to_path_buf()))
+}
+
+/// The broker's configuration in the dev stack.
+fn broker_config(
+    args: &DevArgs,
+    bind: SocketAddr,
+    urls: &StandInUrls,
+    socket: &Path,
+    data_dir: &Path,
+) -> BrokerConfig {
+    let issuer = format!("http://{bind}");
+    BrokerConfig {
+        issuer,
+        bind,
+        backend_url: urls.backend.clone(),
+        enclave: agentkeys_wire::Address::Unix(socket.to_path_buf()),
+        enclave_connections: 4,
+        enclave_timeout: Duration::from_secs(5),
+        supervise_interval: Duration::from_millis(250),
+        jwt_ttl_seconds: 300,
+        role_arn: Some(DEV_ROLE_ARN.to_string()),
+        sts_duration_seconds: 3600,
+        sts_mode: StsMode::WebIdentity,
+        sts_endpoint: Some(urls.sts.clone()),
+        sts_region: DEV_REGION.to_string(),
+        sts_timeout: Duration::from_secs(5),
+        daemon_credentials: DaemonCredentials::DefaultChain,
+        backend_timeout: Duration::from_millis(args.backend_timeout_ms),
+        session_cache: Duration::from_secs(args.session_cache_seconds),
+        audit_db: data_dir.join("audit.db"),
+        // The KMS encryption context binds the seed to the issuer, which contains the
+        // port: one sealed seed per port, so a run on another port does not try to open it.
+        sealed_seed: data_dir.join(format!("sealed-seed-{}.bin", bind.port())),
+        kms_key_id: DEV_KMS_KEY_ID.to_string(),
+        kms_region: DEV_REGION.to_string(),
+        kms_endpoint: Some(urls.kms.clone()),
+        // The KMS stand-in does not check signatures; fixed, non-secret dev values.
+        kms_credentials: KmsCredentials::Static(agentkeys_wire::AwsCredentials {
+            access_key_id: "AKIADEVSTACK000000000".to_string(),
+            secret_access_key: "dev-stack-not-a-secret".to_string(),
+            session_token: None,
+        }),
+        tls: None,
+        body_limit_bytes: args.body_limit_bytes,
+        jwks_max_age_seconds: 60,
+        dev_mode: true,
+    }
+}
+
+/// `agentkeys-dev dev`.
+pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let data_dir = absolute(&args.data_dir);
+    let mock_root = data_dir.join("mock-root.pem");
+    write_atomically(&mock_root, agentkeys_mock_nsm::mock_root_pem().as_bytes())?;
+
+    // Listeners first, so every URL is known before anything starts.
+    let broker_l = bind_loopback(args.port)?;
+    let broker_addr = broker_l.local_addr()?;
+    let urls = start_stand_ins(&args, &data_dir).await?;
+    let socket = socket_path(&data_dir);
+    let config = broker_config(&args, broker_addr, &urls, &socket, &data_dir);
+    let enclave = enclave_child(&args, &socket, &config.issuer)?;
+    let first = enclave.spawn_once()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let switch = AuditFaultSwitch::default();
+    let layer = switch.clone();
+    let broker = broker::build_with_audit_layer(&config, move |store| layer.wrap(store)).await?;
+    let app = router(broker.state.clone()).merge(switch.router());
+    let (srv_stop_tx, mut srv_stop_rx) = watch::channel(false);
+    let server = tokio::spawn(serve_http(broker_l, app, None, async move {
+        let _ = srv_stop_rx.changed().await;
+    }));
+
+    let info = ReadyInfo {
+        broker_url: config.issuer.clone(),
+        issuer: config.issuer.clone(),
+        backend_url: urls.backend.clone(),
+        sts_url: urls.sts.clone(),
+        kms_url: urls.kms.clone(),
+        mock_root_pem: mock_root.clone(),
+        enclave_pid: enclave.pid(),
+        enclave_socket: socket.clone(),
+        audit_db: config.audit_db.clone(),
+        sealed_seed: config.sealed_seed.clone(),
+        data_dir: data_dir.clone(),
+        pid: std::process::id(),
+    };
+    let ready_file = args.ready_file.clone().map(|p| absolute(&p));
+    let restart_info = info.clone();
+    let restart_ready_file = ready_file.clone();
+    let enclave_task = tokio::spawn(enclave.supervise(first, stop_rx, move |new_pid| {
+        if let Some(path) = &restart_ready_file {
+            let mut i = restart_info.clone();
+            i.enclave_pid = new_pid;
+            if let Ok(json) = serde_json::to_vec_pretty(&i) {
+                let _ = write_atomically(path, &json);
+            }
+        }
+    }));
+
+    let code = serve_until_done(&args, &info, ready_file.as_deref(), started).await;
+
+    // Shut down: broker first (drain), then the enclave child.
+    let _ = srv_stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    broker
+        .finish_abandoned_requests(Duration::from_secs(10))
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), enclave_task).await;
+    broker.audit_store.close();
+    if let Some(path) = &ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    code
+}
+
+/// Waits for the stack to answer, then runs the demo or waits for a shutdown signal.
+async fn serve_until_done(
+    args: &DevArgs,
+    info: &ReadyInfo,
+    ready_file: Option<&Path>,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    if let Err(e) = wait_ready(&http, &info.broker_url, args.backend_url.is_none()).await {
+        eprintln!("dev stack did not become ready: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "dev stack ready"
+    );
+    if let Some(path) = ready_file {
+        write_atomically(path, &serde_json::to_vec_pretty(info)?)?;
+    }
+    if args.demo {
+        let ok = run_demo(&http, &info.demo_urls()).await;
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    print_next_steps(info);
+    shutdown_signal().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_ready(
+    http: &reqwest::Client,
+    broker: &str,
+    need_backend: bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match http.get(format!("{broker}/readyz")).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                let ok = |k: &str| v["checks"][k]["ok"].as_bool() == Some(true);
+                if status == 200 || (ok("enclave") && ok("audit") && !need_backend) {
+                    return Ok(());
+                }
+                last = v.to_string();
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(anyhow!("not ready after {READY_TIMEOUT:?}: {last}"))
+}
+
+fn print_next_steps(i: &ReadyInfo) {
+    let b = &i.broker_url;
+    let be = &i.backend_url;
+    println!(
+        r#"
+AgentKeys dev stack is running (mock NSM, local KMS/STS/backend stand-ins; no AWS).
+
+  broker    {b}
+  backend   {be}
+  STS       {sts}
+  KMS       {kms}
+  enclave   pid {pid}, {sock}
+  audit DB  {db}
+  data dir  {dd}
+
+Try:
+
+  # 1. create a session for a wallet
+  TOKEN=$(curl -s -X POST {be}/session/create -H 'content-type: application/json' \
+      -d '{{"wallet":"0x00000000000000000000000000000000000000aa"}}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+
+  # 2. mint an OIDC JWT signed inside the (mock) enclave
+  curl -s -X POST {b}/v1/mint-oidc-jwt -H "authorization: Bearer $TOKEN"
+
+  # 3. get AWS credentials through the STS stand-in
+  curl -s -X POST {b}/v1/mint-aws-creds -H "authorization: Bearer $TOKEN"
+
+  # 4. verify that the JWKS key is held by an attested enclave (mock root, explicitly)
+  cargo run -p agentkeys-attestation --bin agentkeys-attest -- verify --issuer {b} \
+      --allow-mock-root --root {root}
+
+  # 5. check the audit log against the enclave's attested checkpoint
+  cargo run -p agentkeys-broker -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root
+
+Ctrl-C stops everything.
+"#,
+        sts = i.sts_url,
+        kms = i.kms_url,
+        pid = i.enclave_pid,
+        sock = i.enclave_socket.display(),
+        db = i.audit_db.display(),
+        dd = i.data_dir.display(),
+        root = i.mock_root_pem.display(),
+    );
+}

@@ -1,0 +1,7 @@
+//! The client and operator commands of `agentkeys-broker`: `creds` (an AWS
+//! `credential_process`), `audit verify|tail`, and the generators of the AWS policies an
+//! operator installs (`kms-policy`, `iam-oidc`).
+
+pub mod audit;
+pub mod aws_policies;
+pub mod creds;
