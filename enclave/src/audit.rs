@@ -1,4 +1,5 @@
-//! The enclave's own audit chain head (DESIGN §7).
+//! The enclave's own audit chain head (`docs/architecture.md`, "Audit chain head"; the
+//! formula and checkpoint layout in `docs/protocol.md`, "Audit chain").
 //!
 //! Every boot draws a random `epoch` from the NSM; every minted JWT extends the chain
 //! `head_n = SHA-256(head_{n-1} ‖ seq_be8 ‖ SHA-256(jwt))` (see `agentkeys_wire::chain`)

@@ -1,6 +1,7 @@
 //! ES256 JWT minting. The enclave builds every claim itself — with its own clock, its
 //! configured issuer, audience allowlist and TTL bounds — and signs; it never signs bytes
-//! supplied by the caller (DESIGN §4, §5).
+//! supplied by the caller (`docs/architecture.md`, "Mint" and "What a compromised parent
+//! can and cannot do").
 //!
 //! TTL policy: a request without a TTL gets the default; a request whose TTL lies outside
 //! `[ttl_min, ttl_max]` is **refused** (not clamped), so a caller never receives a token
@@ -14,17 +15,21 @@ use sha2::{Digest, Sha256};
 
 use crate::keys::SigningKey;
 
-/// Default audience. Source: DESIGN §5 (AWS STS web identity federation).
+/// Default audience, the one for AWS STS web identity federation; the IAM role's trust
+/// policy requires it (`docs/deploy-nitro.md`, "6. IAM OIDC provider and role").
 pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
-/// Default token lifetime in seconds. Source: DESIGN §5.
+/// Default token lifetime in seconds. Source: `docs/architecture.md`, "Mint" (TTL policy).
 pub const DEFAULT_TTL_SECONDS: u32 = 300;
-/// Lowest TTL bound that may be configured. Source: DESIGN §5 ([60, 3600]).
+/// Lowest TTL bound that may be configured. Source: `docs/architecture.md`, "Mint"
+/// (bounds configurable inside [60, 3600]).
 pub const MIN_TTL_SECONDS: u32 = 60;
-/// Highest TTL bound that may be configured. Source: DESIGN §5 ([60, 3600]).
+/// Highest TTL bound that may be configured. Source: `docs/architecture.md`, "Mint"
+/// (bounds configurable inside [60, 3600]).
 pub const MAX_TTL_SECONDS: u32 = 3600;
-/// Prefix of the `sub` claim. Source: DESIGN §5.
+/// Prefix of the `sub` claim. Source: `docs/architecture.md`, "Mint"; the role's trust
+/// policy matches `agentkeys:agent:0x*`.
 pub const SUBJECT_PREFIX: &str = "agentkeys:agent:";
-/// Name of the wallet claim and session tag. Source: DESIGN §5.
+/// Name of the wallet claim and session tag. Source: `docs/architecture.md`, "Mint".
 pub const WALLET_CLAIM: &str = "agentkeys_user_wallet";
 /// AWS session tags claim name. Source: AWS IAM docs, "Passing session tags using
 /// AssumeRoleWithWebIdentity".
@@ -134,7 +139,8 @@ impl TokenPolicy {
         })
     }
 
-    /// The DESIGN §5 defaults for an issuer.
+    /// The default policy for an issuer: audience [`DEFAULT_AUDIENCE`], lifetime
+    /// [`DEFAULT_TTL_SECONDS`], bounds [`MIN_TTL_SECONDS`]..=[`MAX_TTL_SECONDS`].
     pub fn with_defaults(issuer: &str) -> Result<TokenPolicy, TokenError> {
         TokenPolicy::new(
             issuer,

@@ -1,12 +1,13 @@
 //! The issuer signing keys: derivation from the KMS-sealed seed, JWK/JWKS rendering,
 //! RFC 7638 key ids, and the key ring used for rotation.
 //!
-//! Derivation (DESIGN §3): `okm = HKDF-SHA256(ikm = seed, salt = "agentkeys-nitro-broker",
-//! info = "oidc/issuer/v<N>")`, 32 bytes, read big-endian as a P-256 scalar. If that value
-//! is zero or not below the group order `n` (probability about 2^-32), the derivation is
-//! repeated with `info = "oidc/issuer/v<N>/<k>"` for k = 1, 2, … until a valid scalar
-//! appears. The result is deterministic: the same seed and version give the same key on
-//! every boot and every instance.
+//! Derivation (`docs/architecture.md`, "Key life cycle", step 3):
+//! `okm = HKDF-SHA256(ikm = seed, salt = "agentkeys-nitro-broker", info = "oidc/issuer/v<N>")`,
+//! 32 bytes, read big-endian as a P-256 scalar. If that value is zero or not below the
+//! group order `n` (probability about 2^-32), the derivation is repeated with
+//! `info = "oidc/issuer/v<N>/<k>"` for k = 1, 2, … until a valid scalar appears. The
+//! result is deterministic: the same seed and version give the same key on every boot and
+//! every instance.
 
 use std::fmt;
 
@@ -21,17 +22,19 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-/// HKDF salt. Source: DESIGN §3 ("salt `agentkeys-nitro-broker`").
+/// HKDF salt. Source: `docs/architecture.md`, "Key life cycle", step 3.
 pub const HKDF_SALT: &[u8] = b"agentkeys-nitro-broker";
 
-/// Size of the sealed seed in bytes. Source: DESIGN §3 (KMS `GenerateDataKey`, AES_256).
+/// Size of the sealed seed in bytes: the AES_256 data key of KMS `GenerateDataKey`
+/// (`docs/architecture.md`, "Key life cycle", step 2).
 pub const SEED_BYTES: usize = 32;
 
 /// Highest key version accepted. Versions are small integers bumped on rotation.
 pub const MAX_KEY_VERSION: u32 = 1_000_000;
 
 /// Most previous versions a ring keeps. Together with the active and next key the
-/// JWKS holds at most 6 keys, far under the 100 EC keys AWS STS accepts (DESIGN §5).
+/// JWKS holds at most 6 keys, far under the 100 EC keys AWS STS accepts
+/// (`docs/architecture.md`, "Key life cycle", step 5).
 pub const MAX_PREVIOUS_KEYS: u32 = 4;
 
 /// Most derivation attempts for one version before giving up (each fails with
@@ -165,7 +168,8 @@ fn check_version(version: u32) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// A public JWK exactly as published (DESIGN §5): no `key_ops`, no private members.
+/// A public JWK exactly as published (`docs/architecture.md`, "Key life cycle", step 4):
+/// no `key_ops`, no private members.
 /// Field order here is the serialisation order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Jwk {

@@ -300,7 +300,7 @@ async fn minted_jwt_verifies_against_attested_jwks() {
     assert_eq!(att.jwks_sha256, jwks_sha);
     assert_eq!(att.kids, unsealed.kids);
 
-    // JWKS members exactly as DESIGN §5.
+    // JWKS members exactly as `docs/architecture.md`, "Key life cycle", step 4 lists them.
     let jwks: serde_json::Value = serde_json::from_slice(&att.jwks).unwrap();
     let key = jwk(&jwks, &unsealed.active_kid);
     let mut members: Vec<&str> = key
