@@ -55,8 +55,8 @@ pub fn measure(content: &[u8]) -> [u8; PCR_LEN] {
 }
 
 /// The PCR values a non-debug mock enclave boots with: PCR0/1/2 measure fixed labels,
-/// PCR3 an IAM role ARN, PCR4 the instance id (DESIGN §9), PCR8 is zero (unsigned image),
-/// every other PCR is zero.
+/// PCR3 an IAM role ARN, PCR4 the instance id (`eif/README.md`, "What the PCRs cover"),
+/// PCR8 is zero (unsigned image), every other PCR is zero.
 pub fn default_boot_pcrs() -> BTreeMap<u16, [u8; PCR_LEN]> {
     let zero = [0u8; PCR_LEN];
     let mut pcrs: BTreeMap<u16, [u8; PCR_LEN]> = (0..MAX_PCRS).map(|i| (i, zero)).collect();

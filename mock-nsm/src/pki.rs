@@ -51,7 +51,8 @@ pub const MOCK_ROOT_ORGANIZATION: &str = "AgentKeys Mock Nitro";
 /// Common name of the mock root, echoing AWS's `aws.nitro-enclaves`.
 pub const MOCK_ROOT_COMMON_NAME: &str = "aws.nitro-enclaves mock root";
 
-/// Leaf certificate lifetime: 3 hours, like the AWS Nitro leaf (DESIGN §9, and the
+/// Leaf certificate lifetime: 3 hours, like the AWS Nitro leaf (`docs/attestation.md`,
+/// "Certificate path"; and the
 /// NotBefore/NotAfter of every genuine document in `fixtures/nitro-attestation`).
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(3 * 60 * 60);
 

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-/// Lower bound of the JWT lifetime (DESIGN §5: TTL bounded [60, 3600]).
+/// Lower bound of the JWT lifetime (`docs/architecture.md`, "Tokens": TTL in [60, 3600]).
 pub const JWT_TTL_MIN_SECONDS: u32 = 60;
-/// Upper bound of the JWT lifetime (DESIGN §5).
+/// Upper bound of the JWT lifetime (`docs/architecture.md`, "Tokens").
 pub const JWT_TTL_MAX_SECONDS: u32 = 3600;
 /// Lower bound of the STS session duration (AWS STS `DurationSeconds` minimum).
 pub const STS_DURATION_MIN_SECONDS: u32 = 900;
 /// Upper bound of the STS session duration (AWS STS `DurationSeconds` maximum, 12 h).
 pub const STS_DURATION_MAX_SECONDS: u32 = 43_200;
-/// Role name used when only `ACCOUNT_ID` is known (DESIGN §6).
+/// Role name used when only `ACCOUNT_ID` is known (`docs/operations.md`, `--role-arn`).
 pub const DEFAULT_ROLE_NAME: &str = "agentkeys-data-role";
 
 /// Default time a client has to send a complete request head (request line and headers),
@@ -356,7 +356,8 @@ pub struct ValidIssuer {
     pub warnings: Vec<String>,
 }
 
-/// Validates an issuer URL (DESIGN §6): `https://`, no query or fragment, no user info;
+/// Validates an issuer URL (`docs/operations.md`, `--issuer`): `https://`, no query or
+/// fragment, no user info;
 /// a loopback `http://` issuer only in dev mode; a trailing slash is stripped with a warning.
 pub fn validate_issuer(raw: &str, dev_mode: bool) -> Result<ValidIssuer, ConfigError> {
     let parsed = url::Url::parse(raw).map_err(|e| ConfigError::IssuerNotUrl {

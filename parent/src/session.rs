@@ -1,5 +1,6 @@
 //! Session check against the backend (`GET {backend}/session/validate`), with a short
-//! positive cache keyed by SHA-256 of the bearer (DESIGN §6).
+//! positive cache keyed by SHA-256 of the bearer (`docs/operations.md`,
+//! `--session-cache-seconds`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -116,7 +117,7 @@ pub enum SessionError {
     Malformed(String),
 }
 
-/// Validates a wallet (`0x` + 40 hex) and lower-cases it (DESIGN §5).
+/// Validates a wallet (`0x` + 40 hex) and lower-cases it (`docs/architecture.md`, "Tokens").
 pub fn normalize_wallet(wallet: &str) -> Option<String> {
     let hex = wallet.strip_prefix("0x").or(wallet.strip_prefix("0X"))?;
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {

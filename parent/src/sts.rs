@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::config::{BrokerConfig, DaemonCredentials, StsMode};
 
 /// Session tag key carrying the wallet in assume-role mode (the same name as the JWT's
-/// principal tag, DESIGN §5).
+/// principal tag: `docs/architecture.md`, "Tokens").
 pub const WALLET_TAG_KEY: &str = "agentkeys_user_wallet";
 
 /// Temporary credentials returned to the client. The secret access key and session

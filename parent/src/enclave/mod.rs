@@ -25,7 +25,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between failed supervisor attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a cached (nonce-less) attestation document is served before it is refreshed:
-/// well inside the 3-hour life of a Nitro leaf certificate (DESIGN §9).
+/// well inside the 3-hour life of a Nitro leaf certificate (`docs/attestation.md`,
+/// "Certificate path").
 const ATTESTATION_REFRESH: Duration = Duration::from_secs(600);
 
 /// What `Unseal` needs, besides the sealed seed read from disk.

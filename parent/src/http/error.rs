@@ -1,5 +1,5 @@
 //! The API error type and its one mapping to HTTP status codes and the
-//! `{"error": kind, "message": ...}` body (DESIGN §6).
+//! `{"error": kind, "message": ...}` body (`docs/api.md`, "Errors").
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

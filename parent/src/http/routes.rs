@@ -58,7 +58,7 @@ pub struct AppState {
     pub abandoned_requests: TaskTracker,
 }
 
-/// The discovery document (DESIGN §6) for `issuer`.
+/// The discovery document for `issuer` (`docs/api.md`, `GET /.well-known/openid-configuration`).
 pub fn discovery_document(issuer: &str) -> serde_json::Value {
     serde_json::json!({
         "issuer": issuer,
@@ -74,7 +74,7 @@ pub fn discovery_document(issuer: &str) -> serde_json::Value {
     })
 }
 
-/// The router with every route of DESIGN §6 (and the audit checkpoint).
+/// The router with every route of the HTTP API (the table at the top of `docs/api.md`).
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.body_limit;
     let metrics = state.metrics.clone();
