@@ -1,11 +1,14 @@
 //! Wire protocol cost: frame encode/decode of the hot-path messages (`MintJwt` request,
-//! `Jwt` response) and the multiplexed client's round trip over a Unix socket to a server
-//! that answers at once (the hop the parent pays per mint, without the signing).
+//! `Jwt` response), and the round trip over a Unix socket to a server that answers at
+//! once (the hop the parent pays per mint, without the signing): the multiplexed client
+//! on persistent connections against a new connection per request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentkeys_wire::frame::{decode_request, decode_response, encode_frame};
+use agentkeys_wire::frame::{
+    decode_body, decode_request, decode_response, encode_frame, read_frame, write_frame,
+};
 use agentkeys_wire::{
     serve, Address, EnclaveClient, MintJwtRequest, MintedJwt, Request, RequestEnvelope, Response,
     ResponseEnvelope,
@@ -126,6 +129,25 @@ fn bench_round_trip(c: &mut Criterion) {
             })
         });
     }
+    // Connect, write, read, close: what the multiplexed client saves.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sequential/connection_per_request", |b| {
+        b.iter_custom(|iters| {
+            let address = address.clone();
+            rt.block_on(async move {
+                let frame = encode_frame(&mint_request(1)).unwrap();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let mut stream = address.connect().await.unwrap();
+                    write_frame(&mut stream, &frame).await.unwrap();
+                    let body = read_frame(&mut stream).await.unwrap().unwrap();
+                    let reply: ResponseEnvelope = decode_body(&body).unwrap();
+                    reply.result.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
     g.finish();
 }
 
