@@ -52,9 +52,7 @@ pub async fn record_late_mints(
 /// The row recorded for a token whose call had timed out when the enclave answered.
 fn late_mint_row(minted: &agentkeys_wire::MintedJwt) -> NewAuditRow {
     NewAuditRow::new(AuditEvent::MintWithheld, Outcome::Failure)
-        .wallet(&*minted.wallet)
-        .token_ids(&*minted.kid, &*minted.jti)
-        .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head)
+        .signed(minted)
         .status(503)
         .detail("the enclave answered after the call had timed out; the token was not sent")
 }

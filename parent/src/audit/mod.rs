@@ -197,6 +197,14 @@ impl NewAuditRow {
     }
 
     /// Sets the key id and `jti`.
+    /// The fields of a JWT the enclave signed: its wallet, `kid`, `jti`, and its place in
+    /// the enclave's chain. Every row about a signed token is built through this.
+    pub fn signed(self, minted: &agentkeys_wire::MintedJwt) -> NewAuditRow {
+        self.wallet(&*minted.wallet)
+            .token_ids(&*minted.kid, &*minted.jti)
+            .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head)
+    }
+
     pub fn token_ids(mut self, kid: impl Into<String>, jti: impl Into<String>) -> NewAuditRow {
         self.kid = Some(kid.into());
         self.jti = Some(jti.into());

@@ -182,9 +182,7 @@ async fn mint_oidc_jwt_recorded(
     // Built again on the (rare) failure path rather than cloned for every request.
     let success_row = || {
         let mut row = NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success)
-            .wallet(&*minted.wallet)
-            .token_ids(&*minted.kid, &*minted.jti)
-            .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head)
+            .signed(&minted)
             .status(200);
         row.bearer_sha256 = Some(bearer.sha256);
         row
@@ -267,13 +265,12 @@ async fn mint_aws_creds_recorded(
         StsMode::AssumeRole => None,
     };
     let base = |event, outcome| {
-        let mut row = NewAuditRow::new(event, outcome).wallet(&*wallet);
+        let mut row = NewAuditRow::new(event, outcome);
+        row = match &minted {
+            Some(m) => row.signed(m),
+            None => row.wallet(&*wallet),
+        };
         row.bearer_sha256 = Some(bearer.sha256);
-        if let Some(m) = &minted {
-            row = row
-                .token_ids(&*m.kid, &*m.jti)
-                .enclave(m.epoch, m.seq, m.jwt_sha256, m.head);
-        }
         row
     };
     let creds = match s
