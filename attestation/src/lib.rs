@@ -26,6 +26,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod anchor;
 mod certificate;
 mod chain;

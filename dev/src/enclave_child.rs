@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use tokio::sync::watch;
 
 /// Unix socket paths are limited to 108 bytes (`sun_path`, unix(7)); longer data-dir
@@ -26,6 +29,11 @@ pub struct EnclaveChildArgs {
 
 /// Runs the enclave application in this process (blocking; builds its own runtime).
 pub fn run_enclave_child(args: EnclaveChildArgs) -> ExitCode {
+    // The child dies with the dev process, even one killed with SIGKILL (an enclave
+    // started from `--enclave-bin` relies on `kill_on_drop` and the caller's process group).
+    if let Err(e) = set_pdeathsig(Signal::SIGKILL) {
+        eprintln!("warning: the enclave child cannot follow its parent's death: {e}");
+    }
     let mut argv = vec!["agentkeys-enclave".to_string()];
     argv.extend(args.args);
     agentkeys_enclave::run_from_args(argv)
@@ -78,14 +86,6 @@ impl EnclaveChild {
             .env("RUST_LOG", log)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and only affects the
-        // child being set up; it makes the enclave child die with the dev process.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                Ok(())
-            });
-        }
         let child = cmd.spawn().with_context(|| {
             format!("cannot start the enclave child {}", self.program.display())
         })?;
@@ -132,11 +132,8 @@ impl EnclaveChild {
 }
 
 async fn terminate(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) with a pid we own; no memory is touched.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
     if tokio::time::timeout(Duration::from_secs(3), child.wait())
         .await

@@ -7,6 +7,8 @@
 //! same service (the parent's dev stack) calls that or [`server::run`]. [`config`] turns
 //! the command line into an [`EnclaveConfig`] and [`server`] serves it.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod audit;
 pub mod cms;
 pub mod config;

@@ -15,6 +15,8 @@
 //! | [`audit`] | the durable, hash-chained audit log and its verification |
 //! | [`cli`] | the client and operator commands (`creds`, `audit`, policy generators) |
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod audit;
 pub mod broker;
 pub mod cli;

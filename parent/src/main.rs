@@ -1,6 +1,8 @@
 //! `agentkeys-broker`: the parent broker (serve), the client command (creds), the audit
 //! tools (audit verify|tail) and the AWS policy generators (kms-policy, iam-oidc).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

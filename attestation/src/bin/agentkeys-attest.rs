@@ -4,6 +4,8 @@
 //! Exit codes: 0 every check passed, 1 a check failed (the output names it), 2 usage or
 //! I/O error.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};

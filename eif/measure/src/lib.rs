@@ -49,6 +49,8 @@
 //! Source: the reader and builder of the `aws-nitro-enclaves-image-format` crate
 //! (`EifReader::from_eif`, `get_pcrs`, `EifHasher::tpm_extend_finalize_reset`).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod crc;
 mod error;
 mod format;

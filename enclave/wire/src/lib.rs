@@ -16,7 +16,7 @@
 //! No message can carry the issuer seed, the signing scalar or the enclave's RSA private
 //! key: no message type has a field for them (see `docs/protocol.md`).
 
-#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 pub mod address;

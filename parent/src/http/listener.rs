@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use tokio::sync::Semaphore;
 
 use crate::config::{HttpLimits, MIN_HEADER_BYTES};
@@ -122,31 +123,17 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// returns the cap that fits, lowered with a warning when the hard limit is too small.
 fn fit_connection_cap(cap: usize) -> usize {
     let needed = cap as u64 + FD_RESERVE;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return cap;
-    }
-    // `rlim_t` is `u64` on Linux.
-    let (soft, hard): (u64, u64) = (lim.rlim_cur, lim.rlim_max);
+    };
     if soft >= needed {
         return cap;
     }
     let target = needed.min(hard);
     let mut effective = soft;
-    if target > soft {
-        let raised = libc::rlimit {
-            rlim_cur: target,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct we own.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            tracing::info!(from = soft, to = target, "raised the open-file limit");
-            effective = target;
-        }
+    if target > soft && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+        tracing::info!(from = soft, to = target, "raised the open-file limit");
+        effective = target;
     }
     if effective >= needed {
         return cap;
@@ -613,17 +600,11 @@ mod tests {
     fn connection_cap_fits_the_open_file_limit() {
         assert_eq!(fit_connection_cap(16), 16);
         let fitted = fit_connection_cap(crate::config::MAX_MAX_CONNECTIONS);
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the struct we own.
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
         assert!(fitted >= 1);
         assert!(
-            fitted as u64 + FD_RESERVE <= lim.rlim_cur.max(FD_RESERVE + 1),
-            "cap {fitted} does not fit the soft limit {}",
-            lim.rlim_cur
+            fitted as u64 + FD_RESERVE <= soft.max(FD_RESERVE + 1),
+            "cap {fitted} does not fit the soft limit {soft}"
         );
     }
 

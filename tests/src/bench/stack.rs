@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::Signal;
 use serde::Deserialize;
 
 /// How long the stack may take to write its ready file before the run is abandoned.
@@ -148,10 +149,8 @@ impl DevStack {
             return;
         };
         if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY: plain kill(2) on the pid of our own child, which has not been reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
+            // The pid of our own child, which has not been reaped.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGINT);
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
