@@ -31,6 +31,7 @@
 mod anchor;
 mod certificate;
 mod chain;
+mod clock;
 mod decode;
 mod document;
 mod error;
@@ -49,6 +50,7 @@ pub use anchor::{
     TrustAnchor, AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256, MOCK_ROOT_ORGANIZATION,
 };
 pub use certificate::CertificateSummary;
+pub use clock::now_unix_ms;
 pub use decode::{
     COSE_ALG_ES384, COSE_SIGN1_TAG, DIGEST_SHA384, ES384_SIGNATURE_BYTES, MAX_CERTIFICATE_BYTES,
     MAX_DOCUMENT_BYTES, MAX_PCR_INDEX, MAX_USER_FIELD_BYTES, PCR_LENGTHS,

@@ -4,7 +4,7 @@
 //! of the JWKS keys.
 
 use std::io::Read;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -231,7 +231,7 @@ impl OnlineAudit {
         let mut policy = self.policy.clone();
         policy.nonce = Some(nonce.to_vec());
         policy.user_data = Some(jwks_sha256.to_vec());
-        let at = self.at_unix_ms.unwrap_or_else(now_unix_ms);
+        let at = self.at_unix_ms.unwrap_or_else(crate::now_unix_ms);
         let verified = verify(&response.document, &self.anchor, at, &policy)?;
 
         check_claimed_jwks_sha256(&response.jwks_sha256, &jwks_sha256)?;
@@ -254,13 +254,6 @@ impl OnlineAudit {
 
 fn protocol(check: OnlineCheck, message: String) -> OnlineError {
     OnlineError::Protocol { check, message }
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// GET with status and size checks; returns the exact body bytes.

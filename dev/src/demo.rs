@@ -76,13 +76,6 @@ pub fn verify_es256(jwt: &str, jwks: &[u8]) -> anyhow::Result<serde_json::Value>
     Ok(serde_json::from_slice(&b64url(p)?)?)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 async fn post_json(
     http: &reqwest::Client,
     url: &str,
@@ -237,7 +230,7 @@ async fn step_attest(c: &mut Ctx<'_>) -> anyhow::Result<String> {
         ..Default::default()
     };
     let anchor = mock_anchor(c.u)?;
-    agentkeys_attestation::verify(&doc, &anchor, now_ms(), &policy)
+    agentkeys_attestation::verify(&doc, &anchor, agentkeys_attestation::now_unix_ms(), &policy)
         .map_err(|e| anyhow!("attestation: {e}"))?;
     Ok("document verifies (mock root), carries our nonce and SHA-256 of the JWKS".into())
 }
@@ -253,7 +246,7 @@ async fn step_audit(c: &mut Ctx<'_>) -> anyhow::Result<String> {
     let trust = agentkeys_broker::audit::verify::CheckpointTrust {
         anchor: &anchor,
         policy: &policy,
-        at_unix_ms: now_ms(),
+        at_unix_ms: agentkeys_attestation::now_unix_ms(),
     };
     let cp = agentkeys_broker::audit::verify::checkpoint_from_json(&text, Some(&trust))?;
     let db = c.u.audit_db.clone();

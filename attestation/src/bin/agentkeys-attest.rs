@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use agentkeys_attestation::measurements::PublishedMeasurements;
 use agentkeys_attestation::online::{OnlineAudit, OnlineCheck, OnlineError, OnlineReport};
@@ -345,13 +345,6 @@ fn print_document(out: &mut String, d: &AttestationDocument) {
     let _ = writeln!(out, "public_key  {}", show(&d.public_key));
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 fn build_anchor(args: &VerifyArgs) -> Result<TrustAnchor, UsageError> {
     let Some(path) = &args.root else {
         return Ok(TrustAnchor::aws_nitro_root_g1());
@@ -413,7 +406,7 @@ fn run_verify(args: &VerifyArgs) -> Result<u8, UsageError> {
     }
     let doc = args.doc.as_deref().unwrap_or("-");
     let bytes = read_document(doc, args.base64)?;
-    let at_ms = at_ms.unwrap_or_else(now_ms);
+    let at_ms = at_ms.unwrap_or_else(agentkeys_attestation::now_unix_ms);
     let result = verify(&bytes, &anchor, at_ms, &policy);
     let rows = check_rows(&policy, result.as_ref().err());
     let mut out = String::new();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -114,11 +114,9 @@ impl std::fmt::Debug for SqliteAuditStore {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// A row's `ts_ms`: the verifier's clock, as SQLite's signed 64-bit integer.
+fn row_timestamp_ms() -> i64 {
+    i64::try_from(agentkeys_attestation::now_unix_ms()).unwrap_or(i64::MAX)
 }
 
 fn is_not_writable(e: &rusqlite::Error) -> bool {
@@ -227,7 +225,7 @@ impl AuditStore for SqliteAuditStore {
         let (reply, rx) = oneshot::channel();
         let sent = self.send(Msg::Append {
             row,
-            ts_ms: now_ms(),
+            ts_ms: row_timestamp_ms(),
             reply,
         });
         Box::pin(async move {
@@ -256,7 +254,7 @@ impl AuditStore for SqliteAuditStore {
         if self
             .send(Msg::Withheld {
                 row,
-                ts_ms: now_ms(),
+                ts_ms: row_timestamp_ms(),
             })
             .is_err()
         {

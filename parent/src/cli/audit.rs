@@ -100,7 +100,7 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             let trust = CheckpointTrust {
                 anchor: &anchor,
                 policy: &policy,
-                at_unix_ms: now_ms(),
+                at_unix_ms: agentkeys_attestation::now_unix_ms(),
             };
             let cp = crate::audit::verify::checkpoint_from_json(&fetched, Some(&trust))?;
             eprintln!(
@@ -114,7 +114,7 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             let trust = CheckpointTrust {
                 anchor: &anchor,
                 policy: &policy,
-                at_unix_ms: now_ms(),
+                at_unix_ms: agentkeys_attestation::now_unix_ms(),
             };
             verify_with_trust(&args.db, Some(path), Some(&trust))?
         }
@@ -136,13 +136,6 @@ fn mock_anchor(pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor> 
 #[cfg(not(feature = "mock-root"))]
 fn mock_anchor(_pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor> {
     anyhow::bail!("--allow-mock-root needs a build with the `mock-root` feature (the dev stack's)")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The last `n` rows, oldest first.
