@@ -1,0 +1,422 @@
+//! Walking the parent's hash chain and recomputing the enclave chain from it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use agentkeys_wire::{chain_genesis, chain_next, CheckpointUserData};
+use rusqlite::Connection;
+
+use super::{fmt_range, CheckpointSummary, EpochSummary, VerifyFailure, VerifyReport};
+use crate::audit::row::{AuditRow, GENESIS_PREV_HASH};
+use crate::audit::sqlite::{
+    decode_hash, open_read_only, row_from_sql, RowDecodeError, ROW_COLUMNS, SCHEMA_VERSION,
+};
+
+/// The first sequence number in every enclave epoch (the enclave counts from 1; a
+/// checkpoint with `seq` 0 covers no JWT and its head is the genesis).
+const FIRST_SEQ: u64 = 1;
+
+/// At most this many failures are collected (the first one is what matters).
+const MAX_FAILURES: usize = 100;
+
+/// The column index of `row_hash` in [`ROW_COLUMNS`].
+const ROW_HASH_COLUMN: usize = 15;
+
+/// The database could not be read as an audit log at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditVerifyError {
+    /// The file does not exist.
+    #[error("audit database {path} does not exist")]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// SQLite refused to open or read it.
+    #[error("cannot read audit database {path}: {source}")]
+    Sqlite {
+        /// The path given.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// It is not an audit log of a supported version.
+    #[error("{path} is not an audit log this build can read (user_version {found}, expected {expected})")]
+    WrongSchema {
+        /// The path given.
+        path: PathBuf,
+        /// `PRAGMA user_version`.
+        found: i64,
+        /// [`SCHEMA_VERSION`].
+        expected: i64,
+    },
+}
+
+/// One enclave-chain entry found in the log.
+struct SeqEntry {
+    seq: u64,
+    jwt_sha256: [u8; 32],
+    head: Option<[u8; 32]>,
+    id: i64,
+}
+
+/// The enclave-chain entries found in the log, by epoch.
+type EpochEntries = BTreeMap<u64, Vec<SeqEntry>>;
+
+/// `(id, stored row_hash)` of the row the next one must link to.
+type ChainLink = Option<(i64, [u8; 32])>;
+
+/// Verifies the log at `path`, and against `checkpoint` when given.
+pub fn verify_chain(
+    path: &Path,
+    checkpoint: Option<&CheckpointUserData>,
+) -> Result<VerifyReport, AuditVerifyError> {
+    let conn = open_log(path)?;
+    let mut report = VerifyReport {
+        db: path.to_path_buf(),
+        rows_checked: 0,
+        last_id: None,
+        last_row_hash: None,
+        epochs: Vec::new(),
+        checkpoint: None,
+        failures: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let epochs = walk_log(&conn, path, &mut report)?;
+    let checkpoint_entries = check_enclave_epochs(epochs, checkpoint, &mut report);
+    if let Some(cp) = checkpoint {
+        let entries = checkpoint_entries.unwrap_or_default();
+        report.checkpoint = Some(check_checkpoint(cp, &entries, &mut report));
+    }
+    Ok(report)
+}
+
+/// Maps a SQLite error on the log at `path` to [`AuditVerifyError::Sqlite`].
+fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> AuditVerifyError + '_ {
+    move |source| AuditVerifyError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Records `failure` unless [`MAX_FAILURES`] have been recorded already.
+fn fail(report: &mut VerifyReport, failure: VerifyFailure) {
+    if report.failures.len() < MAX_FAILURES {
+        report.failures.push(failure);
+    }
+}
+
+/// Opens the log read-only, checking that it exists and has the supported schema.
+fn open_log(path: &Path) -> Result<Connection, AuditVerifyError> {
+    if !path.exists() {
+        return Err(AuditVerifyError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let conn = open_read_only(path).map_err(sqlite_error(path))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sqlite_error(path))?;
+    if version != SCHEMA_VERSION {
+        return Err(AuditVerifyError::WrongSchema {
+            path: path.to_path_buf(),
+            found: version,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    Ok(conn)
+}
+
+/// Checks the parent's chain over one consistent snapshot of the log.
+fn walk_log(
+    conn: &Connection,
+    path: &Path,
+    report: &mut VerifyReport,
+) -> Result<EpochEntries, AuditVerifyError> {
+    // One read transaction: a consistent snapshot even while the broker appends.
+    conn.execute_batch("BEGIN").map_err(sqlite_error(path))?;
+    let epochs = walk_rows(conn, path, report)?;
+    // Read-only snapshot: ending it cannot lose anything.
+    let _ = conn.execute_batch("COMMIT");
+    Ok(epochs)
+}
+
+/// Checks every row in id order against the one before it, collecting enclave entries.
+fn walk_rows(
+    conn: &Connection,
+    path: &Path,
+    report: &mut VerifyReport,
+) -> Result<EpochEntries, AuditVerifyError> {
+    let sql_err = sqlite_error(path);
+    let mut stmt = conn
+        .prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id"))
+        .map_err(&sql_err)?;
+    let mut rows = stmt.query([]).map_err(&sql_err)?;
+    let mut previous: ChainLink = None;
+    let mut epochs = EpochEntries::new();
+    while let Some(r) = rows.next().map_err(&sql_err)? {
+        let row = match row_from_sql(r).map_err(&sql_err)? {
+            Ok(row) => row,
+            Err(e) => {
+                previous = record_malformed_row(r, e, report);
+                continue;
+            }
+        };
+        report.rows_checked += 1;
+        check_link(&row, previous, report);
+        check_row_hash(&row, report);
+        collect_enclave_entry(&row, &mut epochs);
+        report.last_id = Some(row.id);
+        report.last_row_hash = Some(hex::encode(row.row_hash));
+        previous = Some((row.id, row.row_hash));
+    }
+    Ok(epochs)
+}
+
+/// Reports an undecodable row; returns its stored hash (if readable) as the next link.
+fn record_malformed_row(
+    r: &rusqlite::Row<'_>,
+    e: RowDecodeError,
+    report: &mut VerifyReport,
+) -> ChainLink {
+    let id = e.id;
+    fail(
+        report,
+        VerifyFailure::Malformed {
+            id,
+            column: e.column.to_string(),
+            value: e.value,
+        },
+    );
+    let stored: Option<String> = r.get(ROW_HASH_COLUMN).ok();
+    report.rows_checked += 1;
+    report.last_id = Some(id);
+    stored.as_deref().and_then(decode_hash).map(|h| (id, h))
+}
+
+/// Checks that the row starts the chain or directly follows and links to `previous`.
+fn check_link(row: &AuditRow, previous: ChainLink, report: &mut VerifyReport) {
+    match previous {
+        None => {
+            if row.id != 1 || row.prev_hash != GENESIS_PREV_HASH {
+                fail(report, VerifyFailure::BadStart { id: row.id });
+            }
+        }
+        Some((prev_id, prev_hash)) => {
+            if row.id != prev_id + 1 {
+                fail(
+                    report,
+                    VerifyFailure::MissingRows {
+                        from: prev_id + 1,
+                        to: row.id - 1,
+                    },
+                );
+            } else if row.prev_hash != prev_hash {
+                fail(
+                    report,
+                    VerifyFailure::BrokenLink {
+                        id: row.id,
+                        previous_id: prev_id,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Checks that the row's contents hash to its stored `row_hash`.
+fn check_row_hash(row: &AuditRow, report: &mut VerifyReport) {
+    let computed = row.compute_hash();
+    if computed != row.row_hash {
+        fail(
+            report,
+            VerifyFailure::RowHashMismatch {
+                id: row.id,
+                stored: hex::encode(row.row_hash),
+                computed: hex::encode(computed),
+            },
+        );
+    }
+}
+
+/// Files the row's enclave `(epoch, seq, jwt_sha256)`, when it carries one, under its epoch.
+fn collect_enclave_entry(row: &AuditRow, epochs: &mut EpochEntries) {
+    if let (Some(epoch), Some(seq), Some(jwt)) = (
+        row.entry.enclave_epoch,
+        row.entry.enclave_seq,
+        row.entry.jwt_sha256,
+    ) {
+        epochs.entry(epoch).or_default().push(SeqEntry {
+            seq,
+            jwt_sha256: jwt,
+            head: row.entry.enclave_head,
+            id: row.id,
+        });
+    }
+}
+
+/// Checks the enclave chain of every epoch; returns the entries of the checkpoint's epoch.
+fn check_enclave_epochs(
+    epochs: EpochEntries,
+    checkpoint: Option<&CheckpointUserData>,
+    report: &mut VerifyReport,
+) -> Option<Vec<SeqEntry>> {
+    let mut checkpoint_entries: Option<Vec<SeqEntry>> = None;
+    for (epoch, entries) in epochs {
+        let unique = dedup_seqs(epoch, entries, report);
+        let summary = check_epoch_chain(epoch, &unique, report);
+        if !summary.gaps.is_empty() && checkpoint.is_none_or(|c| c.epoch != epoch) {
+            report.warnings.push(gap_warning(&summary));
+        }
+        report.epochs.push(summary);
+        if checkpoint.is_some_and(|c| c.epoch == epoch) {
+            checkpoint_entries = Some(unique);
+        }
+    }
+    checkpoint_entries
+}
+
+/// Checks that rows sharing an epoch's seq agree on the JWT hash; returns one entry per seq.
+fn dedup_seqs(epoch: u64, mut entries: Vec<SeqEntry>, report: &mut VerifyReport) -> Vec<SeqEntry> {
+    entries.sort_by_key(|e| (e.seq, e.id));
+    // Collapse duplicates (same seq and hash is harmless; different hashes is not).
+    let mut unique: Vec<SeqEntry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        match unique.last() {
+            Some(last) if last.seq == e.seq => {
+                if last.jwt_sha256 != e.jwt_sha256 {
+                    let f = VerifyFailure::ConflictingSeq {
+                        epoch,
+                        seq: e.seq,
+                        first_id: last.id,
+                        second_id: e.id,
+                    };
+                    fail(report, f);
+                } else {
+                    report.warnings.push(format!(
+                        "rows {} and {} both record epoch {epoch} seq {}",
+                        last.id, e.id, e.seq
+                    ));
+                }
+            }
+            _ => unique.push(e),
+        }
+    }
+    unique
+}
+
+/// Checks each recorded enclave head against the chain recomputed from the epoch's genesis.
+fn check_epoch_chain(epoch: u64, unique: &[SeqEntry], report: &mut VerifyReport) -> EpochSummary {
+    let mut summary = EpochSummary {
+        epoch,
+        rows: u64::try_from(unique.len()).unwrap_or(u64::MAX),
+        min_seq: unique.first().map_or(0, |e| e.seq),
+        max_seq: unique.last().map_or(0, |e| e.seq),
+        gaps: Vec::new(),
+    };
+    // Recompute while seqs are contiguous from FIRST_SEQ.
+    let mut head = chain_genesis(epoch);
+    let mut expected = FIRST_SEQ;
+    let mut contiguous = true;
+    for e in unique {
+        if e.seq != expected {
+            if e.seq > expected {
+                summary.gaps.push((expected, e.seq - 1));
+            }
+            contiguous = false;
+        }
+        if contiguous {
+            head = chain_next(&head, e.seq, &e.jwt_sha256);
+            if let Some(recorded) = e.head {
+                if recorded != head {
+                    let f = VerifyFailure::EnclaveHeadMismatch {
+                        id: e.id,
+                        epoch,
+                        seq: e.seq,
+                    };
+                    fail(report, f);
+                }
+            }
+        }
+        expected = e.seq.saturating_add(1);
+    }
+    summary
+}
+
+/// The warning for an epoch whose seq gaps no checkpoint decides.
+fn gap_warning(summary: &EpochSummary) -> String {
+    let gaps: Vec<String> = summary
+        .gaps
+        .iter()
+        .map(|(a, b)| fmt_range(*a, *b))
+        .collect();
+    format!(
+        "epoch {}: the enclave signed seq {} but the log has no rows for them \
+         (a broker killed between signing and recording leaves such gaps; \
+         verify against a checkpoint of this epoch to decide)",
+        summary.epoch,
+        gaps.join(", ")
+    )
+}
+
+/// Checks that the log has every seq up to the checkpoint's and that they hash to its head.
+fn check_checkpoint(
+    cp: &CheckpointUserData,
+    entries: &[SeqEntry],
+    report: &mut VerifyReport,
+) -> CheckpointSummary {
+    let mut head = chain_genesis(cp.epoch);
+    let mut expected = FIRST_SEQ;
+    let mut complete = true;
+    let mut rows_after = 0u64;
+    for e in entries {
+        if e.seq > cp.seq {
+            rows_after += 1;
+            continue;
+        }
+        if e.seq > expected {
+            complete = false;
+            fail(
+                report,
+                VerifyFailure::MissingSeqs {
+                    epoch: cp.epoch,
+                    from: expected,
+                    to: e.seq - 1,
+                },
+            );
+        }
+        head = chain_next(&head, e.seq, &e.jwt_sha256);
+        expected = e.seq.saturating_add(1);
+    }
+    if expected <= cp.seq {
+        complete = false;
+        fail(
+            report,
+            VerifyFailure::MissingSeqs {
+                epoch: cp.epoch,
+                from: expected,
+                to: cp.seq,
+            },
+        );
+    }
+    let mut matched = complete;
+    if complete && head != cp.head {
+        matched = false;
+        fail(
+            report,
+            VerifyFailure::CheckpointHeadMismatch {
+                epoch: cp.epoch,
+                seq: cp.seq,
+                attested: hex::encode(cp.head),
+                computed: hex::encode(head),
+            },
+        );
+    }
+    CheckpointSummary {
+        epoch: cp.epoch,
+        seq: cp.seq,
+        head: hex::encode(cp.head),
+        matched,
+        rows_after,
+    }
+}

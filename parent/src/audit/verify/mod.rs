@@ -1,0 +1,341 @@
+//! `audit verify`: the parent's hash chain, and the parent's log against the enclave's
+//! attested chain.
+//!
+//! 1. Rows are walked in id order; every `row_hash` is recomputed and every `prev_hash`
+//!    compared with the previous row's hash. Ids must run 1, 2, 3, … An edited row, a
+//!    removed row or a rewritten suffix is named by id.
+//! 2. Rows that carry the enclave's `(epoch, seq, jwt_sha256)` (mint rows, `sts_failed`,
+//!    `mint_withheld`) are grouped by epoch and sorted by seq; the enclave chain is
+//!    recomputed from `chain_genesis(epoch)` and compared with each row's recorded
+//!    `enclave_head`.
+//! 3. With the enclave's checkpoint `(epoch, seq, head)`, every seq `1..=seq` of that
+//!    epoch must have a row and the recomputed head must equal `head`. This is the only
+//!    way to catch the most recent rows being dropped: the parent's own chain stays valid
+//!    when its tail is cut.
+
+mod chain;
+mod checkpoint;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use chain::{verify_chain, AuditVerifyError};
+pub use checkpoint::{
+    checkpoint_from_document, checkpoint_from_json, load_checkpoint, CheckpointError,
+    CheckpointTrust,
+};
+
+/// The first thing found wrong, naming the rows or sequence numbers involved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VerifyFailure {
+    /// A column holds something that is not a valid value.
+    Malformed {
+        /// Row id.
+        id: i64,
+        /// Column.
+        column: String,
+        /// What it holds.
+        value: String,
+    },
+    /// The first row does not start the chain (id 1, `prev_hash` zero).
+    BadStart {
+        /// The first id present.
+        id: i64,
+    },
+    /// Ids jump: rows `from..=to` are missing.
+    MissingRows {
+        /// First missing id.
+        from: i64,
+        /// Last missing id.
+        to: i64,
+    },
+    /// The recomputed hash of the row differs from the stored one: the row was edited.
+    RowHashMismatch {
+        /// Row id.
+        id: i64,
+        /// Stored `row_hash` (hex).
+        stored: String,
+        /// Recomputed (hex).
+        computed: String,
+    },
+    /// The row's `prev_hash` is not the previous row's `row_hash`.
+    BrokenLink {
+        /// Row id.
+        id: i64,
+        /// The previous row's id.
+        previous_id: i64,
+    },
+    /// Two rows claim the same enclave `(epoch, seq)` with different JWT hashes.
+    ConflictingSeq {
+        /// Epoch.
+        epoch: u64,
+        /// Seq.
+        seq: u64,
+        /// The first row.
+        first_id: i64,
+        /// The conflicting row.
+        second_id: i64,
+    },
+    /// The enclave chain recomputed from the log differs from the head the enclave
+    /// returned for this row: a JWT hash at or before this seq was changed.
+    EnclaveHeadMismatch {
+        /// Row id.
+        id: i64,
+        /// Epoch.
+        epoch: u64,
+        /// Seq.
+        seq: u64,
+    },
+    /// The enclave signed these seqs (per its checkpoint) but the log has no rows for them.
+    MissingSeqs {
+        /// Epoch.
+        epoch: u64,
+        /// First missing seq.
+        from: u64,
+        /// Last missing seq.
+        to: u64,
+    },
+    /// Every seq is present but the recomputed head differs from the attested one.
+    CheckpointHeadMismatch {
+        /// Epoch.
+        epoch: u64,
+        /// Seq.
+        seq: u64,
+        /// The attested head (hex).
+        attested: String,
+        /// The head recomputed from the log (hex).
+        computed: String,
+    },
+}
+
+impl fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyFailure::Malformed { id, column, value } => {
+                write!(f, "row {id}: column {column} holds an invalid value {value:?}")
+            }
+            VerifyFailure::BadStart { id } => write!(
+                f,
+                "the log starts at row {id}, not at row 1 with a zero prev_hash: rows were removed from its start"
+            ),
+            VerifyFailure::MissingRows { from, to } if from == to => {
+                write!(f, "row {from} is missing: it was deleted")
+            }
+            VerifyFailure::MissingRows { from, to } => {
+                write!(f, "rows {from}..{to} are missing: they were deleted")
+            }
+            VerifyFailure::RowHashMismatch { id, stored, computed } => write!(
+                f,
+                "row {id} was edited: its contents hash to {computed}, but its stored row_hash is {stored}"
+            ),
+            VerifyFailure::BrokenLink { id, previous_id } => write!(
+                f,
+                "row {id}'s prev_hash does not match row {previous_id}'s row_hash: row {previous_id} was rewritten or a row between them removed"
+            ),
+            VerifyFailure::ConflictingSeq { epoch, seq, first_id, second_id } => write!(
+                f,
+                "rows {first_id} and {second_id} both claim enclave seq {seq} in epoch {epoch} with different JWT hashes"
+            ),
+            VerifyFailure::EnclaveHeadMismatch { id, epoch, seq } => write!(
+                f,
+                "row {id} (epoch {epoch}, seq {seq}): the enclave chain recomputed from the log differs from the head the enclave returned: a JWT hash at or before seq {seq} was changed"
+            ),
+            VerifyFailure::MissingSeqs { epoch, from, to } if from == to => write!(
+                f,
+                "enclave signed seq {from} in epoch {epoch} but the log has no row for it"
+            ),
+            VerifyFailure::MissingSeqs { epoch, from, to } => write!(
+                f,
+                "enclave signed seq {from}..{to} in epoch {epoch} but the log has no rows for them"
+            ),
+            VerifyFailure::CheckpointHeadMismatch { epoch, seq, attested, computed } => write!(
+                f,
+                "epoch {epoch} up to seq {seq}: the log's JWT hashes give head {computed}, the enclave attested {attested}: a JWT hash was changed"
+            ),
+        }
+    }
+}
+
+/// What the log holds for one enclave epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EpochSummary {
+    /// Epoch.
+    pub epoch: u64,
+    /// Rows carrying a seq of this epoch.
+    pub rows: u64,
+    /// Lowest seq.
+    pub min_seq: u64,
+    /// Highest seq.
+    pub max_seq: u64,
+    /// Seq ranges with no row (inclusive), from 1 to `max_seq`.
+    pub gaps: Vec<(u64, u64)>,
+}
+
+/// The result of comparing with a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointSummary {
+    /// Epoch attested.
+    pub epoch: u64,
+    /// Seq attested.
+    pub seq: u64,
+    /// Head attested (hex).
+    pub head: String,
+    /// Whether every seq was present and the head matched.
+    pub matched: bool,
+    /// Rows of that epoch beyond the attested seq (newer than the checkpoint).
+    pub rows_after: u64,
+}
+
+/// The outcome of `audit verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// The database.
+    pub db: PathBuf,
+    /// Rows walked.
+    pub rows_checked: u64,
+    /// Last id seen.
+    pub last_id: Option<i64>,
+    /// Last row hash (hex): the tip of the parent's chain.
+    pub last_row_hash: Option<String>,
+    /// Per-epoch summary of the enclave seqs found.
+    pub epochs: Vec<EpochSummary>,
+    /// The checkpoint comparison, when a checkpoint was given.
+    pub checkpoint: Option<CheckpointSummary>,
+    /// Failures found, first first (at most 100).
+    pub failures: Vec<VerifyFailure>,
+    /// Things worth knowing that are not failures by themselves.
+    pub warnings: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing failed.
+    pub fn is_ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The first failure.
+    pub fn first_failure(&self) -> Option<&VerifyFailure> {
+        self.failures.first()
+    }
+
+    /// A human-readable report.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("audit log: {}\n", self.db.display()));
+        out.push_str(&format!("rows checked: {}\n", self.rows_checked));
+        if let (Some(id), Some(h)) = (self.last_id, &self.last_row_hash) {
+            out.push_str(&format!("chain tip: row {id}, row_hash {h}\n"));
+        }
+        for e in &self.epochs {
+            out.push_str(&format!(
+                "epoch {}: {} rows, seq {}..{}",
+                e.epoch, e.rows, e.min_seq, e.max_seq
+            ));
+            if !e.gaps.is_empty() {
+                let gaps: Vec<String> = e.gaps.iter().map(|(a, b)| fmt_range(*a, *b)).collect();
+                out.push_str(&format!(", gaps {}", gaps.join(", ")));
+            }
+            out.push('\n');
+        }
+        match &self.checkpoint {
+            None => out.push_str(
+                "checkpoint: none given (dropped most-recent rows cannot be detected without one)\n",
+            ),
+            Some(c) => out.push_str(&format!(
+                "checkpoint: epoch {} seq {} head {}: {}{}\n",
+                c.epoch,
+                c.seq,
+                c.head,
+                if c.matched { "matches" } else { "DOES NOT MATCH" },
+                if c.rows_after > 0 {
+                    format!(" ({} newer rows not covered)", c.rows_after)
+                } else {
+                    String::new()
+                }
+            )),
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        if self.failures.is_empty() {
+            out.push_str("result: OK\n");
+        } else {
+            out.push_str(&format!(
+                "result: FAILED ({} problems)\n",
+                self.failures.len()
+            ));
+            for f in &self.failures {
+                out.push_str(&format!("  - {f}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Formats an inclusive seq range, a one-seq range as that seq.
+fn fmt_range(a: u64, b: u64) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}..{b}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_checkpoint_parses() {
+        let cp = checkpoint_from_json(
+            &format!(r#"{{"epoch":3,"seq":4,"head":"{}"}}"#, "ab".repeat(32)),
+            None,
+        )
+        .unwrap();
+        assert_eq!((cp.epoch, cp.seq, cp.head), (3, 4, [0xab; 32]));
+    }
+
+    #[test]
+    fn json_checkpoint_rejects_bad_head_and_partial_fields() {
+        assert!(matches!(
+            checkpoint_from_json(r#"{"epoch":3,"seq":4,"head":"abcd"}"#, None),
+            Err(CheckpointError::Head(_))
+        ));
+        assert!(matches!(
+            checkpoint_from_json(r#"{"epoch":3}"#, None),
+            Err(CheckpointError::Json(_))
+        ));
+        assert!(matches!(
+            checkpoint_from_json(r#"{}"#, None),
+            Err(CheckpointError::Json(_))
+        ));
+        assert!(matches!(
+            checkpoint_from_json(r#"{"epoch":1,"seq":1,"head":"00","extra":1}"#, None),
+            Err(CheckpointError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_document_is_an_error() {
+        assert!(checkpoint_from_document(b"not cbor", None).is_err());
+    }
+
+    #[test]
+    fn failure_messages_name_rows_and_seqs() {
+        let m = VerifyFailure::MissingSeqs {
+            epoch: 9,
+            from: 17,
+            to: 20,
+        }
+        .to_string();
+        assert_eq!(
+            m,
+            "enclave signed seq 17..20 in epoch 9 but the log has no rows for them"
+        );
+        let m = VerifyFailure::MissingRows { from: 5, to: 5 }.to_string();
+        assert!(m.contains("row 5"), "{m}");
+    }
+}
