@@ -4,7 +4,6 @@
 //! on, the work runs to completion even if the client leaves, so every seq the enclave
 //! counts has its row.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -193,12 +192,12 @@ async fn mint_oidc_jwt_recorded(
             // The token is withheld; the log still accounts for the enclave's seq.
             s.audit
                 .queue_withheld(success_row().detail(format!("success row failed: {e}")));
-            s.metrics.tokens_withheld.fetch_add(1, Ordering::Relaxed);
+            s.metrics.tokens_withheld.inc();
             tracing::error!(error = %e, seq = minted.seq, "audit append failed; token withheld");
             return Err(ApiError::Audit(e.to_string()));
         }
     };
-    s.metrics.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    s.metrics.tokens_issued.inc();
     json_ok_sized(
         &MintJwtResponse {
             jwt: &minted.jwt,
@@ -313,12 +312,12 @@ async fn mint_aws_creds_recorded(
                 s.audit
                     .queue_withheld(success_row().detail(format!("success row failed: {e}")));
             }
-            s.metrics.tokens_withheld.fetch_add(1, Ordering::Relaxed);
+            s.metrics.tokens_withheld.inc();
             tracing::error!(error = %e, "audit append failed; credentials withheld");
             return Err(ApiError::Audit(e.to_string()));
         }
     };
-    s.metrics.credentials_issued.fetch_add(1, Ordering::Relaxed);
+    s.metrics.credentials_issued.inc();
     // Sized up front, the body is never reallocated, so no stale copy of the secret is
     // left behind by a doubling.
     let capacity = creds.access_key_id.len()
@@ -346,12 +345,10 @@ impl SessionChecker {
         metrics: &Metrics,
     ) -> Result<Arc<str>, SessionError> {
         if let Some(w) = self.cached_wallet(bearer) {
-            metrics.session_cache_hits.fetch_add(1, Ordering::Relaxed);
+            metrics.session_cache_hits.inc();
             return Ok(w);
         }
-        metrics
-            .session_backend_calls
-            .fetch_add(1, Ordering::Relaxed);
+        metrics.session_backend_calls.inc();
         self.check_backend(bearer).await
     }
 }

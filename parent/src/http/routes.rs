@@ -21,7 +21,7 @@ use crate::enclave::{attestation_json, EnclaveManager};
 use crate::http::error::ApiError;
 use crate::http::front::FrontLayer;
 use crate::http::mint::{mint_aws_creds, mint_oidc_jwt};
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{self, Gauges, Metrics};
 use crate::session::SessionChecker;
 use crate::sts::StsExchanger;
 
@@ -285,16 +285,22 @@ async fn audit_checkpoint(
 }
 
 async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
-    let text = s.metrics.render(&Gauges {
+    let rendered = s.metrics.render(&Gauges {
         enclave_ready: s.enclave.is_ready(),
         enclave_unseals: s.enclave.unseal_count(),
         audit_pending_withheld: s.audit.pending_withheld(),
         abandoned_mints: s.abandoned_requests.len(),
     });
+    let text = match rendered {
+        Ok(text) => text,
+        Err(_) => {
+            return ApiError::Internal("metrics could not be encoded".to_owned()).into_response()
+        }
+    };
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     r
 }
