@@ -24,9 +24,7 @@ pub struct DemoUrls {
 pub const DEMO_WALLET: &str = "0x00000000000000000000000000000000000000aa";
 
 fn b64url(s: &str) -> anyhow::Result<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|e| anyhow!("base64url: {e}"))
+    crate::jwk::b64url(s).ok_or_else(|| anyhow!("not base64url: {s:.20}"))
 }
 
 /// Verifies an ES256 compact JWT against a JWKS document; returns the claims.
@@ -47,27 +45,8 @@ pub fn verify_es256(jwt: &str, jwks: &[u8]) -> anyhow::Result<serde_json::Value>
         .as_array()
         .and_then(|ks| ks.iter().find(|k| k["kid"] == kid))
         .ok_or_else(|| anyhow!("kid {kid} not in the JWKS"))?;
-    let coord = |name: &str| -> anyhow::Result<Vec<u8>> {
-        let v = b64url(
-            key[name]
-                .as_str()
-                .ok_or_else(|| anyhow!("JWK has no {name}"))?,
-        )?;
-        if v.len() != 32 {
-            bail!("JWK {name} is {} bytes, expected 32", v.len());
-        }
-        Ok(v)
-    };
-    if key["kty"] != "EC" || key["crv"] != "P-256" {
-        bail!("JWK is not an EC P-256 key");
-    }
-    let (x, y) = (coord("x")?, coord("y")?);
-    let mut sec1 = Vec::with_capacity(65);
-    sec1.push(0x04);
-    sec1.extend_from_slice(&x);
-    sec1.extend_from_slice(&y);
-    let verifying = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-        .map_err(|e| anyhow!("JWK is not a P-256 point: {e}"))?;
+    let verifying = crate::jwk::p256_verifying_key(key)
+        .ok_or_else(|| anyhow!("JWK {kid} is not an EC P-256 key on the curve"))?;
     let signature = p256::ecdsa::Signature::from_slice(&b64url(s)?)
         .map_err(|e| anyhow!("signature is not raw r||s: {e}"))?;
     verifying

@@ -12,9 +12,11 @@
 //! | [`standins`] | the STS and session-backend stand-ins, and `stand-in KIND` |
 //! | [`audit_faults`] | the audit fault switch (`POST /dev/faults/audit`) |
 //! | [`demo`] | `dev --demo`: the whole flow once, each step checked |
+//! | [`jwk`] | base64url and P-256 JWKs, for the STS stand-in and the demo |
 
 pub mod audit_faults;
 pub mod demo;
 pub mod enclave_child;
+pub mod jwk;
 pub mod stack;
 pub mod standins;

@@ -373,7 +373,7 @@ Try:
       --allow-mock-root --root {root}
 
   # 5. check the audit log against the enclave's attested checkpoint
-  cargo run -p agentkeys-broker -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root
+  cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root
 
 Ctrl-C stops everything.
 "#,

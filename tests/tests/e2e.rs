@@ -563,7 +563,7 @@ fn tampering_is_detected_and_truncation_needs_the_checkpoint() {
 #[test]
 fn demo_passes() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(binary("agentkeys-broker"))
+    let out = std::process::Command::new(binary("agentkeys-dev"))
         .args(["dev", "--demo", "--port", "0", "--data-dir"])
         .arg(tmp.path().join("data"))
         .output()

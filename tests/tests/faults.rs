@@ -402,8 +402,9 @@ fn sts_slow_or_garbage_is_502_within_the_timeout() {
 
 /// The audit store made unwritable while the broker runs: `full` puts the data directory
 /// on a small tmpfs and fills it up; `ro` makes the store read-only through the dev
-/// stack's fault switch (SQLite `query_only`: the kernel refuses to remount a file system
-/// read-only while the database is open for writing, so a real remount cannot be used).
+/// stack's fault switch (a decorator over the audit store that refuses every write: the
+/// kernel refuses to remount a file system read-only while the database is open for
+/// writing, so a real remount cannot be used).
 fn audit_fs_fault(fault: &str) {
     let fs = match fault {
         "full" => match Tmpfs::mount("4M") {
@@ -523,7 +524,7 @@ fn audit_disk_full_is_500_without_token_then_recovers() {
     audit_fs_fault("full");
 }
 
-/// The audit store refuses writes (dev fault switch, SQLite `query_only`) while the
+/// The audit store refuses writes (the dev stack's fault switch) while the
 /// broker runs: same expectations as the disk-full case.
 #[test]
 fn audit_read_only_is_500_without_token_then_recovers() {
@@ -545,8 +546,9 @@ fn kms_down_at_start_is_retried_with_backoff_and_reported() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let broker = binary("agentkeys-broker");
+    let dev = binary("agentkeys-dev");
 
-    let mut backend_cmd = Command::new(&broker);
+    let mut backend_cmd = Command::new(&dev);
     backend_cmd.args(["stand-in", "backend", "--listen", "127.0.0.1:0"]);
     let backend = Group::spawn(backend_cmd, &d.join("backend.log")).expect("backend");
     let backend_url = first_line_url(&backend.log, Duration::from_secs(30));
@@ -556,7 +558,7 @@ fn kms_down_at_start_is_retried_with_backoff_and_reported() {
     let issuer = format!("http://127.0.0.1:{broker_port}");
     let socket = d.join("enclave.sock");
 
-    let mut enclave_cmd = Command::new(&broker);
+    let mut enclave_cmd = Command::new(&dev);
     enclave_cmd
         .args(["enclave-child", "--", "--mock", "--usock"])
         .arg(&socket)
@@ -617,7 +619,7 @@ fn kms_down_at_start_is_retried_with_backoff_and_reported() {
     assert!(retries >= 1, "the broker logs its retries:\n{log}");
 
     // KMS comes up: the broker unseals by itself.
-    let mut kms_cmd = Command::new(&broker);
+    let mut kms_cmd = Command::new(&dev);
     kms_cmd
         .args([
             "stand-in",

@@ -42,6 +42,7 @@
 //! Credentials are random: `AccessKeyId` = `ASIA` + 16 upper-case letters/digits, a
 //! 40-character secret and a session token; they are not remembered.
 
+use crate::jwk::{b64url, p256_verifying_key};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -617,12 +618,6 @@ pub struct VerifiedToken {
     pub principal_tags: Option<HashMap<String, String>>,
 }
 
-fn b64url(part: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()
-}
-
 fn num_claim(claims: &serde_json::Map<String, Value>, name: &str) -> Result<Option<i64>, StsError> {
     match claims.get(name) {
         None => Ok(None),
@@ -933,19 +928,7 @@ fn select_key(keys: &[Value], kid: Option<&str>) -> Result<p256::ecdsa::Verifyin
     if field("alg").is_some_and(|a| a != "ES256") || field("use").is_some_and(|u| u != "sig") {
         return Err(StsError::token(NO_VERIFICATION_KEY));
     }
-    let coord = |n: &str| {
-        field(n)
-            .and_then(b64url)
-            .filter(|b| b.len() == 32)
-            .ok_or_else(|| StsError::token(NO_VERIFICATION_KEY))
-    };
-    let (x, y) = (coord("x")?, coord("y")?);
-    let mut sec1 = Vec::with_capacity(65);
-    sec1.push(0x04);
-    sec1.extend_from_slice(&x);
-    sec1.extend_from_slice(&y);
-    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-        .map_err(|_| StsError::token(NO_VERIFICATION_KEY))
+    p256_verifying_key(key).ok_or_else(|| StsError::token(NO_VERIFICATION_KEY))
 }
 
 #[cfg(test)]
