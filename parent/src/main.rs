@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentkeys_broker::cli::audit::VerifyArgs;
-use agentkeys_broker::cli::{audit, aws_policies, creds};
+use agentkeys_broker::cli::{audit, aws_policies, creds, process};
 use agentkeys_broker::{broker, config::ServeArgs};
 use clap::{Parser, Subcommand};
 
@@ -57,18 +57,7 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
+    process::run(async move {
         match cli.command {
             Command::Serve(args) => broker::run_serve(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Creds(args) => {
@@ -90,21 +79,5 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTKEYS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    })
 }
