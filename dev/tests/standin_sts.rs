@@ -2,9 +2,9 @@
 //! against a small in-test OIDC issuer with its own P-256 key.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use agentkeys_dev::standins::sts::{self, StsBehaviour, StsConfig, StsForcedError, StsKnobs};
+use agentkeys_dev::standins::sts::{self, StsConfig};
 use aws_sdk_sts::error::ProvideErrorMetadata;
 use axum::extract::State;
 use axum::routing::get;
@@ -540,43 +540,6 @@ async fn get_query_form_and_error_xml_shape() {
     assert!(body.contains("<Type>Sender</Type>"), "{body}");
     assert!(body.contains("<Code>InvalidAction</Code>"), "{body}");
     assert!(body.contains("<RequestId>"), "{body}");
-}
-
-#[tokio::test]
-async fn knobs_force_errors_garbage_and_delay() {
-    let issuer = Issuer::start().await;
-    let knobs = StsKnobs::default();
-    let sts = start_sts(StsConfig {
-        knobs: knobs.clone(),
-        ..StsConfig::default()
-    })
-    .await;
-    knobs.set(StsBehaviour {
-        reject: Some(StsForcedError {
-            code: "IDPRejectedClaim".into(),
-            message: "forced".into(),
-            status: 403,
-        }),
-        ..Default::default()
-    });
-    assert_eq!(
-        exchange(&sts, &issuer.token()).await.unwrap_err(),
-        "IDPRejectedClaim"
-    );
-    knobs.set(StsBehaviour {
-        garbage_body: true,
-        ..Default::default()
-    });
-    assert!(exchange(&sts, &issuer.token()).await.is_err());
-    knobs.set(StsBehaviour {
-        delay: Duration::from_millis(300),
-        ..Default::default()
-    });
-    let t = std::time::Instant::now();
-    assert!(exchange(&sts, &issuer.token()).await.is_ok());
-    assert!(t.elapsed() >= Duration::from_millis(300));
-    assert_eq!(knobs.requests(), 3);
-    assert_eq!(knobs.issued(), 1);
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 //! `agentkeys-dev dev` in a temporary data directory, wait for it, and stop it (its
 //! whole process group) on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -397,51 +396,6 @@ pub fn blackhole() -> (u16, std::thread::JoinHandle<()>) {
         }
     });
     (port, h)
-}
-
-/// A loopback HTTP server answering every request with `status` and `body` (XML).
-pub fn canned_http(status: u16, body: &'static str) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(s.try_clone().expect("clone"));
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    // Request line + headers.
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = l.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    let mut body_in = vec![0u8; len];
-                    if reader.read_exact(&mut body_in).is_err() {
-                        return;
-                    }
-                    let resp = format!(
-                        "HTTP/1.1 {status} Error\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nx-amzn-requestid: 00000000-0000-0000-0000-000000000000\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if s.write_all(resp.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use agentkeys_e2e::faults::{Programmable, StsMode};
 use agentkeys_e2e::*;
 
 fn json(text: &str) -> serde_json::Value {
@@ -325,9 +326,14 @@ const STS_REJECTION: &str = r#"<ErrorResponse xmlns="https://sts.amazonaws.com/d
 
 #[test]
 fn sts_rejection_is_502_naming_the_code() {
-    let port = canned_http(400, STS_REJECTION);
+    let sts = Programmable::start();
+    sts.set_sts(StsMode {
+        status: Some(400),
+        body: Some(STS_REJECTION.as_bytes().to_vec()),
+        ..Default::default()
+    });
     let stack = DevStack::start_with(DevOptions {
-        extra: vec!["--sts-url".into(), format!("http://127.0.0.1:{port}")],
+        extra: vec!["--sts-url".into(), sts.url.clone()],
         ..Default::default()
     });
     let token = stack.create_session(WALLET);

@@ -10,13 +10,11 @@
 //! Tokens are kept only as SHA-256 digests in a hash map, so a lookup never compares a
 //! secret byte by byte.
 //!
-//! Test knobs ([`BackendKnobs`], changeable while serving) apply to `/session/validate`,
-//! the route the broker calls: a delay before answering, a forced status code (with the
-//! usual error body), or a garbage (non-JSON) 200 body.
+//! Slow, failing or garbage backend answers for the broker's fault tests come from the
+//! end-to-end suite's programmable server (`tests/src/faults.rs`), not from here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -36,44 +34,6 @@ const TOKEN_BYTES: usize = 32;
 /// Largest request body accepted (a wallet JSON is ~60 bytes).
 const MAX_BODY_BYTES: usize = 4096;
 
-/// What `/session/validate` should do instead of its normal answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BackendBehaviour {
-    /// Wait this long before answering.
-    pub delay: Duration,
-    /// Answer with this status (and `{"error":"forced"}`) whatever the bearer.
-    pub force_status: Option<u16>,
-    /// Answer 200 with a body that is not JSON.
-    pub garbage_body: bool,
-}
-
-/// Shared, changeable test knobs.
-#[derive(Debug, Clone, Default)]
-pub struct BackendKnobs {
-    inner: Arc<Mutex<BackendBehaviour>>,
-}
-
-impl BackendKnobs {
-    /// Replaces the behaviour.
-    pub fn set(&self, behaviour: BackendBehaviour) {
-        if let Ok(mut b) = self.inner.lock() {
-            *b = behaviour;
-        }
-    }
-
-    /// The current behaviour.
-    pub fn get(&self) -> BackendBehaviour {
-        self.inner.lock().map(|b| b.clone()).unwrap_or_default()
-    }
-}
-
-/// Configuration of the stand-in.
-#[derive(Debug, Clone, Default)]
-pub struct BackendConfig {
-    /// Test knobs.
-    pub knobs: BackendKnobs,
-}
-
 #[derive(Default)]
 struct Sessions {
     /// SHA-256(token) → wallet.
@@ -83,22 +43,17 @@ struct Sessions {
 #[derive(Clone)]
 struct AppState {
     sessions: Arc<Mutex<Sessions>>,
-    knobs: BackendKnobs,
 }
 
 /// Serves the stand-in on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    config: BackendConfig,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(config)).await
+pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router()).await
 }
 
 /// The stand-in's routes, for embedding.
-pub fn router(config: BackendConfig) -> Router {
+pub fn router() -> Router {
     let state = AppState {
         sessions: Arc::new(Mutex::new(Sessions::default())),
-        knobs: config.knobs,
     };
     Router::new()
         .route("/session/create", post(create))
@@ -169,17 +124,6 @@ async fn create(State(state): State<AppState>, body: Bytes) -> Response {
 }
 
 async fn validate(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let behaviour = state.knobs.get();
-    if !behaviour.delay.is_zero() {
-        tokio::time::sleep(behaviour.delay).await;
-    }
-    if let Some(code) = behaviour.force_status {
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, Json(json!({"error": "forced"}))).into_response();
-    }
-    if behaviour.garbage_body {
-        return (StatusCode::OK, "<html>this is not json").into_response();
-    }
     let Some(token) = bearer(&headers) else {
         return unauthorized();
     };

@@ -89,7 +89,7 @@ async fn standin_sts(l: tokio::net::TcpListener) -> std::io::Result<()> {
 }
 
 async fn standin_backend(l: tokio::net::TcpListener) -> std::io::Result<()> {
-    backend::serve(l, Default::default()).await
+    backend::serve(l).await
 }
 
 /// `agentkeys-dev stand-in KIND --listen ADDR`.

@@ -35,16 +35,15 @@
 //! `MissingAuthenticationToken` (403, `AssumeRole` without `Authorization`),
 //! `InvalidAction`.
 //!
-//! Test knobs ([`StsKnobs`], changeable while serving): a delay before every answer,
-//! a forced error (`code`, `message`, HTTP status) for every request, or a garbage
-//! (non-XML) 200 body.
+//! It models AWS and nothing else: slow, broken or garbage STS answers for the
+//! broker's fault tests come from the end-to-end suite's programmable server
+//! (`tests/src/faults.rs`).
 //!
 //! Credentials are random: `AccessKeyId` = `ASIA` + 16 upper-case letters/digits, a
 //! 40-character secret and a session token; they are not remembered.
 
 use crate::jwk::{b64url, p256_verifying_key};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -101,60 +100,6 @@ const NO_VERIFICATION_KEY: &str = "Couldn't retrieve verification key from your 
 /// AWS's message for `IDPCommunicationError`.
 const IDP_UNREACHABLE: &str = "The request could not be fulfilled because the identity provider (IDP) that was asked to verify the incoming identity token could not be reached.";
 
-/// A forced error answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StsForcedError {
-    /// The AWS error code, e.g. `IDPCommunicationError`.
-    pub code: String,
-    /// The message.
-    pub message: String,
-    /// The HTTP status.
-    pub status: u16,
-}
-
-/// What the stand-in should do instead of its normal answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StsBehaviour {
-    /// Wait this long before answering.
-    pub delay: Duration,
-    /// Answer every request with this error.
-    pub reject: Option<StsForcedError>,
-    /// Answer 200 with a body that is not XML.
-    pub garbage_body: bool,
-}
-
-/// Shared, changeable test knobs, plus a request counter.
-#[derive(Debug, Clone, Default)]
-pub struct StsKnobs {
-    inner: Arc<Mutex<StsBehaviour>>,
-    requests: Arc<AtomicU64>,
-    issued: Arc<AtomicU64>,
-}
-
-impl StsKnobs {
-    /// Replaces the behaviour.
-    pub fn set(&self, behaviour: StsBehaviour) {
-        if let Ok(mut b) = self.inner.lock() {
-            *b = behaviour;
-        }
-    }
-
-    /// The current behaviour.
-    pub fn get(&self) -> StsBehaviour {
-        self.inner.lock().map(|b| b.clone()).unwrap_or_default()
-    }
-
-    /// Requests received.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
-    }
-
-    /// Credentials issued.
-    pub fn issued(&self) -> u64 {
-        self.issued.load(Ordering::SeqCst)
-    }
-}
-
 /// Configuration of the stand-in.
 #[derive(Debug, Clone)]
 pub struct StsConfig {
@@ -170,8 +115,6 @@ pub struct StsConfig {
     pub fetch_timeout: Duration,
     /// How long a fetched JWKS is reused (refetched at once on an unknown `kid`).
     pub jwks_cache: Duration,
-    /// Test knobs.
-    pub knobs: StsKnobs,
 }
 
 impl Default for StsConfig {
@@ -191,7 +134,6 @@ impl Default for StsConfig {
             clock_skew: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(5),
             jwks_cache: Duration::from_secs(60),
-            knobs: StsKnobs::default(),
         }
     }
 }
@@ -327,30 +269,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let knobs = &inner.config.knobs;
-    knobs.requests.fetch_add(1, Ordering::SeqCst);
     let rid = request_id();
-    let behaviour = knobs.get();
-    if !behaviour.delay.is_zero() {
-        tokio::time::sleep(behaviour.delay).await;
-    }
-    if let Some(f) = behaviour.reject {
-        let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
-        let kind = if f.status >= 500 {
-            "Receiver"
-        } else {
-            "Sender"
-        };
-        let body = format!(
-            "<ErrorResponse xmlns=\"{STS_NS}\">\n  <Error>\n    <Type>{kind}</Type>\n    <Code>{}</Code>\n    <Message>{}</Message>\n  </Error>\n  <RequestId>{rid}</RequestId>\n</ErrorResponse>\n",
-            xml_escape(&f.code),
-            xml_escape(&f.message)
-        );
-        return xml_response(status, &rid, body);
-    }
-    if behaviour.garbage_body {
-        return (StatusCode::OK, "{\"this is\": \"not xml\"").into_response();
-    }
     let mut params: HashMap<String, String> = HashMap::new();
     if let Some(q) = &query {
         params.extend(url::form_urlencoded::parse(q.as_bytes()).into_owned());
@@ -373,10 +292,7 @@ async fn handle(
         None => Err(StsError::new("MissingAction", "Missing Action parameter")),
     };
     match result {
-        Ok(xml) => {
-            knobs.issued.fetch_add(1, Ordering::SeqCst);
-            xml_response(StatusCode::OK, &rid, xml.replace("{REQUEST_ID}", &rid))
-        }
+        Ok(xml) => xml_response(StatusCode::OK, &rid, xml.replace("{REQUEST_ID}", &rid)),
         Err(e) => error_response(&e, &rid),
     }
 }
