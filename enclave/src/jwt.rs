@@ -7,6 +7,7 @@
 //! `[ttl_min, ttl_max]` is **refused** (not clamped), so a caller never receives a token
 //! whose lifetime differs from the one it asked for.
 
+use agentkeys_wire::{Wallet, WalletError};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -42,11 +43,12 @@ const MAX_NAME_BYTES: usize = 512;
 /// Failures configuring or minting tokens.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Wallet is not `0x` followed by 40 hex digits.
-    #[error("invalid wallet {wallet:?}: expected 0x followed by 40 hex digits")]
+    /// The wallet breaks the rule shared with the parent ([`agentkeys_wire::wallet`]).
+    #[error("invalid wallet: {reason}")]
     InvalidWallet {
-        /// The wallet as received (truncated to 64 characters).
-        wallet: String,
+        /// What is wrong with it.
+        #[from]
+        reason: WalletError,
     },
     /// Requested TTL outside the configured bounds.
     #[error("ttl_seconds {requested} outside the allowed range [{min}, {max}]")]
@@ -191,19 +193,6 @@ impl TokenPolicy {
     }
 }
 
-/// Validates a wallet (`0x` + 40 hex digits, any case) and returns it lower-cased.
-pub fn normalize_wallet(wallet: &str) -> Result<String, TokenError> {
-    let ok = wallet.len() == 42
-        && wallet.starts_with("0x")
-        && wallet[2..].bytes().all(|b| b.is_ascii_hexdigit());
-    if !ok {
-        return Err(TokenError::InvalidWallet {
-            wallet: wallet.chars().take(64).collect(),
-        });
-    }
-    Ok(wallet.to_ascii_lowercase())
-}
-
 /// JOSE header (member order = serialisation order).
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Header {
@@ -277,7 +266,7 @@ pub struct Minted {
 /// A mint request after the wire layer (what the parent vouches for).
 #[derive(Debug, Clone, Default)]
 pub struct MintParams<'a> {
-    /// Wallet as sent by the parent.
+    /// Wallet as sent by the parent; [`mint`] checks it with [`Wallet::parse`].
     pub wallet: &'a str,
     /// Requested TTL.
     pub ttl_seconds: Option<u32>,
@@ -307,7 +296,7 @@ pub fn mint(
     now: u64,
     rng: &SystemRandom,
 ) -> Result<Minted, TokenError> {
-    let wallet = normalize_wallet(params.wallet)?;
+    let wallet = Wallet::parse(params.wallet)?;
     let ttl = policy.resolve_ttl(params.ttl_seconds)?;
     let aud = policy.resolve_audience(params.audience)?.to_string();
     let jti = random_jti(rng)?;
@@ -324,10 +313,10 @@ pub fn mint(
         nbf: now,
         exp: now + u64::from(ttl),
         jti: jti.clone(),
-        agentkeys_user_wallet: wallet.clone(),
+        agentkeys_user_wallet: wallet.to_string(),
         aws_tags: AwsTags {
             principal_tags: PrincipalTags {
-                agentkeys_user_wallet: vec![wallet.clone()],
+                agentkeys_user_wallet: vec![wallet.to_string()],
             },
             transitive_tag_keys: vec![WALLET_CLAIM.to_string()],
         },
@@ -348,7 +337,7 @@ pub fn mint(
         jwt,
         kid: key.kid().to_string(),
         jti,
-        wallet,
+        wallet: wallet.into_string(),
         iat: claims.iat,
         exp: claims.exp,
         jwt_sha256,
@@ -374,27 +363,23 @@ mod tests {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
     }
 
+    /// The mint accepts exactly the wallets the shared rule accepts, in its normal form,
+    /// and refuses the others with the rule's own reason (the parent's session check runs
+    /// the same table: `parent/src/session.rs`).
     #[test]
-    fn wallet_rules() {
-        assert_eq!(
-            normalize_wallet(W).unwrap(),
-            "0xabcdef0123456789abcdef0123456789abcdef01"
-        );
-        for bad in [
-            "",
-            "0x",
-            "abcdef0123456789abcdef0123456789abcdef0123",
-            "0X abcdef0123456789abcdef0123456789abcdef",
-            "0xabcdef0123456789abcdef0123456789abcdef0",
-            "0xabcdef0123456789abcdef0123456789abcdef012",
-            "0xgbcdef0123456789abcdef0123456789abcdef01",
-            "0XABCDEF0123456789abcdef0123456789abcdef01",
-            "0xabcdef0123456789abcdef0123456789abcdef0é",
-        ] {
-            assert!(
-                matches!(normalize_wallet(bad), Err(TokenError::InvalidWallet { .. })),
-                "{bad}"
-            );
+    fn mint_applies_the_shared_wallet_rule() {
+        let cases: &[&str] = include!("../wire/tests/data/wallet_cases.rs");
+        let (k, p, rng) = (key(), policy(), SystemRandom::new());
+        for &input in cases {
+            let params = MintParams {
+                wallet: input,
+                ..Default::default()
+            };
+            let minted = mint(&p, &k, &params, 1, &rng).map(|m| m.wallet);
+            let expected = Wallet::parse(input)
+                .map(Wallet::into_string)
+                .map_err(|reason| TokenError::InvalidWallet { reason });
+            assert_eq!(minted, expected, "{input:?}");
         }
     }
 
@@ -520,10 +505,12 @@ mod tests {
             wallet: "0x1234",
             ..Default::default()
         };
-        assert!(matches!(
+        assert_eq!(
             mint(&p, &k, &bad_wallet, 1, &rng),
-            Err(TokenError::InvalidWallet { .. })
-        ));
+            Err(TokenError::InvalidWallet {
+                reason: WalletError::Length { digits: 4 }
+            })
+        );
         let bad_ttl = MintParams {
             wallet: W,
             ttl_seconds: Some(10),
@@ -545,11 +532,18 @@ mod tests {
     }
 
     #[test]
-    fn long_wallet_is_truncated_in_error() {
-        let long = "x".repeat(10_000);
-        match normalize_wallet(&long) {
-            Err(TokenError::InvalidWallet { wallet }) => assert_eq!(wallet.len(), 64),
-            other => panic!("{other:?}"),
-        }
+    fn long_wallet_is_not_repeated_in_error() {
+        let params = MintParams {
+            wallet: &"x".repeat(10_000),
+            ..Default::default()
+        };
+        let e = mint(&policy(), &key(), &params, 1, &SystemRandom::new()).unwrap_err();
+        assert_eq!(
+            e,
+            TokenError::InvalidWallet {
+                reason: WalletError::Prefix { found: "xx".into() }
+            }
+        );
+        assert!(e.to_string().len() < 100, "{e}");
     }
 }

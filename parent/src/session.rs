@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use agentkeys_wire::{Wallet, WalletError};
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -112,30 +113,25 @@ pub enum SessionError {
         /// The status.
         status: u16,
     },
-    /// The backend's 200 answer is not `{"wallet": "0x…"}`.
+    /// The backend's 200 answer is not a JSON object `{"wallet": "…"}`.
     #[error("backend answer is malformed: {0}")]
     Malformed(String),
+    /// The backend's 200 answer names a wallet that breaks the rule shared with the
+    /// enclave ([`agentkeys_wire::wallet`]).
+    #[error("backend answer has an invalid wallet: {0}")]
+    InvalidWallet(#[from] WalletError),
 }
 
-/// Validates a wallet (`0x` + 40 hex) and lower-cases it (`docs/architecture.md`, "Tokens").
-pub fn normalize_wallet(wallet: &str) -> Option<String> {
-    let hex = wallet.strip_prefix("0x").or(wallet.strip_prefix("0X"))?;
-    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    Some(format!("0x{}", hex.to_ascii_lowercase()))
-}
-
-/// Parses the backend's 200 body.
-pub fn parse_validate_body(body: &[u8]) -> Result<String, SessionError> {
+/// Parses the backend's 200 body, checking the wallet with [`Wallet::parse`] (the rule the
+/// enclave applies again before it signs).
+pub fn parse_validate_body(body: &[u8]) -> Result<Wallet, SessionError> {
     #[derive(serde::Deserialize)]
     struct Validate {
         wallet: String,
     }
     let v: Validate =
         serde_json::from_slice(body).map_err(|e| SessionError::Malformed(e.to_string()))?;
-    normalize_wallet(&v.wallet)
-        .ok_or_else(|| SessionError::Malformed("wallet is not 0x + 40 hex".to_string()))
+    Ok(Wallet::parse(&v.wallet)?)
 }
 
 /// A cached wallet and when it stops being trusted.
@@ -336,16 +332,27 @@ mod tests {
         assert!(!format!("{b:?}").contains("supersecrettoken"));
     }
 
+    /// The session check accepts exactly the wallets the shared rule accepts, in its
+    /// normal form, and refuses the others with the rule's own reason (the enclave's mint
+    /// runs the same table: `enclave/src/jwt.rs`).
     #[test]
-    fn wallets() {
-        let w = "0xABCDEFabcdef0123456789abcdef0123456789AB";
+    fn session_check_applies_the_shared_wallet_rule() {
+        let cases: &[&str] = include!("../../enclave/wire/tests/data/wallet_cases.rs");
+        for &input in cases {
+            let body = serde_json::to_vec(&serde_json::json!({ "wallet": input })).unwrap();
+            let expected = Wallet::parse(input).map_err(SessionError::InvalidWallet);
+            assert_eq!(parse_validate_body(&body), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn upper_case_prefix_is_refused() {
         assert_eq!(
-            normalize_wallet(w).unwrap(),
-            "0xabcdefabcdef0123456789abcdef0123456789ab"
+            parse_validate_body(br#"{"wallet":"0XABCDEFabcdef0123456789abcdef0123456789AB"}"#),
+            Err(SessionError::InvalidWallet(WalletError::Prefix {
+                found: "0X".into()
+            }))
         );
-        assert!(normalize_wallet("abcdefabcdef0123456789abcdef0123456789ab").is_none());
-        assert!(normalize_wallet("0xabc").is_none());
-        assert!(normalize_wallet("0xzzcdefabcdef0123456789abcdef0123456789ab").is_none());
     }
 
     #[test]
@@ -365,7 +372,7 @@ mod tests {
         ));
         assert!(matches!(
             parse_validate_body(br#"{"wallet":"bob"}"#),
-            Err(SessionError::Malformed(_))
+            Err(SessionError::InvalidWallet(WalletError::Prefix { .. }))
         ));
     }
 

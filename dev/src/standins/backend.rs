@@ -2,7 +2,7 @@
 //!
 //! | route | request | answer |
 //! |---|---|---|
-//! | `POST /session/create` | `{"wallet":"0x…40 hex"}` | 200 `{"token": 32 random bytes base64url, "wallet": lower case}`; 400 `{"error":"bad_request","message":…}` |
+//! | `POST /session/create` | `{"wallet":"0x…40 hex"}` (checked with `agentkeys_wire::Wallet::parse`, the broker's and the enclave's rule) | 200 `{"token": 32 random bytes base64url, "wallet": lower case}`; 400 `{"error":"bad_request","message":…}` |
 //! | `GET /session/validate` | `Authorization: Bearer T` | 200 `{"wallet":…}`; 401 `{"error":"unauthorized"}` |
 //! | `POST /session/revoke` | `Authorization: Bearer T` | 200 `{"revoked":true}`; 401 `{"error":"unauthorized"}` |
 //! | `GET /healthz` | | `ok` |
@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use agentkeys_wire::Wallet;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -64,11 +65,6 @@ pub fn router() -> Router {
         .with_state(state)
 }
 
-/// `0x` followed by 40 hex digits.
-pub fn is_valid_wallet(w: &str) -> bool {
-    w.len() == 42 && w.starts_with("0x") && w[2..].bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 fn bad_request(message: impl Into<String>) -> Response {
     (
         StatusCode::BAD_REQUEST,
@@ -107,10 +103,10 @@ async fn create(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(format!("expected {{\"wallet\":\"0x…\"}}: {e}")),
     };
-    if !is_valid_wallet(&req.wallet) {
-        return bad_request("wallet must be 0x followed by 40 hex digits");
-    }
-    let wallet = req.wallet.to_ascii_lowercase();
+    let wallet = match Wallet::parse(&req.wallet) {
+        Ok(w) => w.into_string(),
+        Err(e) => return bad_request(format!("invalid wallet: {e}")),
+    };
     let mut raw = [0u8; TOKEN_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
@@ -157,24 +153,33 @@ async fn revoke(State(state): State<AppState>, headers: HeaderMap) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn wallet_validation() {
-        assert!(is_valid_wallet(
-            "0x00000000000000000000000000000000000000aA"
-        ));
-        assert!(!is_valid_wallet(
-            "0x00000000000000000000000000000000000000a"
-        ));
-        assert!(!is_valid_wallet(
-            "0x00000000000000000000000000000000000000aaa"
-        ));
-        assert!(!is_valid_wallet(
-            "1x00000000000000000000000000000000000000aa"
-        ));
-        assert!(!is_valid_wallet(
-            "0x00000000000000000000000000000000000000ag"
-        ));
-        assert!(!is_valid_wallet(""));
+    /// `POST /session/create` accepts exactly the wallets the broker and the enclave
+    /// accept, and answers the normal form.
+    #[tokio::test]
+    async fn create_applies_the_shared_wallet_rule() {
+        let cases: &[&str] = include!("../../../enclave/wire/tests/data/wallet_cases.rs");
+        let state = AppState {
+            sessions: Arc::new(Mutex::new(Sessions::default())),
+        };
+        for &input in cases {
+            let body = serde_json::to_vec(&json!({ "wallet": input })).unwrap();
+            let response = create(State(state.clone()), Bytes::from(body)).await;
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), MAX_BODY_BYTES)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            match Wallet::parse(input) {
+                Ok(w) => {
+                    assert_eq!(status, StatusCode::OK, "{input:?}");
+                    assert_eq!(v["wallet"], w.as_str(), "{input:?}");
+                }
+                Err(e) => {
+                    assert_eq!(status, StatusCode::BAD_REQUEST, "{input:?}");
+                    assert_eq!(v["message"], format!("invalid wallet: {e}"), "{input:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! * [`messages`]: [`Request`]/[`Response`] carried in [`RequestEnvelope`]/[`ResponseEnvelope`]
 //!   with a `u64` request id, and [`WireError`].
 //! * [`chain`]: the enclave audit chain and the attested checkpoint `user_data` layout.
+//! * [`Wallet`]: the one wallet rule (`0x` + 40 hex digits, lower-cased) that the parent's
+//!   session check and the enclave's mint both apply.
 //! * [`EnclaveClient`]: a small pool of persistent, multiplexed connections.
 //! * [`serve_connection`]/[`serve`]: the server side.
 //!
@@ -25,6 +27,7 @@ pub mod client;
 pub mod frame;
 pub mod messages;
 pub mod server;
+pub mod wallet;
 
 pub use address::{Address, AddressError, Listener, Stream};
 pub use chain::{chain_genesis, chain_next, CheckpointDecodeError, CheckpointUserData};
@@ -36,3 +39,4 @@ pub use messages::{
     WireErrorKind,
 };
 pub use server::{serve, serve_connection, MAX_IN_FLIGHT_PER_CONNECTION};
+pub use wallet::{Wallet, WalletError};
