@@ -6,14 +6,12 @@ use std::time::Duration;
 
 use crate::decode::MAX_PCR_INDEX;
 use crate::document::AttestationDocument;
-use crate::error::{MeasurementsError, PolicyError};
+use crate::error::PolicyError;
+use crate::measurements::{MeasurementsError, PublishedMeasurements};
 
 /// Default leeway between the verifier's clock and the NSM's. The NSM timestamps with the
 /// host's clock; one minute covers NTP-disciplined hosts with room to spare.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
-
-/// SHA-384 digest length, the length of every PCR in `nitro-cli` measurements.
-const SHA384_BYTES: usize = 48;
 
 /// What the verifier requires beyond authenticity. `Policy::default()` constrains nothing
 /// except that debug-mode documents are refused (and that no document may come from the
@@ -172,96 +170,19 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Reads `nitro-cli` measurements (`build-enclave` / `describe-eif` output):
-/// `{"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": "hex", ...}}` → the
-/// expected PCR map. Other top-level keys are ignored; inside `Measurements` only
-/// `HashAlgorithm` and `PCR0`..`PCR31` are accepted.
+/// Reads `nitro-cli` measurements (`build-enclave` / `describe-eif` output,
+/// `{"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": "hex", ...}}`) into the
+/// expected PCR map of a [`Policy`]. PCR0, PCR1 and PCR2 are required
+/// ([`PublishedMeasurements::expected_from_json`]).
 pub fn expected_pcrs_from_measurements(
     json: &str,
 ) -> Result<BTreeMap<u16, Vec<u8>>, MeasurementsError> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| MeasurementsError::Json {
-            message: e.to_string(),
-        })?;
-    let measurements = value
-        .get("Measurements")
-        .and_then(|m| m.as_object())
-        .ok_or(MeasurementsError::MissingMeasurements)?;
-    let mut pcrs = BTreeMap::new();
-    for (key, value) in measurements {
-        if key == "HashAlgorithm" {
-            let algorithm = value.as_str().unwrap_or_default();
-            if !algorithm.starts_with("Sha384") {
-                return Err(MeasurementsError::HashAlgorithm {
-                    actual: value.to_string(),
-                });
-            }
-            continue;
-        }
-        let index = key
-            .strip_prefix("PCR")
-            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|digits| digits.parse::<u16>().ok())
-            .filter(|index| *index <= MAX_PCR_INDEX)
-            .ok_or_else(|| MeasurementsError::UnknownKey { key: key.clone() })?;
-        let bytes = value
-            .as_str()
-            .and_then(|s| hex::decode(s).ok())
-            .filter(|b| b.len() == SHA384_BYTES)
-            .ok_or_else(|| MeasurementsError::PcrValue {
-                key: key.clone(),
-                actual: value.to_string(),
-            })?;
-        pcrs.insert(index, bytes);
-    }
-    if pcrs.is_empty() {
-        return Err(MeasurementsError::Empty);
-    }
-    Ok(pcrs)
+    PublishedMeasurements::expected_from_json(json).map(|m| m.pcrs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn measurements_from_nitro_cli_output() {
-        let pcr = "ab".repeat(48);
-        let json = format!(
-            r#"{{"Measurements":{{"HashAlgorithm":"Sha384 {{ ... }}","PCR0":"{pcr}","PCR1":"{pcr}","PCR2":"{pcr}"}}}}"#
-        );
-        let map = expected_pcrs_from_measurements(&json).unwrap();
-        assert_eq!(map.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
-        assert_eq!(map[&0], vec![0xab; 48]);
-    }
-
-    #[test]
-    fn measurements_reject_bad_input() {
-        let pcr = "ab".repeat(48);
-        let cases = [
-            ("not json", "Json"),
-            ("{}", "MissingMeasurements"),
-            (r#"{"Measurements":{}}"#, "Empty"),
-            (
-                r#"{"Measurements":{"HashAlgorithm":"Sha256"}}"#,
-                "HashAlgorithm",
-            ),
-            (r#"{"Measurements":{"PCR32":"00"}}"#, "UnknownKey"),
-            (r#"{"Measurements":{"PCRx":"00"}}"#, "UnknownKey"),
-            (r#"{"Measurements":{"PCR+1":"00"}}"#, "UnknownKey"),
-            (r#"{"Measurements":{"PCR0":"zz"}}"#, "PcrValue"),
-            (r#"{"Measurements":{"PCR0":7}}"#, "PcrValue"),
-        ];
-        for (json, want) in cases {
-            let err = expected_pcrs_from_measurements(json).unwrap_err();
-            assert!(format!("{err:?}").starts_with(want), "{json}: {err:?}");
-        }
-        let short = format!(r#"{{"Measurements":{{"PCR0":"{}"}}}}"#, &pcr[..94]);
-        assert!(matches!(
-            expected_pcrs_from_measurements(&short),
-            Err(MeasurementsError::PcrValue { .. })
-        ));
-    }
 
     #[test]
     fn freshness_bounds() {

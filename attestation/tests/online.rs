@@ -229,26 +229,59 @@ fn http_errors_are_transport_errors() {
     assert!(matches!(e, OnlineError::Status { status: 404, .. }));
 }
 
-#[test]
-fn cli_online_audit_exit_codes() {
+/// Nitro-cli measurements JSON listing `indices` of `pcrs`, written into `dir`.
+fn write_measurements(
+    dir: &std::path::Path,
+    name: &str,
+    pcrs: &std::collections::BTreeMap<u16, Vec<u8>>,
+    indices: &[u16],
+) -> std::path::PathBuf {
+    let mut inner = serde_json::Map::new();
+    inner.insert("HashAlgorithm".into(), "Sha384 { ... }".into());
+    for index in indices {
+        inner.insert(format!("PCR{index}"), hex::encode(&pcrs[index]).into());
+    }
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        serde_json::json!({ "Measurements": inner }).to_string(),
+    )
+    .unwrap();
+    path
+}
+
+/// `agentkeys-attest verify --issuer URL` against the test PKI's mock root, with `policy`
+/// flags.
+fn cli_audit(issuer: &str, policy: &[&str]) -> std::process::Output {
     let pki = TestPki::new(TEST_NOW_SECS);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("mock-root.pem");
     std::fs::write(&root, pki.root_pem()).unwrap();
-    let run = |issuer: &str| {
-        Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
-            .args(["verify", "--issuer", issuer, "--root"])
-            .arg(&root)
-            .args([
-                "--allow-mock-root",
-                "--json",
-                "--at",
-                &TEST_NOW_SECS.to_string(),
-            ])
-            .output()
-            .unwrap()
-    };
-    let ok = run(&start(Fault::None).url);
+    Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
+        .args(["verify", "--issuer", issuer, "--root"])
+        .arg(&root)
+        .args([
+            "--allow-mock-root",
+            "--json",
+            "--at",
+            &TEST_NOW_SECS.to_string(),
+        ])
+        .args(policy)
+        .output()
+        .unwrap()
+}
+
+/// The PCRs the test issuer's documents carry.
+fn issuer_pcrs() -> std::collections::BTreeMap<u16, Vec<u8>> {
+    DocSpec::new(0).pcrs
+}
+
+#[test]
+fn cli_online_audit_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_measurements(dir.path(), "m.json", &issuer_pcrs(), &[0, 1, 2]);
+    let policy = ["--measurements", m.to_str().unwrap()];
+    let ok = cli_audit(&start(Fault::None).url, &policy);
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -259,11 +292,86 @@ fn cli_online_audit_exit_codes() {
     assert_eq!(json["ok"], true);
     assert_eq!(json["report"]["attested_kid"], "kid-2");
 
-    let bad = run(&start(Fault::KeyNotInJwks).url);
+    let bad = cli_audit(&start(Fault::KeyNotInJwks).url, &policy);
     assert_eq!(bad.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
     assert_eq!(json["failed_check"], "public_key_in_jwks");
 
-    let down = run(&start(Fault::NotFound).url);
+    let down = cli_audit(&start(Fault::NotFound).url, &policy);
     assert_eq!(down.status.code(), Some(2));
+}
+
+#[test]
+fn cli_online_audit_without_pcr_policy_is_refused() {
+    let o = cli_audit(&start(Fault::None).url, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no PCR policy: give --measurements FILE"),
+        "{err}"
+    );
+    assert!(err.contains("--no-pcr-policy"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn cli_online_audit_with_no_pcr_policy_warns_and_passes() {
+    let o = cli_audit(&start(Fault::None).url, &["--no-pcr-policy"]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: --no-pcr-policy: the document's PCRs are not checked"),
+        "{err}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pcrs_row = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "pcrs")
+        .unwrap();
+    assert_eq!(pcrs_row["result"], "skipped");
+}
+
+#[test]
+fn cli_online_audit_refuses_incomplete_measurements() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcrs = issuer_pcrs();
+    // The files hold the issuer's own values: only the rule on PCR0/1/2 refuses them.
+    for (indices, missing) in [
+        (&[8u16][..], "has no PCR0, PCR1, PCR2;"),
+        (&[0, 2, 8][..], "has no PCR1;"),
+    ] {
+        let m = write_measurements(
+            dir.path(),
+            &format!("m{}.json", indices.len()),
+            &pcrs,
+            indices,
+        );
+        let m = m.to_str().unwrap();
+        let o = cli_audit(&start(Fault::None).url, &["--measurements", m]);
+        assert_eq!(o.status.code(), Some(2), "{indices:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("--measurements: {m}: ")), "{err}");
+        assert!(err.contains(missing), "{err}");
+    }
+}
+
+#[test]
+fn cli_online_audit_of_another_pcr0_fails_naming_pcr0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pcrs = issuer_pcrs();
+    pcrs.insert(0, vec![0x22; 48]);
+    let m = write_measurements(dir.path(), "other.json", &pcrs, &[0, 1, 2]);
+    let o = cli_audit(
+        &start(Fault::None).url,
+        &["--measurements", m.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["failed_check"], "pcrs");
+    assert!(
+        json["error"].as_str().unwrap().contains("PCR0 is "),
+        "{json}"
+    );
 }

@@ -95,6 +95,24 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Name, in the data directory, of the mock enclave image's measurements: the JSON
+/// `nitro-cli build-enclave` prints, with the mock NSM's PCR0, PCR1 and PCR2, so that the
+/// auditor's check in the dev stack pins the image as it does against a real enclave.
+pub const MOCK_MEASUREMENTS_FILE: &str = "mock-measurements.json";
+
+/// The mock enclave image's measurements in `nitro-cli` form.
+fn mock_measurements_json() -> String {
+    let pcrs = agentkeys_mock_nsm::default_boot_pcrs();
+    let mut inner = serde_json::Map::new();
+    inner.insert("HashAlgorithm".into(), "Sha384 { ... }".into());
+    for index in agentkeys_attestation::measurements::IMAGE_PCRS {
+        if let Some(value) = pcrs.get(&index) {
+            inner.insert(format!("PCR{index}"), hex::encode(value).into());
+        }
+    }
+    serde_json::json!({ "Measurements": inner }).to_string()
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -218,6 +236,8 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let data_dir = absolute(&args.data_dir);
     let mock_root = data_dir.join("mock-root.pem");
     write_atomically(&mock_root, agentkeys_mock_nsm::mock_root_pem().as_bytes())?;
+    let mock_measurements = data_dir.join(MOCK_MEASUREMENTS_FILE);
+    write_atomically(&mock_measurements, mock_measurements_json().as_bytes())?;
 
     // Listeners first, so every URL is known before anything starts.
     let broker_l = bind_loopback(args.port)?;
@@ -368,9 +388,10 @@ Try:
   # 3. get AWS credentials through the STS stand-in
   curl -s -X POST {b}/v1/mint-aws-creds -H "authorization: Bearer $TOKEN"
 
-  # 4. verify that the JWKS key is held by an attested enclave (mock root, explicitly)
+  # 4. verify that the JWKS key is held by an attested enclave running the expected
+  #    image (mock root, explicitly; the mock image's measurements)
   cargo run -p agentkeys-attestation --bin agentkeys-attest -- verify --issuer {b} \
-      --allow-mock-root --root {root}
+      --allow-mock-root --root {root} --measurements {measurements}
 
   # 5. check the audit log against the enclave's attested checkpoint
   cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root
@@ -384,5 +405,6 @@ Ctrl-C stops everything.
         db = i.audit_db.display(),
         dd = i.data_dir.display(),
         root = i.mock_root_pem.display(),
+        measurements = i.data_dir.join(MOCK_MEASUREMENTS_FILE).display(),
     );
 }

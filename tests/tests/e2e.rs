@@ -160,16 +160,23 @@ fn discovery_jwks_attestation_and_metrics() {
 fn attest_cli_verifies_live_issuer() {
     let stack = DevStack::start();
     let root = stack.info.mock_root_pem.display().to_string();
+    // The dev stack writes the mock image's measurements, as nitro-cli does for a real one.
+    let measurements = stack
+        .info
+        .data_dir
+        .join("mock-measurements.json")
+        .display()
+        .to_string();
+    let issuer = stack.info.broker_url.as_str();
+    let mock = ["--root", root.as_str(), "--allow-mock-root"];
     let out = run(
         "agentkeys-attest",
         &[
-            "verify",
-            "--issuer",
-            &stack.info.broker_url,
-            "--root",
-            &root,
-            "--allow-mock-root",
-        ],
+            &["verify", "--issuer", issuer][..],
+            &mock,
+            &["--measurements", &measurements],
+        ]
+        .concat(),
     );
     assert!(
         out.status.success(),
@@ -177,12 +184,25 @@ fn attest_cli_verifies_live_issuer() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Without a PCR policy the auditor's check is refused as a usage error.
+    let out = run(
+        "agentkeys-attest",
+        &[&["verify", "--issuer", issuer][..], &mock].concat(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no PCR policy"));
     // Without the explicit mock root, the AWS root refuses the mock chain.
     let out = run(
         "agentkeys-attest",
-        &["verify", "--issuer", &stack.info.broker_url],
+        &[
+            "verify",
+            "--issuer",
+            issuer,
+            "--measurements",
+            &measurements,
+        ],
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
 }
 
 fn audit_verify(stack: &DevStack, extra: &[&str]) -> std::process::Output {

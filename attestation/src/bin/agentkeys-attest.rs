@@ -2,7 +2,8 @@
 //! audit a live issuer online.
 //!
 //! Exit codes: 0 every check passed, 1 a check failed (the output names it), 2 usage or
-//! I/O error.
+//! I/O error (among them `verify` without a PCR policy, and a measurements file that lacks
+//! PCR0, PCR1 or PCR2).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -16,9 +17,9 @@ use std::time::Duration;
 use agentkeys_attestation::measurements::PublishedMeasurements;
 use agentkeys_attestation::online::{OnlineAudit, OnlineCheck, OnlineError, OnlineReport};
 use agentkeys_attestation::{
-    decode_unverified, expected_pcrs_from_measurements, format_unix_ms, verify,
-    AttestationDocument, CertificateSummary, Check, Policy, TrustAnchor, VerifiedDocument,
-    VerifyError, DEFAULT_CLOCK_SKEW, MAX_DOCUMENT_BYTES, MAX_PCR_INDEX,
+    decode_unverified, format_unix_ms, verify, AttestationDocument, CertificateSummary, Check,
+    Policy, TrustAnchor, VerifiedDocument, VerifyError, DEFAULT_CLOCK_SKEW, MAX_DOCUMENT_BYTES,
+    MAX_PCR_INDEX,
 };
 use agentkeys_eif::MeasureReport;
 use base64::Engine;
@@ -123,9 +124,13 @@ struct VerifyArgs {
     /// Expected PCR value, repeatable: N=HEX with N in 0..31.
     #[arg(long = "pcr", value_name = "N=HEX", value_parser = parse_pcr)]
     pcrs: Vec<(u16, Vec<u8>)>,
-    /// nitro-cli measurements JSON with the expected PCRs.
+    /// nitro-cli measurements JSON of the image you rebuilt (PCR0, PCR1 and PCR2
+    /// required).
     #[arg(long, value_name = "FILE")]
     measurements: Option<PathBuf>,
+    /// Check no PCRs: any enclave image signed by the trusted root passes.
+    #[arg(long, conflicts_with_all = ["pcrs", "measurements"])]
+    no_pcr_policy: bool,
     /// Expected nonce (hex).
     #[arg(long, value_name = "HEX", value_parser = parse_hex, conflicts_with = "issuer")]
     nonce: Option<HexBytes>,
@@ -370,12 +375,22 @@ fn mock_anchor(_pem: &str) -> Result<TrustAnchor, UsageError> {
     ))
 }
 
+/// Printed on stderr when `--no-pcr-policy` is given.
+const NO_PCR_POLICY_WARNING: &str = "warning: --no-pcr-policy: the document's PCRs are not \
+     checked; any enclave image signed by the trusted root passes";
+
+/// Refused when neither PCR values nor `--no-pcr-policy` are given: without PCRs the
+/// verifier proves only that some enclave signed by the root produced the document.
+const NO_PCR_POLICY_ERROR: &str = "no PCR policy: give --measurements FILE (the nitro-cli \
+     measurements of the image you rebuilt) and/or --pcr N=HEX, or --no-pcr-policy to accept \
+     any enclave image signed by the trusted root";
+
 fn build_policy(args: &VerifyArgs) -> Result<Policy, UsageError> {
     let mut expected: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
     if let Some(path) = &args.measurements {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("reading {}: {e}", path.display())))?;
-        expected = expected_pcrs_from_measurements(&text)?;
+        expected = PublishedMeasurements::expected_from_file(path)
+            .map_err(|e| UsageError(format!("--measurements: {e}")))?
+            .pcrs;
     }
     for (index, value) in &args.pcrs {
         if let Some(previous) = expected.insert(*index, value.clone()) {
@@ -385,6 +400,11 @@ fn build_policy(args: &VerifyArgs) -> Result<Policy, UsageError> {
                 )));
             }
         }
+    }
+    if args.no_pcr_policy {
+        eprintln!("{NO_PCR_POLICY_WARNING}");
+    } else if expected.is_empty() {
+        return Err(UsageError(NO_PCR_POLICY_ERROR.to_owned()));
     }
     Ok(Policy {
         expected_pcrs: expected,
@@ -466,7 +486,7 @@ fn detail_of(e: &VerifyError) -> String {
 
 fn skipped_reason(check: Check, policy: &Policy) -> Option<&'static str> {
     match check {
-        Check::Pcrs if policy.expected_pcrs.is_empty() => Some("no expected PCRs given"),
+        Check::Pcrs if policy.expected_pcrs.is_empty() => Some("--no-pcr-policy"),
         Check::DebugMode if policy.allow_debug => Some("debug mode allowed"),
         Check::Nonce if policy.nonce.is_none() => Some("no expected nonce given"),
         Check::UserData if policy.user_data.is_none() => Some("no expected user_data given"),
