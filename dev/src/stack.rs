@@ -26,8 +26,11 @@ use crate::standins::{bind_loopback, spawn_backend, spawn_kms, spawn_sts};
 
 /// Role ARN used by the dev stack (the STS stand-in accepts any well-formed ARN).
 pub const DEV_ROLE_ARN: &str = "arn:aws:iam::000000000000:role/agentkeys-data-role";
-/// KMS key id used by the dev stack.
-pub const DEV_KMS_KEY_ID: &str = "alias/agentkeys-dev";
+/// The KMS key the dev stack's enclave is pinned to: a key ARN of the KMS stand-in's own
+/// account ([`agentkeys_mock_nsm::kms::DEFAULT_ACCOUNT`]) in [`DEV_REGION`], created by
+/// the stand-in on first use.
+pub const DEV_KMS_KEY_ARN: &str =
+    "arn:aws:kms:us-east-1:000000000000:key/0a9f6f1e-6d6b-4c39-9a57-4d2c8e1f7b30";
 /// Region used by the dev stack.
 pub const DEV_REGION: &str = "us-east-1";
 /// Default broker port of the dev stack (the port the examples in `docs/api.md` use).
@@ -177,6 +180,8 @@ fn enclave_child(args: &DevArgs, socket: &Path, issuer: &str) -> anyhow::Result<
         socket.display().to_string(),
         "--issuer".to_string(),
         issuer.to_string(),
+        "--kms-key-arn".to_string(),
+        DEV_KMS_KEY_ARN.to_string(),
     ]);
     Ok(EnclaveChild::new(program, child_args, socket.to_path_buf()))
 }
@@ -212,7 +217,7 @@ fn broker_config(
         // The KMS encryption context binds the seed to the issuer, which contains the
         // port: one sealed seed per port, so a run on another port does not try to open it.
         sealed_seed: data_dir.join(format!("sealed-seed-{}.bin", bind.port())),
-        kms_key_id: DEV_KMS_KEY_ID.to_string(),
+        kms_key_id: DEV_KMS_KEY_ARN.to_string(),
         kms_region: DEV_REGION.to_string(),
         kms_endpoint: Some(urls.kms.clone()),
         // The KMS stand-in does not check signatures; fixed, non-secret dev values.

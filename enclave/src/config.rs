@@ -11,7 +11,9 @@ use crate::jwt::{
     TokenPolicy, DEFAULT_AUDIENCE, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
 };
 use crate::keys::RingSpec;
-use crate::kms::{KmsSettings, DEFAULT_KMS_PROXY_PORT, KMS_OPERATION_TIMEOUT, PARENT_CID};
+use crate::kms::{
+    KeyArnError, KmsKeyArn, KmsSettings, DEFAULT_KMS_PROXY_PORT, KMS_OPERATION_TIMEOUT, PARENT_CID,
+};
 
 /// Default vsock port the enclave listens on. Source: `docs/protocol.md`, "Transport and
 /// addresses" (the enclave listens on `vsock:any:5000`).
@@ -47,7 +49,22 @@ pub enum ConfigError {
     /// Token policy rejected.
     #[error("{0}")]
     Token(String),
+    /// `--kms-key-arn` is not a pinnable key ARN.
+    #[error("invalid --kms-key-arn: {0}")]
+    KmsKeyArn(#[from] KeyArnError),
+    /// `--mock` on a vsock listener: the mock NSM never serves the production transport.
+    #[error("--mock needs --usock: the mock NSM never listens on vsock, where a parent would take it for a real enclave")]
+    MockOnVsock,
+    /// `--mock` where a Nitro Secure Module exists.
+    #[error("--mock refused: {device} exists, so this is a Nitro Enclave and must attest with its real NSM")]
+    MockWithNsmDevice {
+        /// The device found.
+        device: &'static str,
+    },
 }
+
+/// The Nitro Secure Module's device node inside an enclave (AWS Nitro Enclaves NSM API).
+pub const NSM_DEVICE: &str = "/dev/nsm";
 
 /// `agentkeys-enclave`: the enclave application.
 #[derive(Debug, Clone, Parser)]
@@ -71,6 +88,11 @@ pub struct Args {
     /// Issuer URL (`iss`): https://…, or http://loopback only with --mock.
     #[arg(long, env = "AGENTKEYS_ENCLAVE_ISSUER")]
     pub issuer: String,
+    /// The one KMS key this enclave unseals with: its full key ARN
+    /// (`arn:aws:kms:REGION:ACCOUNT:key/KEY-ID`, no alias). Part of the measured image;
+    /// the region of every KMS call comes from it.
+    #[arg(long, env = "AGENTKEYS_ENCLAVE_KMS_KEY_ARN", value_name = "ARN")]
+    pub kms_key_arn: String,
     /// Allowed audience; the first is the default. Repeatable.
     #[arg(long, default_values_t = vec![DEFAULT_AUDIENCE.to_string()])]
     pub audience: Vec<String>,
@@ -126,6 +148,8 @@ pub struct EnclaveConfig {
     pub kms_proxy_port: u32,
     /// Timeout of a KMS call.
     pub kms_timeout: Duration,
+    /// The pinned KMS key.
+    pub kms_key: KmsKeyArn,
 }
 
 impl EnclaveConfig {
@@ -136,6 +160,7 @@ impl EnclaveConfig {
             proxy_cid: PARENT_CID,
             proxy_port: self.kms_proxy_port,
             issuer: self.policy.issuer().to_string(),
+            key: self.kms_key.clone(),
             timeout: self.kms_timeout,
         }
     }
@@ -212,7 +237,20 @@ pub fn parse_mock_pcr(value: &str) -> Result<(u16, [u8; PCR_BYTES]), ConfigError
 impl Args {
     /// Validates the arguments into a configuration.
     pub fn into_config(self) -> Result<EnclaveConfig, ConfigError> {
-        if !self.mock {
+        let nsm_present = std::path::Path::new(NSM_DEVICE).exists();
+        self.into_config_on(nsm_present)
+    }
+
+    /// [`Args::into_config`] on a machine that has (`nsm_present`) or lacks the NSM device.
+    pub fn into_config_on(self, nsm_present: bool) -> Result<EnclaveConfig, ConfigError> {
+        if self.mock {
+            if nsm_present {
+                return Err(ConfigError::MockWithNsmDevice { device: NSM_DEVICE });
+            }
+            if self.usock.is_none() {
+                return Err(ConfigError::MockOnVsock);
+            }
+        } else {
             if self.mock_debug {
                 return Err(ConfigError::NeedsMock {
                     flag: "--mock-debug",
@@ -223,6 +261,7 @@ impl Args {
             }
         }
         let issuer = validate_issuer(&self.issuer, self.mock)?;
+        let kms_key = KmsKeyArn::parse(&self.kms_key_arn)?;
         let policy = TokenPolicy::new(
             &issuer,
             self.audience,
@@ -255,6 +294,7 @@ impl Args {
             },
             kms_proxy_port: self.kms_proxy_port,
             kms_timeout: KMS_OPERATION_TIMEOUT,
+            kms_key,
         })
     }
 }
@@ -268,14 +308,24 @@ mod tests {
             "agentkeys-enclave",
             "--issuer",
             "https://issuer.example.com",
+            "--kms-key-arn",
+            KEY_ARN,
         ];
         v.extend_from_slice(extra);
         Args::try_parse_from(v)
     }
 
+    const KEY_ARN: &str =
+        "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    /// Configuration on a build machine (no NSM device), whatever this machine has.
+    fn config(extra: &[&str]) -> Result<EnclaveConfig, ConfigError> {
+        args(extra).unwrap().into_config_on(false)
+    }
+
     #[test]
     fn defaults() {
-        let c = args(&[]).unwrap().into_config().unwrap();
+        let c = args(&[]).unwrap().into_config_on(false).unwrap();
         assert_eq!(
             c.listen,
             Address::Vsock {
@@ -293,7 +343,10 @@ mod tests {
     #[test]
     fn usock_and_vsock_conflict() {
         assert!(args(&["--usock", "/tmp/x", "--vsock-port", "1"]).is_err());
-        let c = args(&["--usock", "/tmp/x"]).unwrap().into_config().unwrap();
+        let c = args(&["--usock", "/tmp/x"])
+            .unwrap()
+            .into_config_on(false)
+            .unwrap();
         assert_eq!(c.listen, Address::Unix("/tmp/x".into()));
     }
 
@@ -326,16 +379,22 @@ mod tests {
     #[test]
     fn mock_flags_need_mock() {
         assert_eq!(
-            args(&["--mock-debug"]).unwrap().into_config().unwrap_err(),
+            args(&["--mock-debug"])
+                .unwrap()
+                .into_config_on(false)
+                .unwrap_err(),
             ConfigError::NeedsMock {
                 flag: "--mock-debug"
             }
         );
         let pcr = format!("0={}", "ab".repeat(48));
-        assert!(args(&["--mock-pcr", &pcr]).unwrap().into_config().is_err());
-        let c = args(&["--mock", "--mock-pcr", &pcr])
+        assert!(args(&["--mock-pcr", &pcr])
             .unwrap()
-            .into_config()
+            .into_config_on(false)
+            .is_err());
+        let c = args(&["--mock", "--usock", "/tmp/x", "--mock-pcr", &pcr])
+            .unwrap()
+            .into_config_on(false)
             .unwrap();
         assert_eq!(c.mock.pcrs[&0], [0xab; 48]);
     }
@@ -354,18 +413,63 @@ mod tests {
 
     #[test]
     fn ttl_bounds_checked() {
-        assert!(args(&["--ttl-max", "7200"]).unwrap().into_config().is_err());
-        assert!(args(&["--ttl-min", "10"]).unwrap().into_config().is_err());
+        assert!(args(&["--ttl-max", "7200"])
+            .unwrap()
+            .into_config_on(false)
+            .is_err());
+        assert!(args(&["--ttl-min", "10"])
+            .unwrap()
+            .into_config_on(false)
+            .is_err());
         assert!(args(&["--ttl-default", "30"])
             .unwrap()
-            .into_config()
+            .into_config_on(false)
             .is_err());
         let c = args(&["--ttl-default", "900", "--audience", "a", "--audience", "b"])
             .unwrap()
-            .into_config()
+            .into_config_on(false)
             .unwrap();
         assert_eq!(c.policy.resolve_ttl(None).unwrap(), 900);
         assert_eq!(c.policy.audiences(), ["a", "b"]);
+    }
+
+    #[test]
+    fn the_kms_key_arn_is_required_and_pinned() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.kms_settings().key.as_str(), KEY_ARN);
+        assert_eq!(c.kms_settings().key.region(), "eu-west-1");
+        assert!(
+            Args::try_parse_from(["agentkeys-enclave", "--issuer", "https://i.example"]).is_err()
+        );
+        for bad in [
+            "alias/agentkeys",
+            "arn:aws:kms:eu-west-1:111122223333:alias/a",
+            "k",
+        ] {
+            let e = args(&[]).map(|mut a| {
+                a.kms_key_arn = bad.into();
+                a.into_config_on(false)
+            });
+            assert!(
+                matches!(e, Ok(Err(ConfigError::KmsKeyArn(_)))),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mock_needs_a_unix_socket_and_no_nsm_device() {
+        assert_eq!(config(&["--mock"]).unwrap_err(), ConfigError::MockOnVsock);
+        assert!(config(&["--mock", "--usock", "/tmp/x"]).is_ok());
+        let on_nitro = args(&["--mock", "--usock", "/tmp/x"])
+            .unwrap()
+            .into_config_on(true);
+        assert_eq!(
+            on_nitro.unwrap_err(),
+            ConfigError::MockWithNsmDevice { device: NSM_DEVICE }
+        );
+        // Without --mock the device is what the enclave uses.
+        assert!(args(&[]).unwrap().into_config_on(true).is_ok());
     }
 
     #[test]

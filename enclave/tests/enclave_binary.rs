@@ -27,6 +27,9 @@ const PCR_A: [u8; 48] = [0xA1; 48];
 const PCR_B: [u8; 48] = [0xB2; 48];
 
 /// A running enclave process; killed on drop.
+/// The key the test enclave is pinned to: one of the KMS stand-in's own account.
+const KEY_ARN: &str = "arn:aws:kms:us-east-1:000000000000:key/6b1d2f0e-3c4a-4e5f-8a9b-0c1d2e3f4a5b";
+
 struct EnclaveProcess {
     child: Child,
     socket: PathBuf,
@@ -43,6 +46,8 @@ impl EnclaveProcess {
             .arg(&socket)
             .arg("--issuer")
             .arg(ISSUER)
+            .arg("--kms-key-arn")
+            .arg(KEY_ARN)
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -119,7 +124,7 @@ fn kms_config(pcr0: Option<[u8; 48]>) -> agentkeys_mock_nsm::kms::KmsConfig {
 fn unseal_request(endpoint: &str, sealed_seed: Option<Vec<u8>>) -> Request {
     Request::Unseal(UnsealRequest {
         region: "us-east-1".into(),
-        kms_key_id: "alias/agentkeys-test".into(),
+        kms_key_id: KEY_ARN.into(),
         kms_endpoint: Some(endpoint.to_string()),
         credentials: AwsCredentials {
             access_key_id: "AKIDEXAMPLE".into(),
@@ -651,38 +656,92 @@ fn binary_refuses_bad_configuration() {
             .output()
             .unwrap()
     };
+    let refused = |args: &[&str], names: &str| {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(names), "{args:?}: {stderr}");
+    };
     // No issuer.
-    let out = run(&["--mock", "--usock", "/nonexistent/x.sock"]);
-    assert_eq!(out.status.code(), Some(2));
+    refused(
+        &[
+            "--mock",
+            "--usock",
+            "/nonexistent/x.sock",
+            "--kms-key-arn",
+            KEY_ARN,
+        ],
+        "--issuer",
+    );
+    // No pinned key.
+    refused(
+        &[
+            "--mock",
+            "--usock",
+            "/nonexistent/x.sock",
+            "--issuer",
+            ISSUER,
+        ],
+        "--kms-key-arn",
+    );
+    // A key alias instead of a key ARN.
+    refused(
+        &[
+            "--mock",
+            "--usock",
+            "/nonexistent/x.sock",
+            "--issuer",
+            ISSUER,
+            "--kms-key-arn",
+            "arn:aws:kms:us-east-1:000000000000:alias/agentkeys",
+        ],
+        "--kms-key-arn",
+    );
     // Plain-http issuer without --mock.
-    let out = run(&[
-        "--usock",
-        "/nonexistent/x.sock",
+    refused(
+        &[
+            "--usock",
+            "/nonexistent/x.sock",
+            "--issuer",
+            "http://127.0.0.1:1",
+            "--kms-key-arn",
+            KEY_ARN,
+        ],
         "--issuer",
-        "http://127.0.0.1:1",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--issuer"));
+    );
     // TTL bound outside [60, 3600].
-    let out = run(&[
-        "--mock",
-        "--usock",
-        "/nonexistent/x.sock",
-        "--issuer",
-        ISSUER,
-        "--ttl-max",
+    refused(
+        &[
+            "--mock",
+            "--usock",
+            "/nonexistent/x.sock",
+            "--issuer",
+            ISSUER,
+            "--kms-key-arn",
+            KEY_ARN,
+            "--ttl-max",
+            "7200",
+        ],
         "7200",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
+    );
     // --mock-pcr without --mock.
     let pcr = format!("0={}", hex::encode(PCR_A));
-    let out = run(&[
-        "--usock",
-        "/x",
-        "--issuer",
-        "https://i.example",
+    refused(
+        &[
+            "--usock",
+            "/x",
+            "--issuer",
+            "https://i.example",
+            "--kms-key-arn",
+            KEY_ARN,
+            "--mock-pcr",
+            &pcr,
+        ],
         "--mock-pcr",
-        &pcr,
-    ]);
-    assert_eq!(out.status.code(), Some(2));
+    );
+    // --mock on the production transport (vsock).
+    refused(
+        &["--mock", "--issuer", ISSUER, "--kms-key-arn", KEY_ARN],
+        "--usock",
+    );
 }

@@ -130,12 +130,13 @@ pub struct ServeArgs {
         default_value = "sealed-seed.bin"
     )]
     pub sealed_seed: PathBuf,
-    /// KMS key id, ARN or alias the enclave unseals with.
-    #[arg(long, env = "BROKER_KMS_KEY_ID")]
+    /// The KMS key ARN the enclave image is pinned to (its `--kms-key-arn`):
+    /// `arn:aws:kms:REGION:ACCOUNT:key/KEY-ID`, not an alias. The enclave refuses any other.
+    #[arg(long, env = "BROKER_KMS_KEY_ID", value_name = "KEY_ARN")]
     pub kms_key_id: String,
-    /// KMS region.
-    #[arg(long, env = "BROKER_KMS_REGION", default_value = "us-east-1")]
-    pub kms_region: String,
+    /// KMS region; defaults to the key ARN's region, and must equal it when given.
+    #[arg(long, env = "BROKER_KMS_REGION")]
+    pub kms_region: Option<String>,
     /// KMS endpoint override (accepted by the enclave only in mock mode).
     #[arg(long, env = "BROKER_KMS_ENDPOINT")]
     pub kms_endpoint: Option<String>,
@@ -321,6 +322,19 @@ pub enum ConfigError {
     DaemonKeyHalf {
         /// The one variable that is set.
         present: &'static str,
+    },
+    /// `--kms-key-id` is not the key ARN an enclave can be pinned to.
+    #[error("--kms-key-id: {0}")]
+    KmsKeyArn(#[from] agentkeys_wire::KeyArnError),
+    /// `--kms-region` differs from the key ARN's region.
+    #[error("--kms-region {given} differs from the region of --kms-key-id {key} ({key_region}); KMS calls go to the key's region")]
+    KmsRegion {
+        /// The region given.
+        given: String,
+        /// The key ARN.
+        key: String,
+        /// Its region.
+        key_region: String,
     },
     /// Only one of the KMS access key id / secret was given.
     #[error("--kms-access-key-id and --kms-secret-access-key must be given together")]
@@ -646,6 +660,16 @@ impl ServeArgs {
             }
             StsMode::WebIdentity => DaemonCredentials::DefaultChain,
         };
+        let kms_key = agentkeys_wire::KmsKeyArn::parse(&self.kms_key_id)?;
+        if let Some(given) = self.kms_region.as_deref() {
+            if given != kms_key.region() {
+                return Err(ConfigError::KmsRegion {
+                    given: given.to_string(),
+                    key: kms_key.to_string(),
+                    key_region: kms_key.region().to_string(),
+                });
+            }
+        }
         let kms_credentials = match (&self.kms_access_key_id, &self.kms_secret_access_key) {
             (Some(id), Some(secret)) => KmsCredentials::Static(agentkeys_wire::AwsCredentials {
                 access_key_id: id.clone(),
@@ -676,8 +700,8 @@ impl ServeArgs {
                 session_cache: Duration::from_secs(self.session_cache_seconds),
                 audit_db: self.audit_db.clone(),
                 sealed_seed: self.sealed_seed.clone(),
-                kms_key_id: self.kms_key_id.clone(),
-                kms_region: self.kms_region.clone(),
+                kms_key_id: kms_key.to_string(),
+                kms_region: kms_key.region().to_string(),
                 kms_endpoint: self.kms_endpoint.clone(),
                 kms_credentials,
                 tls,
@@ -711,10 +735,35 @@ mod tests {
             "--enclave",
             "unix:/tmp/x.sock",
             "--kms-key-id",
-            "alias/k",
+            KEY_ARN,
         ];
         v.extend_from_slice(extra);
         T::try_parse_from(v).unwrap().serve
+    }
+
+    const KEY_ARN: &str =
+        "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    #[test]
+    fn the_kms_key_is_a_key_arn_and_gives_the_region() {
+        let (c, _) = args(&[]).validate_with_env(&no_env).unwrap();
+        assert_eq!(c.kms_key_id, KEY_ARN);
+        assert_eq!(c.kms_region, "eu-west-1");
+        let (c, _) = args(&["--kms-region", "eu-west-1"])
+            .validate_with_env(&no_env)
+            .unwrap();
+        assert_eq!(c.kms_region, "eu-west-1");
+        assert!(matches!(
+            args(&["--kms-region", "us-east-1"]).validate_with_env(&no_env),
+            Err(ConfigError::KmsRegion { .. })
+        ));
+        for alias in ["alias/k", "arn:aws:kms:eu-west-1:111122223333:alias/k", "k"] {
+            let mut a = args(&[]);
+            a.kms_key_id = alias.into();
+            let e = a.validate_with_env(&no_env).unwrap_err();
+            assert!(matches!(e, ConfigError::KmsKeyArn(_)), "{alias}: {e}");
+            assert!(e.to_string().starts_with("--kms-key-id"), "{e}");
+        }
     }
 
     fn no_env(_: &str) -> Option<String> {

@@ -541,6 +541,10 @@ fn first_line_url(log: &Path, timeout: Duration) -> String {
     .unwrap_or_else(|_| panic!("no URL printed in {}", log.display()))
 }
 
+/// The key this test's enclave is pinned to, in the KMS stand-in's own account.
+const KMS_KEY_ARN: &str =
+    "arn:aws:kms:us-east-1:000000000000:key/3c2b1a09-8f7e-4d6c-b5a4-93827160f5e4";
+
 #[test]
 fn kms_down_at_start_is_retried_with_backoff_and_reported() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -562,7 +566,7 @@ fn kms_down_at_start_is_retried_with_backoff_and_reported() {
     enclave_cmd
         .args(["enclave-child", "--", "--mock", "--usock"])
         .arg(&socket)
-        .args(["--issuer", &issuer]);
+        .args(["--issuer", &issuer, "--kms-key-arn", KMS_KEY_ARN]);
     let _enclave = Group::spawn(enclave_cmd, &d.join("enclave.log")).expect("enclave");
 
     let mut serve = Command::new(&broker);
@@ -577,7 +581,7 @@ fn kms_down_at_start_is_retried_with_backoff_and_reported() {
         .arg(d.join("audit.db"))
         .arg("--sealed-seed")
         .arg(d.join("sealed-seed.bin"))
-        .args(["--kms-key-id", "alias/agentkeys-dev"])
+        .args(["--kms-key-id", KMS_KEY_ARN])
         .args(["--kms-endpoint", &format!("http://127.0.0.1:{kms_port}")])
         .args(["--kms-access-key-id", "AKIADEVSTACK000000000"])
         .args(["--kms-secret-access-key", "dev-stack-not-a-secret"])

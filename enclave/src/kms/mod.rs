@@ -24,6 +24,8 @@ use crate::nsm::NsmError;
 mod transport;
 mod unseal;
 
+pub use agentkeys_wire::{KeyArnError, KmsKeyArn};
+
 pub use transport::{
     loopback_http_client, resolve_endpoint, validate_region, vsock_https_client, KmsEndpoint,
     VsockConn, VsockConnector, DEFAULT_KMS_PROXY_PORT, PARENT_CID,
@@ -53,6 +55,34 @@ pub enum KmsError {
     /// A request field is unusable.
     #[error("invalid unseal request: {0}")]
     InvalidRequest(String),
+    /// The parent named a key other than the one this enclave image is pinned to.
+    #[error("unseal refused: the request names KMS key {requested:?}, but this enclave is pinned to {pinned} (its --kms-key-arn, covered by PCR0); no KMS call was made")]
+    KeyNotPinned {
+        /// The key the parent named.
+        requested: String,
+        /// The pinned key ARN.
+        pinned: String,
+    },
+    /// The parent named a region other than the pinned key's.
+    #[error("unseal refused: the request names region {requested:?}, but this enclave is pinned to {pinned}, in {pinned_region}; no KMS call was made")]
+    RegionNotPinned {
+        /// The region the parent named.
+        requested: String,
+        /// The pinned key ARN.
+        pinned: String,
+        /// The pinned key's region.
+        pinned_region: String,
+    },
+    /// KMS's answer names another key than the pinned one (or none).
+    #[error("KMS {operation} answer names key {answered:?}, not the pinned {pinned}; its seed is not used")]
+    AnswerKeyMismatch {
+        /// KMS operation.
+        operation: &'static str,
+        /// The `KeyId` of the answer.
+        answered: Option<String>,
+        /// The pinned key ARN.
+        pinned: String,
+    },
     /// The NSM could not produce the recipient document.
     #[error("recipient attestation failed: {0}")]
     Nsm(#[from] NsmError),
@@ -118,7 +148,9 @@ impl KmsError {
         match self {
             KmsError::InvalidRegion { .. }
             | KmsError::EndpointNotAllowed { .. }
-            | KmsError::InvalidRequest(_) => WireErrorKind::InvalidRequest,
+            | KmsError::InvalidRequest(_)
+            | KmsError::KeyNotPinned { .. }
+            | KmsError::RegionNotPinned { .. } => WireErrorKind::InvalidRequest,
             KmsError::Nsm(_) => WireErrorKind::Nsm,
             KmsError::AccessDenied { .. } => WireErrorKind::AccessDenied,
             _ => WireErrorKind::Kms,

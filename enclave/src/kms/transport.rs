@@ -35,32 +35,15 @@ pub const PARENT_CID: u32 = 3;
 /// Default vsock port of the parent's `vsock-proxy` for KMS. Source: the `vsock-proxy`
 /// examples in the AWS Nitro Enclaves docs (`vsock-proxy 8000 kms.<region>.amazonaws.com 443`).
 pub const DEFAULT_KMS_PROXY_PORT: u32 = 8000;
-/// Longest region name accepted (real ones are ≤ 16, e.g. `ap-southeast-4`).
-const MAX_REGION_BYTES: usize = 32;
-
-/// Checks that `region` looks like an AWS region: lowercase letters/digits in
-/// hyphen-separated parts, at least three parts, the last one numeric (`us-east-1`,
-/// `us-gov-west-1`, `ap-southeast-4`).
+/// Checks that `region` looks like an AWS region (the rule of
+/// [`agentkeys_wire::kms_key_arn::is_aws_region`]).
 pub fn validate_region(region: &str) -> Result<(), KmsError> {
-    let err = || KmsError::InvalidRegion {
-        region: region.chars().take(64).collect(),
-    };
-    if region.is_empty() || region.len() > MAX_REGION_BYTES {
-        return Err(err());
-    }
-    let parts: Vec<&str> = region.split('-').collect();
-    if parts.len() < 3 {
-        return Err(err());
-    }
-    let (last, rest) = parts.split_last().ok_or_else(err)?;
-    let letters_ok = rest
-        .iter()
-        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()));
-    let digits_ok = !last.is_empty() && last.len() <= 2 && last.bytes().all(|b| b.is_ascii_digit());
-    if letters_ok && digits_ok && rest[0].len() == 2 {
+    if agentkeys_wire::kms_key_arn::is_aws_region(region) {
         Ok(())
     } else {
-        Err(err())
+        Err(KmsError::InvalidRegion {
+            region: region.chars().take(64).collect(),
+        })
     }
 }
 

@@ -1,7 +1,8 @@
-//! The unseal itself: checks the parent's request, asks NSM for a recipient attestation
-//! document bound to the per-boot RSA key, calls KMS `GenerateDataKey` (genesis) or
-//! `Decrypt`, refuses a plaintext answer outside mock mode, opens
-//! `CiphertextForRecipient` and returns the seed. KMS failures are sorted into
+//! The unseal itself: checks the parent's request against the pinned key ARN (before any
+//! KMS call), asks NSM for a recipient attestation document bound to the per-boot RSA
+//! key, calls KMS `GenerateDataKey` (genesis) or `Decrypt` on the pinned key in its own
+//! region, refuses an answer that names another key or carries a plaintext outside mock
+//! mode, opens `CiphertextForRecipient` and returns the seed. KMS failures are sorted into
 //! [`KmsError`] variants so the parent sees access denials apart from other errors.
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ use super::KmsError;
 use crate::cms::{unwrap_ciphertext_for_recipient, RecipientKey};
 use crate::keys::{Seed, SEED_BYTES};
 use crate::nsm::{self, NsmDevice};
+use agentkeys_wire::KmsKeyArn;
 
 /// Encryption context key and value naming the purpose. Source: `docs/architecture.md`,
 /// "Key life cycle", step 2.
@@ -44,6 +46,8 @@ pub struct KmsSettings {
     pub proxy_port: u32,
     /// The issuer, bound into the encryption context.
     pub issuer: String,
+    /// The only KMS key this enclave unseals with (measured configuration).
+    pub key: KmsKeyArn,
     /// Whole-operation timeout.
     pub timeout: Duration,
 }
@@ -59,12 +63,27 @@ pub struct Unsealed {
     pub genesis: bool,
 }
 
-fn validate_request(req: &UnsealRequest) -> Result<(), KmsError> {
+/// Checks the parent's request; the key and region must be the pinned ones, so a
+/// refusal here comes before any NSM or KMS call.
+fn validate_request(req: &UnsealRequest, key: &KmsKeyArn) -> Result<(), KmsError> {
     let id = &req.kms_key_id;
     if id.is_empty() || id.len() > MAX_KEY_ID_BYTES || id.chars().any(|c| c.is_control()) {
         return Err(KmsError::InvalidRequest(format!(
             "kms_key_id must be 1..={MAX_KEY_ID_BYTES} printable characters"
         )));
+    }
+    if id != key.as_str() {
+        return Err(KmsError::KeyNotPinned {
+            requested: id.clone(),
+            pinned: key.to_string(),
+        });
+    }
+    if req.region != key.region() {
+        return Err(KmsError::RegionNotPinned {
+            requested: req.region.clone(),
+            pinned: key.to_string(),
+            pinned_region: key.region().to_string(),
+        });
     }
     if let Some(s) = &req.sealed_seed {
         if s.is_empty() || s.len() > MAX_SEALED_SEED_BYTES {
@@ -146,68 +165,79 @@ pub async fn unseal(
     recipient: &RecipientKey,
     req: &UnsealRequest,
 ) -> Result<Unsealed, KmsError> {
-    validate_request(req)?;
-    let endpoint = resolve_endpoint(&req.region, req.kms_endpoint.as_deref(), settings.mock)?;
+    let key = &settings.key;
+    validate_request(req, key)?;
+    let endpoint = resolve_endpoint(key.region(), req.kms_endpoint.as_deref(), settings.mock)?;
     let spki = recipient.public_key_spki_der();
     let document = nsm::attest(nsm, None, None, Some(spki.as_ref()))?;
     let recipient_info = RecipientInfo::builder()
         .attestation_document(Blob::new(document))
         .key_encryption_algorithm(KeyEncryptionMechanism::RsaesOaepSha256)
         .build();
-    let client = kms_client(settings, &endpoint, &req.region, &req.credentials)?;
+    let client = kms_client(settings, &endpoint, key.region(), &req.credentials)?;
     let (purpose_key, purpose_value) = CONTEXT_PURPOSE;
 
-    let (operation, for_recipient, plaintext_present, sealed_seed, genesis) = match &req.sealed_seed
-    {
-        None => {
-            let op = "GenerateDataKey";
-            let out = client
-                .generate_data_key()
-                .key_id(&req.kms_key_id)
-                .key_spec(DataKeySpec::Aes256)
-                .encryption_context(purpose_key, purpose_value)
-                .encryption_context(CONTEXT_ISSUER_KEY, &settings.issuer)
-                .recipient(recipient_info)
-                .send()
-                .await
-                .map_err(|e| classify(op, e))?;
-            let blob = out
-                .ciphertext_blob()
-                .ok_or(KmsError::MissingField {
-                    operation: op,
-                    field: "CiphertextBlob",
-                })?
-                .as_ref()
-                .to_vec();
-            (
-                op,
-                out.ciphertext_for_recipient().map(|b| b.as_ref().to_vec()),
-                out.plaintext().is_some(),
-                blob,
-                true,
-            )
-        }
-        Some(sealed) => {
-            let op = "Decrypt";
-            let out = client
-                .decrypt()
-                .key_id(&req.kms_key_id)
-                .ciphertext_blob(Blob::new(sealed.clone()))
-                .encryption_context(purpose_key, purpose_value)
-                .encryption_context(CONTEXT_ISSUER_KEY, &settings.issuer)
-                .recipient(recipient_info)
-                .send()
-                .await
-                .map_err(|e| classify(op, e))?;
-            (
-                op,
-                out.ciphertext_for_recipient().map(|b| b.as_ref().to_vec()),
-                out.plaintext().is_some(),
-                sealed.clone(),
-                false,
-            )
-        }
-    };
+    let (operation, answered_key, for_recipient, plaintext_present, sealed_seed, genesis) =
+        match &req.sealed_seed {
+            None => {
+                let op = "GenerateDataKey";
+                let out = client
+                    .generate_data_key()
+                    .key_id(key.as_str())
+                    .key_spec(DataKeySpec::Aes256)
+                    .encryption_context(purpose_key, purpose_value)
+                    .encryption_context(CONTEXT_ISSUER_KEY, &settings.issuer)
+                    .recipient(recipient_info)
+                    .send()
+                    .await
+                    .map_err(|e| classify(op, e))?;
+                let blob = out
+                    .ciphertext_blob()
+                    .ok_or(KmsError::MissingField {
+                        operation: op,
+                        field: "CiphertextBlob",
+                    })?
+                    .as_ref()
+                    .to_vec();
+                (
+                    op,
+                    out.key_id().map(str::to_string),
+                    out.ciphertext_for_recipient().map(|b| b.as_ref().to_vec()),
+                    out.plaintext().is_some(),
+                    blob,
+                    true,
+                )
+            }
+            Some(sealed) => {
+                let op = "Decrypt";
+                let out = client
+                    .decrypt()
+                    .key_id(key.as_str())
+                    .ciphertext_blob(Blob::new(sealed.clone()))
+                    .encryption_context(purpose_key, purpose_value)
+                    .encryption_context(CONTEXT_ISSUER_KEY, &settings.issuer)
+                    .recipient(recipient_info)
+                    .send()
+                    .await
+                    .map_err(|e| classify(op, e))?;
+                (
+                    op,
+                    out.key_id().map(str::to_string),
+                    out.ciphertext_for_recipient().map(|b| b.as_ref().to_vec()),
+                    out.plaintext().is_some(),
+                    sealed.clone(),
+                    false,
+                )
+            }
+        };
+    // KMS names the key it used by its ARN; anything else is not the pinned key's answer.
+    if answered_key.as_deref() != Some(key.as_str()) {
+        return Err(KmsError::AnswerKeyMismatch {
+            operation,
+            answered: answered_key,
+            pinned: key.to_string(),
+        });
+    }
     if plaintext_present && !settings.mock {
         return Err(KmsError::PlaintextReturned { operation });
     }
@@ -235,10 +265,17 @@ pub async fn unseal(
 mod tests {
     use super::*;
 
+    const PINNED: &str =
+        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn pinned() -> KmsKeyArn {
+        KmsKeyArn::parse(PINNED).unwrap()
+    }
+
     fn request(sealed: Option<Vec<u8>>) -> UnsealRequest {
         UnsealRequest {
             region: "us-east-1".into(),
-            kms_key_id: "alias/x".into(),
+            kms_key_id: PINNED.into(),
             kms_endpoint: None,
             credentials: AwsCredentials {
                 access_key_id: "AKID".into(),
@@ -251,14 +288,49 @@ mod tests {
 
     #[test]
     fn request_validation() {
-        validate_request(&request(None)).unwrap();
-        assert!(validate_request(&request(Some(vec![]))).is_err());
-        assert!(validate_request(&request(Some(vec![0; MAX_SEALED_SEED_BYTES + 1]))).is_err());
+        let key = pinned();
+        validate_request(&request(None), &key).unwrap();
+        assert!(validate_request(&request(Some(vec![])), &key).is_err());
+        assert!(
+            validate_request(&request(Some(vec![0; MAX_SEALED_SEED_BYTES + 1])), &key).is_err()
+        );
         let mut r = request(None);
         r.kms_key_id = String::new();
-        assert!(validate_request(&r).is_err());
+        assert!(validate_request(&r, &key).is_err());
         let mut r = request(None);
         r.credentials.secret_access_key = String::new();
-        assert!(validate_request(&r).is_err());
+        assert!(validate_request(&r, &key).is_err());
+    }
+
+    #[test]
+    fn a_key_other_than_the_pinned_one_is_refused() {
+        let key = pinned();
+        for other in [
+            "arn:aws:kms:us-east-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:us-east-1:111122223333:key/ffffffff-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:us-east-1:111122223333:alias/agentkeys",
+            "alias/agentkeys",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+        ] {
+            let mut r = request(None);
+            r.kms_key_id = other.into();
+            match validate_request(&r, &key) {
+                Err(e @ KmsError::KeyNotPinned { .. }) => {
+                    assert_eq!(e.wire_kind(), agentkeys_wire::WireErrorKind::InvalidRequest);
+                    assert!(e.to_string().contains(PINNED), "{e}");
+                }
+                other_result => panic!("{other}: {other_result:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_region_other_than_the_keys_is_refused() {
+        let mut r = request(None);
+        r.region = "eu-west-1".into();
+        assert!(matches!(
+            validate_request(&r, &pinned()),
+            Err(KmsError::RegionNotPinned { .. })
+        ));
     }
 }

@@ -25,6 +25,7 @@ pub mod address;
 pub mod chain;
 pub mod client;
 pub mod frame;
+pub mod kms_key_arn;
 pub mod messages;
 pub mod server;
 pub mod wallet;
@@ -33,6 +34,7 @@ pub use address::{Address, AddressError, Listener, Stream};
 pub use chain::{chain_genesis, chain_next, CheckpointDecodeError, CheckpointUserData};
 pub use client::{ClientError, EnclaveClient, LateReplies};
 pub use frame::{FrameError, MAX_FRAME_BYTES};
+pub use kms_key_arn::{KeyArnError, KmsKeyArn};
 pub use messages::{
     Attestation, AuditCheckpoint, AwsCredentials, EnclaveStatus, MintJwtRequest, MintedJwt,
     Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest, UnsealResult, WireError,

@@ -10,6 +10,10 @@
 //! * Any key id, key ARN, alias or alias ARN is accepted; its master key is created on
 //!   first use. Ciphertext blobs are bound to the key id and the encryption context
 //!   (see [`blob`]); `Decrypt` finds the key from the blob.
+//! * Answers name the key by its ARN in `KeyId`, as KMS does. A key named by a key ARN
+//!   keeps that ARN's account and region (a key "in another account" whose policy lets
+//!   the caller use it); keys named otherwise belong to the stand-in's own account
+//!   ([`DEFAULT_ACCOUNT`]) in the region of the request's SigV4 scope.
 //! * With `Recipient`, the attestation document is verified with
 //!   `agentkeys_attestation::verify` against the mock root (explicitly trusted), an
 //!   optional PCR0 allow-list (mirroring `kms:RecipientAttestation:ImageSha384`) is
@@ -386,6 +390,17 @@ impl KmsStandIn {
         format!("arn:aws:kms:{region}:{}:key/{id}", self.config.account)
     }
 
+    /// The `KeyId` of an answer about key `id`: the key ARN the request named, when it
+    /// named this key by ARN, else the ARN in the stand-in's own account.
+    fn answer_key_arn(&self, requested: Option<&str>, region: &str, id: &str) -> String {
+        match requested {
+            Some(arn) if arn.starts_with("arn:") && arn.ends_with(&format!(":key/{id}")) => {
+                arn.to_string()
+            }
+            _ => self.key_arn(region, id),
+        }
+    }
+
     /// Handles one request: `target` is the operation name (without `TrentService.`).
     pub fn dispatch(&self, headers: &HeaderMap, body: &[u8]) -> Result<Value, KmsError> {
         if headers.get(header::AUTHORIZATION).is_none() {
@@ -527,7 +542,10 @@ impl KmsStandIn {
             .map_err(|e| KmsError::Internal(e.to_string()))?;
         let mut out = Map::new();
         out.insert("CiphertextBlob".into(), json!(b64(&ciphertext)));
-        out.insert("KeyId".into(), json!(self.key_arn(region, &id)));
+        out.insert(
+            "KeyId".into(),
+            json!(self.answer_key_arn(Some(key_id), region, &id)),
+        );
         self.deliver(&mut out, recipient.as_deref(), &data_key)?;
         tracing::info!(operation = "GenerateDataKey", key_id = %id, recipient = recipient.is_some(), bytes = length, "served");
         Ok(Value::Object(out))
@@ -589,7 +607,10 @@ impl KmsStandIn {
             ));
         }
         let mut out = Map::new();
-        out.insert("KeyId".into(), json!(self.key_arn(region, &blob_key)));
+        out.insert(
+            "KeyId".into(),
+            json!(self.answer_key_arn(request.key_id.as_deref(), region, &blob_key)),
+        );
         out.insert("EncryptionAlgorithm".into(), json!("SYMMETRIC_DEFAULT"));
         self.deliver(&mut out, recipient.as_deref(), &plaintext)?;
         tracing::info!(operation = "Decrypt", key_id = %blob_key, recipient = recipient.is_some(), "served");
@@ -895,6 +916,34 @@ mod tests {
                 .unwrap()
                 .len(),
             8
+        );
+    }
+
+    #[test]
+    fn answers_name_the_key_by_the_arn_of_its_account() {
+        let kms = KmsStandIn::new(KmsConfig::new()).unwrap();
+        let key_id = |body: &str| {
+            let out = kms
+                .dispatch(&headers("TrentService.GenerateDataKey"), body.as_bytes())
+                .unwrap();
+            out["KeyId"].as_str().unwrap().to_string()
+        };
+        let other = "arn:aws:kms:eu-west-1:444455556666:key/k-other";
+        assert_eq!(
+            key_id(&format!(r#"{{"KeyId":"{other}","KeySpec":"AES_256"}}"#)),
+            other,
+            "a key ARN of another account keeps its account and region"
+        );
+        let own = key_id(r#"{"KeyId":"k-own","KeySpec":"AES_256"}"#);
+        assert!(
+            own.starts_with("arn:aws:kms:")
+                && own.ends_with(&format!(":{DEFAULT_ACCOUNT}:key/k-own")),
+            "{own}"
+        );
+        let alias = key_id(r#"{"KeyId":"alias/a","KeySpec":"AES_256"}"#);
+        assert!(
+            alias.contains(":key/") && !alias.contains("alias"),
+            "{alias}"
         );
     }
 

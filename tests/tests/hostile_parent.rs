@@ -1,0 +1,255 @@
+//! The parent as the attacker: a root user on the EC2 host drives the shipped enclave
+//! binary over its socket (as the broker would) and tries to make it unseal with a key
+//! the parent controls. Every attempt must be refused, the enclave must stay sealed and
+//! keep serving, and a refusal that depends on the request alone must come before any
+//! KMS call.
+//!
+//! KMS is the in-process stand-in behind a proxy the hostile parent runs: the proxy
+//! counts the KMS calls the enclave makes and, when told to, rewrites the `KeyId` of
+//! KMS's answer (a parent cannot forge KMS's TLS in production; in mock mode it chooses
+//! the endpoint, which is what makes this test possible).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentkeys_e2e::binary;
+use agentkeys_wire::{
+    Address, AwsCredentials, ClientError, EnclaveClient, Request, Response, UnsealRequest,
+    WireError, WireErrorKind,
+};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response as HttpResponse};
+
+/// The key the enclave image is pinned to (the KMS stand-in's own account).
+const PINNED: &str = "arn:aws:kms:us-east-1:000000000000:key/5f1c9e2a-0b7d-4e3f-9a61-2c8d4b0e7f13";
+/// A permissive key in an account the parent owns.
+const PARENTS_KEY: &str =
+    "arn:aws:kms:us-east-1:444455556666:key/7e2d1c0b-4a3f-4b5e-8c9d-0e1f2a3b4c5d";
+/// The pinned key's id in another region.
+const OTHER_REGION: &str =
+    "arn:aws:kms:eu-west-1:000000000000:key/5f1c9e2a-0b7d-4e3f-9a61-2c8d4b0e7f13";
+const ISSUER: &str = "http://127.0.0.1:1";
+
+/// The shipped enclave binary, mock NSM, pinned to [`PINNED`].
+struct Enclave {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Enclave {
+    fn start() -> Enclave {
+        let dir = tempfile::tempdir().expect("tmp");
+        let socket = dir.path().join("enclave.sock");
+        let child = Command::new(binary("agentkeys-enclave"))
+            .args(["--mock", "--usock"])
+            .arg(&socket)
+            .args(["--issuer", ISSUER, "--kms-key-arn", PINNED])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start agentkeys-enclave");
+        let mut e = Enclave {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&e.socket).is_err() {
+            assert!(
+                e.child.try_wait().expect("wait").is_none(),
+                "enclave exited"
+            );
+            assert!(Instant::now() < deadline, "enclave did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        e
+    }
+
+    fn client(&self) -> EnclaveClient {
+        EnclaveClient::new(
+            Address::Unix(self.socket.clone()),
+            1,
+            Duration::from_secs(60),
+        )
+    }
+}
+
+impl Drop for Enclave {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The parent's proxy in front of the KMS stand-in.
+#[derive(Clone)]
+struct KmsProxy {
+    upstream: String,
+    http: reqwest::Client,
+    calls: Arc<AtomicUsize>,
+    rewrite_key_id: Arc<AtomicBool>,
+}
+
+async fn forward(State(p): State<KmsProxy>, headers: HeaderMap, body: Bytes) -> HttpResponse {
+    p.calls.fetch_add(1, Ordering::SeqCst);
+    let mut req = p.http.post(&p.upstream).body(body.to_vec());
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            req = req.header(name, value);
+        }
+    }
+    let Ok(answer) = req.send().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    let text = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(mut v) if p.rewrite_key_id.load(Ordering::SeqCst) && v.get("KeyId").is_some() => {
+            v["KeyId"] = PARENTS_KEY.into();
+            v.to_string()
+        }
+        _ => text,
+    };
+    (
+        status,
+        [("content-type", "application/x-amz-json-1.1")],
+        text,
+    )
+        .into_response()
+}
+
+/// Starts the KMS stand-in and the proxy; returns the proxy's URL and its state.
+async fn start_kms() -> (String, KmsProxy) {
+    let kms = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}", kms.local_addr().expect("addr"));
+    tokio::spawn(agentkeys_mock_nsm::kms::serve(
+        kms,
+        agentkeys_mock_nsm::kms::KmsConfig::new(),
+    ));
+    let proxy = KmsProxy {
+        upstream,
+        http: reqwest::Client::new(),
+        calls: Arc::new(AtomicUsize::new(0)),
+        rewrite_key_id: Arc::new(AtomicBool::new(false)),
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state(proxy.clone());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, proxy)
+}
+
+fn unseal(key: &str, region: &str, endpoint: &str) -> Request {
+    Request::Unseal(UnsealRequest {
+        region: region.into(),
+        kms_key_id: key.into(),
+        kms_endpoint: Some(endpoint.into()),
+        credentials: AwsCredentials {
+            access_key_id: "AKIAPARENTOWNED00000".into(),
+            secret_access_key: "the-parent-s-own-credentials".into(),
+            session_token: None,
+        },
+        sealed_seed: None,
+    })
+}
+
+async fn refused(client: &EnclaveClient, request: Request) -> WireError {
+    match client.call(request).await {
+        Err(ClientError::Remote(e)) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn assert_sealed(client: &EnclaveClient) {
+    match client.call(Request::Status).await {
+        Ok(Response::Status(s)) => assert!(!s.unsealed, "the enclave unsealed: {s:?}"),
+        other => panic!("status: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unseal_with_a_key_other_than_the_pinned_one_is_refused_before_any_kms_call() {
+    let enclave = Enclave::start();
+    let client = enclave.client();
+    let (kms, proxy) = start_kms().await;
+    let cases = [
+        (
+            "a permissive key in the parent's account",
+            PARENTS_KEY,
+            "us-east-1",
+        ),
+        (
+            "an alias of the pinned key's account",
+            "arn:aws:kms:us-east-1:000000000000:alias/agentkeys",
+            "us-east-1",
+        ),
+        ("a bare alias", "alias/agentkeys", "us-east-1"),
+        (
+            "the pinned key's id without its ARN",
+            "5f1c9e2a-0b7d-4e3f-9a61-2c8d4b0e7f13",
+            "us-east-1",
+        ),
+        (
+            "the same key id in another region",
+            OTHER_REGION,
+            "eu-west-1",
+        ),
+        ("the pinned key with another region", PINNED, "eu-west-1"),
+    ];
+    for (name, key, region) in cases {
+        let e = refused(&client, unseal(key, region, &kms)).await;
+        assert_eq!(e.kind, WireErrorKind::InvalidRequest, "{name}: {e}");
+        assert!(
+            e.message.contains(PINNED),
+            "{name}: names the pinned key: {e}"
+        );
+        assert!(e.message.contains("no KMS call"), "{name}: {e}");
+        assert_eq!(
+            proxy.calls.load(Ordering::SeqCst),
+            0,
+            "{name}: KMS was called"
+        );
+        assert_sealed(&client).await;
+    }
+    // The same enclave still unseals with the pinned key: nothing above broke it.
+    match client.call(unseal(PINNED, "us-east-1", &kms)).await {
+        Ok(Response::Unsealed(r)) => assert!(r.genesis),
+        other => panic!("pinned unseal: {other:?}"),
+    }
+    assert!(proxy.calls.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn a_kms_answer_naming_another_key_is_refused_and_the_enclave_stays_sealed() {
+    let enclave = Enclave::start();
+    let client = enclave.client();
+    let (kms, proxy) = start_kms().await;
+    proxy.rewrite_key_id.store(true, Ordering::SeqCst);
+    let e = refused(&client, unseal(PINNED, "us-east-1", &kms)).await;
+    assert_eq!(e.kind, WireErrorKind::Kms, "{e}");
+    assert!(
+        e.message.contains(PARENTS_KEY) && e.message.contains(PINNED),
+        "{e}"
+    );
+    assert_eq!(proxy.calls.load(Ordering::SeqCst), 1);
+    assert_sealed(&client).await;
+    // An honest answer afterwards unseals.
+    proxy.rewrite_key_id.store(false, Ordering::SeqCst);
+    match client.call(unseal(PINNED, "us-east-1", &kms)).await {
+        Ok(Response::Unsealed(_)) => {}
+        other => panic!("honest unseal: {other:?}"),
+    }
+}
