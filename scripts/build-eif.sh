@@ -4,6 +4,7 @@
 #
 # Usage:
 #   scripts/build-eif.sh --issuer https://issuer.example.com \
+#       --kms-key-arn arn:aws:kms:<region>:<account>:key/<key id> \
 #       --rust-image-digest sha256:<64 hex> \
 #       [--rust-image rust:1.95-alpine] [--output eif/agentkeys-enclave.eif] \
 #       [--measurements eif/measurements.json] [--tag agentkeys-enclave:<rev>] \
@@ -26,6 +27,7 @@ usage() {
 }
 
 ISSUER=""
+KMS_KEY_ARN=""
 RUST_IMAGE="rust:1.95-alpine"
 RUST_IMAGE_DIGEST="${RUST_IMAGE_DIGEST:-}"
 OUTPUT="$REPO_ROOT/eif/agentkeys-enclave.eif"
@@ -39,6 +41,7 @@ PRIVATE_KEY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --issuer) ISSUER="${2:?--issuer needs a value}"; shift 2 ;;
+        --kms-key-arn) KMS_KEY_ARN="${2:?--kms-key-arn needs a value}"; shift 2 ;;
         --rust-image) RUST_IMAGE="${2:?--rust-image needs a value}"; shift 2 ;;
         --rust-image-digest) RUST_IMAGE_DIGEST="${2:?--rust-image-digest needs a value}"; shift 2 ;;
         --output) OUTPUT="${2:?--output needs a value}"; shift 2 ;;
@@ -57,6 +60,10 @@ done
 [ -n "$ISSUER" ] || die "--issuer is required (it is baked into the image and covered by PCR0)"
 if ! reason="$(validate_issuer "$ISSUER")"; then
     die "$reason"
+fi
+[ -n "$KMS_KEY_ARN" ] || die "--kms-key-arn is required (the one KMS key the enclave unseals with; baked into the image and covered by PCR0)"
+if ! reason="$(validate_kms_key_arn "$KMS_KEY_ARN")"; then
+    die "--kms-key-arn $reason"
 fi
 [ -n "$RUST_IMAGE_DIGEST" ] || die "the base image must be pinned: pass --rust-image-digest sha256:<64 hex> (docker buildx imagetools inspect $RUST_IMAGE)"
 [[ "$RUST_IMAGE_DIGEST" =~ ^sha256:[0-9a-f]{64}$ ]] || die "--rust-image-digest '$RUST_IMAGE_DIGEST' is not sha256:<64 lower-case hex>"
@@ -104,6 +111,7 @@ build_args=(
     --build-arg "RUST_IMAGE_DIGEST=$RUST_IMAGE_DIGEST"
     --build-arg "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH_ARG"
     --build-arg "ISSUER=$ISSUER"
+    --build-arg "KMS_KEY_ARN=$KMS_KEY_ARN"
 )
 if [ -n "$APK_PACKAGES" ]; then
     build_args+=(--build-arg "APK_PACKAGES=$APK_PACKAGES")
@@ -115,6 +123,16 @@ DOCKER_BUILDKIT=1 docker build \
     "${build_args[@]}" \
     --tag "$TAG" \
     "$REPO_ROOT"
+
+# The packed binary must be a production build: it refuses --mock (the mock NSM is not
+# compiled in). Checked on the image itself, since that is what nitro-cli packs.
+mock_check="$(docker run --rm --network none --entrypoint /agentkeys-enclave "$TAG" \
+    --mock --usock /tmp/agentkeys-mock-check.sock --issuer "$ISSUER" --kms-key-arn "$KMS_KEY_ARN" 2>&1)" \
+    && die "the enclave binary in $TAG accepts --mock: it was built with the mock NSM; refusing to pack it"
+case "$mock_check" in
+    *"needs a build with the cargo feature"*) info "the packed enclave binary refuses --mock" ;;
+    *) die "the enclave binary in $TAG did not refuse --mock as a production build does: $mock_check" ;;
+esac
 
 mkdir -p "$(dirname "$OUTPUT")" "$(dirname "$MEASUREMENTS")"
 nitro_args=(build-enclave --docker-uri "$TAG" --output-file "$OUTPUT")

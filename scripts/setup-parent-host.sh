@@ -110,7 +110,7 @@ if [ -n "$ISSUER" ] && ! reason="$(validate_issuer "$ISSUER")"; then
     die "--issuer: $reason"
 fi
 ask REGION "AWS region of the KMS key (the enclave reaches only kms.<region>.amazonaws.com through vsock-proxy)." "us-east-1"
-ask KMS_KEY_ID "KMS key id, ARN or alias/... that seals the issuer seed. Its key policy must come from 'agentkeys-broker kms-policy'."
+ask KMS_KEY_ID "KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID) that seals the issuer seed: the same ARN the enclave image was built with (build-eif.sh --kms-key-arn). Its key policy must come from 'agentkeys-broker kms-policy'."
 ask BACKEND_URL "Session backend base URL: the broker validates bearers with GET <url>/session/validate."
 ask CREDENTIAL_MODE "How /v1/mint-aws-creds gets credentials: 'web-identity' (AssumeRoleWithWebIdentity with the enclave-signed JWT; the parent needs no AWS credentials for it) or 'assume-role' (the parent's own credentials, the older mode)." "web-identity"
 ask ROLE_ARN "Role agents receive credentials for (BROKER_DATA_ROLE_ARN). Empty: the broker's default (agentkeys-data-role in this account)." ""
@@ -146,14 +146,13 @@ KMS_PROXY_PORT="${KMS_PROXY_PORT:-8001}"
 [ -n "$BACKEND_URL" ] || die "--backend-url is required"
 
 [[ "$REGION" =~ ^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]+$ ]] || die "--region '$REGION' is not an AWS region name (e.g. us-east-1)"
-uuid='[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
-if ! [[ "$KMS_KEY_ID" =~ ^(mrk-[0-9a-f]{32}|$uuid|alias/[A-Za-z0-9/_-]{1,250}|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key/(mrk-[0-9a-f]{32}|$uuid)|alias/[A-Za-z0-9/_-]{1,250}))$ ]]; then
-    die "--kms-key-id '$KMS_KEY_ID' is not a KMS key id, key ARN, alias/NAME or alias ARN"
+# The enclave image pins one key by its full ARN (an alias can be re-pointed), and the
+# broker's --kms-key-id must be that ARN.
+if ! reason="$(validate_kms_key_arn "$KMS_KEY_ID")"; then
+    die "--kms-key-id $reason"
 fi
-case "$KMS_KEY_ID" in
-    arn:*) key_region="$(printf '%s' "$KMS_KEY_ID" | cut -d: -f4)"
-           [ "$key_region" = "$REGION" ] || die "--kms-key-id is in region '$key_region' but --region is '$REGION'" ;;
-esac
+key_region="$(printf '%s' "$KMS_KEY_ID" | cut -d: -f4)"
+[ "$key_region" = "$REGION" ] || die "--kms-key-id is in region '$key_region' but --region is '$REGION'"
 [[ "$BACKEND_URL" =~ ^https?://[^[:space:]/?#]+(/[^[:space:]?#]*)?$ ]] || die "--backend-url '$BACKEND_URL' must be an http(s) URL without query"
 case "$CREDENTIAL_MODE" in
     web-identity|assume-role) ;;

@@ -215,9 +215,15 @@ fn setup_refuses_an_unknown_credential_mode() {
 
 #[test]
 fn setup_refuses_other_bad_values() {
-    let cases: [(&'static str, &'static str, &str); 8] = [
+    let cases: [(&'static str, &'static str, &str); 10] = [
         ("--region", "mars-1", "--region"),
         ("--kms-key-id", "not-a-key", "--kms-key-id"),
+        ("--kms-key-id", "alias/agentkeys", "never an alias"),
+        (
+            "--kms-key-id",
+            "arn:aws:kms:us-east-1:111122223333:alias/agentkeys",
+            "never an alias",
+        ),
         (
             "--kms-key-id",
             "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -298,13 +304,29 @@ fn run_enclave_dry_run_and_bad_values() {
     );
 }
 
+/// The key ARN build-eif.sh pins into the image in these tests.
+const PINNED_KEY: &str = KEY;
+
 #[test]
 fn build_eif_refuses_bad_issuer_and_unpinned_base_image() {
-    let out = bash("build-eif.sh", &["--issuer", "https://i.example.com/"]);
+    let out = bash(
+        "build-eif.sh",
+        &[
+            "--issuer",
+            "https://i.example.com/",
+            "--kms-key-arn",
+            PINNED_KEY,
+        ],
+    );
     assert_fails(&out, "trailing slash");
     let out = Command::new("bash")
         .arg(script("build-eif.sh"))
-        .args(["--issuer", "https://i.example.com"])
+        .args([
+            "--issuer",
+            "https://i.example.com",
+            "--kms-key-arn",
+            PINNED_KEY,
+        ])
         .env_remove("RUST_IMAGE_DIGEST")
         .output()
         .unwrap();
@@ -314,11 +336,123 @@ fn build_eif_refuses_bad_issuer_and_unpinned_base_image() {
         &[
             "--issuer",
             "https://i.example.com",
+            "--kms-key-arn",
+            PINNED_KEY,
             "--rust-image-digest",
             "latest",
         ],
     );
     assert_fails(&out, "not sha256:");
+}
+
+#[test]
+fn build_eif_pins_exactly_one_kms_key_arn() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let base = [
+        "--issuer",
+        "https://i.example.com",
+        "--rust-image-digest",
+        &digest,
+    ];
+    assert_fails(&bash("build-eif.sh", &base), "--kms-key-arn is required");
+    for bad in [
+        "alias/agentkeys",
+        "arn:aws:kms:us-east-1:111122223333:alias/agentkeys",
+        "1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:us-east-1:11112222333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    ] {
+        let mut args = base.to_vec();
+        args.extend(["--kms-key-arn", bad]);
+        assert_fails(&bash("build-eif.sh", &args), "never an alias");
+    }
+}
+
+/// A directory holding stand-ins for `docker` and `nitro-cli`: `docker run` answers as
+/// an enclave binary would (`refuses_mock`: as a production build), and `nitro-cli`
+/// prints measurements.
+fn fake_build_tools(refuses_mock: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let run = if refuses_mock {
+        "echo 'agentkeys-enclave: --mock needs a build with the cargo feature `mock`' >&2; exit 2"
+    } else {
+        "exit 0"
+    };
+    let docker = format!(
+        "#!/bin/sh\necho \"docker $*\" >> \"$(dirname \"$0\")/calls\"\ncase \"$1\" in\n  run) {run} ;;\n  *) exit 0 ;;\nesac\n"
+    );
+    let nitro = "#!/bin/sh\nprintf '{\"Measurements\":{\"HashAlgorithm\":\"Sha384 { ... }\",\"PCR0\":\"aa\",\"PCR1\":\"bb\",\"PCR2\":\"cc\"}}\\n'\n";
+    for (name, body) in [("docker", docker.as_str()), ("nitro-cli", nitro)] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&p).unwrap().permissions(),
+            0o755,
+        );
+        let mut perm = std::fs::metadata(&p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&p, perm).unwrap();
+    }
+    dir
+}
+
+fn build_eif_with(tools: &tempfile::TempDir) -> Output {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let out_dir = tools.path().join("out");
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .arg(script("build-eif.sh"))
+        .args([
+            "--issuer",
+            "https://i.example.com",
+            "--kms-key-arn",
+            PINNED_KEY,
+        ])
+        .args([
+            "--rust-image-digest",
+            &digest,
+            "--tag",
+            "agentkeys-enclave:test",
+        ])
+        .arg("--output")
+        .arg(out_dir.join("e.eif"))
+        .arg("--measurements")
+        .arg(out_dir.join("m.json"))
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn build_eif_packs_only_a_binary_that_refuses_mock() {
+    let tools = fake_build_tools(false);
+    let out = build_eif_with(&tools);
+    assert_fails(&out, "accepts --mock");
+    assert!(!tools.path().join("out/e.eif").exists() && !tools.path().join("out/m.json").exists());
+
+    let tools = fake_build_tools(true);
+    let out = build_eif_with(&tools);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refuses --mock"),
+        "{}",
+        text(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(tools.path().join("calls")).unwrap();
+    assert!(
+        calls.contains(&format!("KMS_KEY_ARN={PINNED_KEY}")),
+        "{calls}"
+    );
+    assert!(
+        calls.contains(
+            "run --rm --network none --entrypoint /agentkeys-enclave agentkeys-enclave:test --mock"
+        ),
+        "{calls}"
+    );
 }
 
 #[test]
@@ -337,6 +471,8 @@ fn build_eif_names_the_missing_tool() {
         .args([
             "--issuer",
             "https://i.example.com",
+            "--kms-key-arn",
+            PINNED_KEY,
             "--rust-image-digest",
             &digest,
         ])

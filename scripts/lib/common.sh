@@ -23,6 +23,19 @@ need_tool() {
     command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH. $2"
 }
 
+# validate_kms_key_arn ARN: the one KMS key an enclave image is pinned to, as the enclave
+# itself parses it (agentkeys_wire::KmsKeyArn): arn:aws[-cn|-us-gov]:kms:REGION:ACCOUNT:
+# key/KEY-ID with a UUID or mrk- key id; aliases and bare key ids are refused because an
+# alias can be re-pointed. Prints the reason and returns 1 when invalid.
+validate_kms_key_arn() {
+    local uuid='[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+    if [[ "$1" =~ ^arn:aws(-cn|-us-gov)?:kms:[a-z]{2}(-[a-z]+)+-[0-9]{1,2}:[0-9]{12}:key/(mrk-[0-9a-f]{32}|$uuid)$ ]]; then
+        return 0
+    fi
+    echo "'$1' is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID): the enclave image is pinned to one key ARN, never an alias or a bare key id"
+    return 1
+}
+
 # validate_issuer URL: the issuer is the exact `iss` of every token and IAM's provider
 # URL: https://host[/path], no trailing slash, no query, no fragment, no port.
 # Prints the reason and returns 1 when invalid.
