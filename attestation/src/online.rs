@@ -1,7 +1,8 @@
 //! Online audit of a live issuer: fetch its OIDC discovery, its JWKS and a fresh
-//! attestation carrying our own random nonce, then check that the attestation binds the
-//! exact JWKS bytes served (`user_data` = SHA-256 of them) and that its `public_key` is one
-//! of the JWKS keys.
+//! attestation carrying our own random nonce, then check that the attestation's
+//! `user_data` is an `agentkeys/jwks/v1` statement binding the exact JWKS bytes served
+//! (and, when the auditor names them, the pinned KMS key and the expected key ids), and
+//! that its `public_key` is one of the JWKS keys.
 
 use std::io::Read;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::anchor::TrustAnchor;
 use crate::error::VerifyError;
 use crate::policy::Policy;
 use crate::verify::{verify, VerifiedDocument};
+use agentkeys_statement::JwksStatement;
 
 /// Path of the OIDC discovery document under the issuer (OpenID Connect Discovery 1.0 §4).
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -39,11 +41,15 @@ pub enum OnlineCheck {
     Discovery,
     /// The attestation response is `{document: base64, jwks_sha256: hex, kids: [...]}`.
     AttestationResponse,
-    /// The document verifies (with nonce = ours and user_data = SHA-256 of the JWKS bytes).
+    /// The document verifies (with nonce = ours).
     Document,
+    /// The document's `user_data` is an `agentkeys/jwks/v1` statement whose `jwks_sha256`
+    /// is the hash of the JWKS bytes served, and whose `kms_key_arn` is the expected one.
+    Statement,
     /// The `jwks_sha256` the issuer claims equals the hash of the bytes it served.
     JwksSha256,
-    /// The JWKS parses and its `kid`s equal the response's `kids`.
+    /// The JWKS parses and its `kid`s equal the response's `kids` (and, when given, exactly
+    /// the expected kids: a seed swap or a silent genesis changes them).
     Jwks,
     /// The document's `public_key` (SPKI DER, P-256) is one of the JWKS keys.
     PublicKeyInJwks,
@@ -51,10 +57,11 @@ pub enum OnlineCheck {
 
 impl OnlineCheck {
     /// All online checks in order.
-    pub const ALL: [OnlineCheck; 6] = [
+    pub const ALL: [OnlineCheck; 7] = [
         OnlineCheck::Discovery,
         OnlineCheck::AttestationResponse,
         OnlineCheck::Document,
+        OnlineCheck::Statement,
         OnlineCheck::JwksSha256,
         OnlineCheck::Jwks,
         OnlineCheck::PublicKeyInJwks,
@@ -66,6 +73,7 @@ impl OnlineCheck {
             OnlineCheck::Discovery => "discovery",
             OnlineCheck::AttestationResponse => "attestation_response",
             OnlineCheck::Document => "document",
+            OnlineCheck::Statement => "statement",
             OnlineCheck::JwksSha256 => "jwks_sha256",
             OnlineCheck::Jwks => "jwks",
             OnlineCheck::PublicKeyInJwks => "public_key_in_jwks",
@@ -160,6 +168,8 @@ pub struct OnlineReport {
     pub kids: Vec<String>,
     /// The `kid` of the key the document's `public_key` matches.
     pub attested_kid: String,
+    /// The statement the document attests.
+    pub statement: JwksStatement,
     /// The verified document.
     pub verified: VerifiedDocument,
 }
@@ -178,6 +188,10 @@ pub struct OnlineAudit {
     pub at_unix_ms: Option<u64>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// The KMS key ARN the issuer's enclave must be pinned to, if the auditor knows it.
+    pub expect_kms_key_arn: Option<String>,
+    /// The exact set of key ids the JWKS must hold, if the auditor knows them.
+    pub expect_kids: Vec<String>,
 }
 
 impl OnlineAudit {
@@ -227,16 +241,22 @@ impl OnlineAudit {
         let response = fetch(&client, &attestation_url)?;
         let response = parse_attestation_response(&response)?;
 
-        // The document: our nonce, the JWKS hash, plus the caller's policy.
+        // The document: our nonce plus the caller's policy; then what it states.
         let mut policy = self.policy.clone();
         policy.nonce = Some(nonce.to_vec());
-        policy.user_data = Some(jwks_sha256.to_vec());
+        policy.user_data = None;
         let at = self.at_unix_ms.unwrap_or_else(crate::now_unix_ms);
         let verified = verify(&response.document, &self.anchor, at, &policy)?;
+        let statement = check_statement(
+            verified.document.user_data.as_deref(),
+            &jwks_sha256,
+            self.expect_kms_key_arn.as_deref(),
+        )?;
 
         check_claimed_jwks_sha256(&response.jwks_sha256, &jwks_sha256)?;
         let keys = parse_jwks(&jwks)?;
         check_kids(&response.kids, &keys)?;
+        check_expected_kids(&self.expect_kids, &keys)?;
         let attested_kid = find_attested_key(verified.document.public_key.as_deref(), &keys)?;
 
         Ok(OnlineReport {
@@ -247,9 +267,73 @@ impl OnlineAudit {
             jwks_sha256_hex: hex::encode(jwks_sha256),
             kids: keys.into_iter().map(|k| k.kid).collect(),
             attested_kid,
+            statement,
             verified,
         })
     }
+}
+
+/// The statement in `user_data`: the JWKS kind, the hash of the JWKS served, and the
+/// expected KMS key when one is given.
+fn check_statement(
+    user_data: Option<&[u8]>,
+    jwks_sha256: &[u8; 32],
+    expect_kms_key_arn: Option<&str>,
+) -> Result<JwksStatement, OnlineError> {
+    let user_data = user_data.ok_or_else(|| {
+        protocol(
+            OnlineCheck::Statement,
+            "the document carries no user_data, so it states nothing about the JWKS".into(),
+        )
+    })?;
+    let statement = JwksStatement::decode(user_data)
+        .map_err(|e| protocol(OnlineCheck::Statement, e.to_string()))?;
+    if statement.jwks_sha256 != *jwks_sha256 {
+        return Err(protocol(
+            OnlineCheck::Statement,
+            format!(
+                "the document attests JWKS {} but the issuer served JWKS {}",
+                hex::encode(statement.jwks_sha256),
+                hex::encode(jwks_sha256)
+            ),
+        ));
+    }
+    if let Some(expected) = expect_kms_key_arn {
+        if statement.kms_key_arn.as_str() != expected {
+            return Err(protocol(
+                OnlineCheck::Statement,
+                format!(
+                    "the enclave is pinned to KMS key {}, not the expected {expected}",
+                    statement.kms_key_arn
+                ),
+            ));
+        }
+    }
+    Ok(statement)
+}
+
+/// With expected kids, the JWKS must hold exactly them: an unexpected kid means another
+/// seed (a swapped sealed seed, or a new genesis); a missing one means a lost key.
+fn check_expected_kids(expected: &[String], keys: &[JwkKey]) -> Result<(), OnlineError> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    want.dedup();
+    let mut have: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
+    have.sort_unstable();
+    if want != have {
+        return Err(protocol(
+            OnlineCheck::Jwks,
+            format!(
+                "the JWKS holds kids [{}], expected exactly [{}]: another seed (a swapped sealed seed or a new genesis) or a lost key",
+                have.join(", "),
+                want.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn protocol(check: OnlineCheck, message: String) -> OnlineError {

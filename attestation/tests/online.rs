@@ -27,6 +27,27 @@ enum Fault {
     WrongIssuer,
     NotFound,
     WrongKids,
+    /// The first format: `user_data` = SHA-256 of the JWKS, no tag.
+    BareHash,
+    /// A statement of another kind: an audit checkpoint.
+    CheckpointStatement,
+}
+
+/// The KMS key the test issuer's enclave is pinned to.
+pub const PINNED_KEY: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+/// The statement an honest enclave attests for a JWKS with this hash.
+fn statement(jwks_sha256: [u8; 32]) -> Vec<u8> {
+    agentkeys_statement::JwksStatement {
+        jwks_sha256,
+        kms_key_arn: agentkeys_statement::KmsKeyArn::parse(PINNED_KEY).unwrap(),
+        sealed_seed_sha256: [7; 32],
+        key_version: 1,
+        audit_epoch: 99,
+        module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
+    }
+    .encode()
 }
 
 struct Issuer {
@@ -107,7 +128,17 @@ fn start(fault: Fault) -> Issuer {
                 let hash = Sha256::digest(hashed.as_bytes());
                 let mut spec = DocSpec::new(pki.now_ms());
                 spec.nonce = Some(nonce);
-                spec.user_data = Some(hash.to_vec());
+                spec.user_data = Some(match fault {
+                    Fault::BareHash => hash.to_vec(),
+                    Fault::CheckpointStatement => agentkeys_statement::CheckpointStatement {
+                        epoch: 99,
+                        seq: 0,
+                        head: hash.into(),
+                        module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
+                    }
+                    .encode(),
+                    _ => statement(hash.into()),
+                });
                 spec.public_key = Some(spki.clone());
                 let doc = pki.document(&spec);
                 let claimed = if fault == Fault::WrongClaimedHash {
@@ -148,6 +179,8 @@ fn audit(issuer: &Issuer) -> Result<agentkeys_attestation::online::OnlineReport,
         policy: Default::default(),
         at_unix_ms: Some(pki.now_ms()),
         timeout: Duration::from_secs(10),
+        expect_kms_key_arn: None,
+        expect_kids: vec![],
     }
     .run()
 }
@@ -186,16 +219,57 @@ fn replayed_nonce_fails() {
 #[test]
 fn attestation_of_other_jwks_bytes_fails() {
     let e = audit(&start(Fault::OtherJwksHash)).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::Statement), "{e}");
+    assert!(e.to_string().contains("the issuer served JWKS"), "{e}");
+}
+
+#[test]
+fn a_document_without_a_jwks_statement_fails() {
+    let e = audit(&start(Fault::BareHash)).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::Statement), "{e}");
+    let e = audit(&start(Fault::CheckpointStatement)).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::Statement), "{e}");
     assert!(
-        matches!(
-            e,
-            OnlineError::Verify(VerifyError::Policy(PolicyError::FieldMismatch {
-                field: "user_data",
-                ..
-            }))
-        ),
+        e.to_string().contains("agentkeys/audit-checkpoint/v1"),
         "{e}"
     );
+}
+
+fn audit_expecting(
+    issuer: &Issuer,
+    kms_key_arn: Option<&str>,
+    kids: &[&str],
+) -> Result<agentkeys_attestation::online::OnlineReport, OnlineError> {
+    let pki = TestPki::new(TEST_NOW_SECS);
+    OnlineAudit {
+        issuer: issuer.url.clone(),
+        anchor: pki.anchor(),
+        policy: Default::default(),
+        at_unix_ms: Some(pki.now_ms()),
+        timeout: Duration::from_secs(10),
+        expect_kms_key_arn: kms_key_arn.map(str::to_owned),
+        expect_kids: kids.iter().map(|k| k.to_string()).collect(),
+    }
+    .run()
+}
+
+#[test]
+fn the_pinned_kms_key_and_the_kids_are_checked_when_expected() {
+    let issuer = start(Fault::None);
+    let report = audit_expecting(&issuer, Some(PINNED_KEY), &["kid-2", "kid-1"]).unwrap();
+    assert_eq!(report.statement.kms_key_arn.as_str(), PINNED_KEY);
+    assert_eq!(report.statement.key_version, 1);
+    // An enclave pinned to another key (a seed sealed under a key the parent controls).
+    let other = "arn:aws:kms:us-east-1:444455556666:key/7e2d1c0b-4a3f-4b5e-8c9d-0e1f2a3b4c5d";
+    let e = audit_expecting(&issuer, Some(other), &[]).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::Statement), "{e}");
+    assert!(e.to_string().contains(other), "{e}");
+    // A kid the auditor did not expect (another seed) or one missing (a lost key).
+    for kids in [&["kid-1"][..], &["kid-1", "kid-2", "kid-3"][..]] {
+        let e = audit_expecting(&issuer, None, kids).unwrap_err();
+        assert_eq!(e.check(), Some(OnlineCheck::Jwks), "{kids:?}: {e}");
+        assert!(e.to_string().contains("expected exactly"), "{e}");
+    }
 }
 
 #[test]
@@ -374,4 +448,48 @@ fn cli_online_audit_of_another_pcr0_fails_naming_pcr0() {
         json["error"].as_str().unwrap().contains("PCR0 is "),
         "{json}"
     );
+}
+
+#[test]
+fn cli_online_audit_checks_the_pinned_key_and_the_kids() {
+    let issuer = start(Fault::None);
+    let o = cli_audit(
+        &issuer.url,
+        &[
+            "--no-pcr-policy",
+            "--kms-key-arn",
+            PINNED_KEY,
+            "--expect-kid",
+            "kid-1",
+            "--expect-kid",
+            "kid-2",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["report"]["statement"]["kms_key_arn"], PINNED_KEY);
+
+    let other = "arn:aws:kms:us-east-1:444455556666:key/7e2d1c0b-4a3f-4b5e-8c9d-0e1f2a3b4c5d";
+    let o = cli_audit(&issuer.url, &["--no-pcr-policy", "--kms-key-arn", other]);
+    assert_eq!(o.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["failed_check"], "statement");
+
+    let o = cli_audit(&issuer.url, &["--no-pcr-policy", "--expect-kid", "kid-9"]);
+    assert_eq!(o.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["failed_check"], "jwks");
+
+    // An alias is not a key the enclave can be pinned to: a usage error naming the flag.
+    let o = cli_audit(
+        &issuer.url,
+        &["--no-pcr-policy", "--kms-key-arn", "alias/agentkeys"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--kms-key-arn"));
 }

@@ -229,6 +229,7 @@ async fn step_audit(c: &mut Ctx<'_>) -> anyhow::Result<String> {
     };
     let cp = agentkeys_broker::audit::verify::checkpoint_from_json(&text, Some(&trust))?;
     let db = c.u.audit_db.clone();
+    let (epoch, seq) = (cp.epoch, cp.seq);
     let report =
         tokio::task::spawn_blocking(move || agentkeys_broker::audit::verify_chain(&db, Some(&cp)))
             .await??;
@@ -236,8 +237,7 @@ async fn step_audit(c: &mut Ctx<'_>) -> anyhow::Result<String> {
         bail!("{}", report.render());
     }
     Ok(format!(
-        "audit chain verifies against the enclave checkpoint (epoch {}, seq {})",
-        cp.epoch, cp.seq
+        "audit chain verifies against the enclave checkpoint (epoch {epoch}, seq {seq})"
     ))
 }
 

@@ -4,12 +4,14 @@
 //! Every boot draws a random `epoch` from the NSM; every minted JWT extends the chain
 //! `head_n = SHA-256(head_{n-1} ‖ seq_be8 ‖ SHA-256(jwt))` (see `agentkeys_wire::chain`)
 //! with `seq` = 1, 2, … assigned under a mutex, so the sequence is contiguous whatever
-//! the concurrency. A checkpoint is an NSM attestation document whose `user_data` is
-//! `epoch ‖ seq ‖ head`, letting an auditor prove that the parent's log holds every token.
+//! the concurrency. A checkpoint is an NSM attestation document whose `user_data` is the
+//! tagged statement of `(epoch, seq, head)` and the enclave's module id
+//! ([`CheckpointStatement`]), letting an auditor prove that the parent's log holds every
+//! token.
 
 use std::sync::Mutex;
 
-use agentkeys_wire::{chain_genesis, chain_next, CheckpointUserData};
+use agentkeys_wire::{chain_genesis, chain_next, CheckpointStatement};
 
 use crate::nsm::{self, NsmDevice, NsmError};
 
@@ -57,8 +59,8 @@ pub struct ChainEntry {
 /// An attested checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// `(epoch, seq, head)` as attested.
-    pub data: CheckpointUserData,
+    /// The statement attested.
+    pub data: CheckpointStatement,
     /// The NSM document with `user_data = data.encode()`.
     pub document: Vec<u8>,
 }
@@ -86,9 +88,9 @@ impl AuditChain {
     }
 
     /// The current `(epoch, seq, head)`.
-    pub fn current(&self) -> Result<CheckpointUserData, AuditError> {
+    pub fn current(&self) -> Result<ChainEntry, AuditError> {
         let p = self.position.lock().map_err(|_| AuditError::Poisoned)?;
-        Ok(CheckpointUserData {
+        Ok(ChainEntry {
             epoch: self.epoch,
             seq: p.seq,
             head: p.head,
@@ -111,13 +113,21 @@ impl AuditChain {
         })
     }
 
-    /// Attests the current position (with an optional caller nonce).
+    /// Attests the current position of the enclave `module_id` (with an optional caller
+    /// nonce).
     pub fn checkpoint(
         &self,
         nsm: &dyn NsmDevice,
+        module_id: &str,
         nonce: Option<&[u8]>,
     ) -> Result<Checkpoint, AuditError> {
-        let data = self.current()?;
+        let position = self.current()?;
+        let data = CheckpointStatement {
+            epoch: position.epoch,
+            seq: position.seq,
+            head: position.head,
+            module_id: module_id.to_string(),
+        };
         let document = nsm::attest(nsm, Some(&data.encode()), nonce, None)?;
         Ok(Checkpoint { data, document })
     }

@@ -89,6 +89,22 @@ fn code_name(code: &ErrorCode) -> String {
     format!("{code:?}")
 }
 
+/// The NSM's module id (`DescribeNSM`): the enclave's identity in its attestation
+/// documents and in AWS CloudTrail's records of attested KMS calls.
+pub fn module_id(nsm: &dyn NsmDevice) -> Result<String, NsmError> {
+    match nsm.process(Request::DescribeNSM) {
+        Response::DescribeNSM { module_id, .. } => Ok(module_id),
+        Response::Error(code) => Err(NsmError::Device {
+            request: "DescribeNSM",
+            code: code_name(&code),
+        }),
+        other => Err(NsmError::UnexpectedResponse {
+            request: "DescribeNSM",
+            actual: response_kind(&other),
+        }),
+    }
+}
+
 /// Asks the NSM for an attestation document carrying the given fields.
 pub fn attest(
     nsm: &dyn NsmDevice,

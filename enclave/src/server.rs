@@ -12,8 +12,8 @@
 use std::sync::{Arc, RwLock};
 
 use agentkeys_wire::{
-    Attestation, AuditCheckpoint, EnclaveStatus, MintJwtRequest, MintedJwt, Request, Response,
-    UnsealRequest, UnsealResult, WireError, WireErrorKind,
+    Attestation, AuditCheckpoint, EnclaveStatus, JwksStatement, MintJwtRequest, MintedJwt, Request,
+    Response, UnsealRequest, UnsealResult, WireError, WireErrorKind,
 };
 use aws_lc_rs::rand::SystemRandom;
 use sha2::{Digest, Sha256};
@@ -64,6 +64,8 @@ pub struct Enclave {
     ring_spec: RingSpec,
     kms: KmsSettings,
     chain: AuditChain,
+    /// This enclave's NSM module id, read once at start.
+    module_id: String,
     state: RwLock<Option<Arc<UnsealedState>>>,
     unseal_lock: tokio::sync::Mutex<()>,
     rng: SystemRandom,
@@ -113,6 +115,7 @@ impl Enclave {
         kms: KmsSettings,
     ) -> Result<Enclave, StartError> {
         let chain = AuditChain::from_nsm(nsm.as_ref())?;
+        let module_id = nsm::module_id(nsm.as_ref())?;
         let recipient =
             RecipientKey::generate().map_err(|e| StartError::RecipientKey(e.to_string()))?;
         Ok(Enclave {
@@ -122,6 +125,7 @@ impl Enclave {
             ring_spec,
             kms,
             chain,
+            module_id,
             state: RwLock::new(None),
             unseal_lock: tokio::sync::Mutex::new(()),
             rng: SystemRandom::new(),
@@ -250,10 +254,20 @@ impl Enclave {
         let jwks = state.ring.jwks_bytes().to_vec();
         let jwks_sha256: [u8; 32] = Sha256::digest(&jwks).into();
         let kids = state.ring.kids();
+        let statement = JwksStatement {
+            jwks_sha256,
+            kms_key_arn: self.kms.key.clone(),
+            sealed_seed_sha256: Sha256::digest(&state.result.sealed_seed).into(),
+            key_version: self.ring_spec.active,
+            audit_epoch: self.chain.epoch(),
+            module_id: self.module_id.clone(),
+        }
+        .encode();
+        let user_data = statement.clone();
         let document = tokio::task::spawn_blocking(move || {
             nsm::attest(
                 this.nsm.as_ref(),
-                Some(&jwks_sha256),
+                Some(&user_data),
                 nonce.as_deref(),
                 Some(state.ring.active().spki_der()),
             )
@@ -266,13 +280,15 @@ impl Enclave {
             jwks,
             jwks_sha256,
             kids,
+            statement,
         }))
     }
 
     async fn checkpoint(self: &Arc<Self>, nonce: Option<Vec<u8>>) -> Result<Response, WireError> {
         let this = self.clone();
         let cp = tokio::task::spawn_blocking(move || {
-            this.chain.checkpoint(this.nsm.as_ref(), nonce.as_deref())
+            this.chain
+                .checkpoint(this.nsm.as_ref(), &this.module_id, nonce.as_deref())
         })
         .await
         .map_err(|e| wire(WireErrorKind::Internal, format!("checkpoint task: {e}")))?
@@ -281,6 +297,7 @@ impl Enclave {
             epoch: cp.data.epoch,
             seq: cp.data.seq,
             head: cp.data.head,
+            module_id: cp.data.module_id,
             document: cp.document,
         }))
     }

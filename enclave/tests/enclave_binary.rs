@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agentkeys_attestation::{verify, Policy, TrustAnchor};
 use agentkeys_wire::frame::{decode_body, encode_frame};
 use agentkeys_wire::{
-    chain_genesis, chain_next, Address, AwsCredentials, CheckpointUserData, ClientError,
+    chain_genesis, chain_next, Address, AwsCredentials, CheckpointStatement, ClientError,
     EnclaveClient, MintJwtRequest, Request, RequestEnvelope, Response, ResponseEnvelope,
     UnsealRequest, UnsealResult, WireError, WireErrorKind, MAX_FRAME_BYTES,
 };
@@ -339,14 +339,33 @@ async fn minted_jwt_verifies_against_attested_jwks() {
         .to_public_key_der()
         .unwrap()
         .into_vec();
+    // The statement binds the JWKS hash, the pinned key, the sealed seed in use, the key
+    // version, this boot's audit epoch and the NSM module id.
+    let statement = agentkeys_wire::JwksStatement::decode(&att.statement).unwrap();
+    assert_eq!(statement.jwks_sha256, jwks_sha);
+    assert_eq!(statement.kms_key_arn.as_str(), KEY_ARN);
+    assert_eq!(
+        statement.sealed_seed_sha256,
+        <[u8; 32]>::from(Sha256::digest(&unsealed.sealed_seed))
+    );
+    assert_eq!(statement.key_version, 1);
+    let status = match client.call(Request::Status).await.unwrap() {
+        Response::Status(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(statement.audit_epoch, status.epoch);
     let policy = Policy {
         nonce: Some(nonce),
-        user_data: Some(jwks_sha.to_vec()),
+        user_data: Some(att.statement.clone()),
         public_key: Some(spki),
         ..Policy::default()
     };
     let verified = verify(&att.document, &mock_anchor(), now_ms(), &policy).unwrap();
-    assert_eq!(verified.document.user_data.as_deref(), Some(&jwks_sha[..]));
+    assert_eq!(
+        verified.document.user_data.as_deref(),
+        Some(&att.statement[..])
+    );
+    assert_eq!(statement.module_id, verified.document.module_id);
 
     // Mint and verify with an independent library.
     let minted = match client
@@ -526,10 +545,11 @@ async fn concurrent_mints_chain_matches_checkpoint() {
         (after.epoch, after.seq, after.head),
         (before.epoch, 64, head)
     );
-    let expected = CheckpointUserData {
+    let expected = CheckpointStatement {
         epoch: before.epoch,
         seq: 64,
         head,
+        module_id: after.module_id.clone(),
     };
     let policy = Policy {
         nonce: Some(nonce),

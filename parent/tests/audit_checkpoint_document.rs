@@ -7,12 +7,15 @@ use agentkeys_broker::audit::{
 };
 use agentkeys_broker::cli::audit as cli;
 use agentkeys_mock_nsm::{mock_root_pem, MockNsm, MockNsmConfig};
-use agentkeys_wire::{chain_genesis, chain_next, CheckpointUserData};
+use agentkeys_wire::{chain_genesis, chain_next, CheckpointStatement};
 use base64::Engine;
+
+/// The module id of the enclave these checkpoints stand for.
+const MODULE_ID: &str = "i-0123456789abcdef0-enc0123456789abcdef";
 
 const EPOCH: u64 = 42;
 
-async fn log_with_mints(path: &std::path::Path, n: u64) -> CheckpointUserData {
+async fn log_with_mints(path: &std::path::Path, n: u64) -> CheckpointStatement {
     let store = SqliteAuditStore::open(path, Default::default()).unwrap();
     let mut head = chain_genesis(EPOCH);
     for seq in 1..=n {
@@ -27,14 +30,15 @@ async fn log_with_mints(path: &std::path::Path, n: u64) -> CheckpointUserData {
             .unwrap();
     }
     store.close();
-    CheckpointUserData {
+    CheckpointStatement {
         epoch: EPOCH,
         seq: n,
         head,
+        module_id: MODULE_ID.into(),
     }
 }
 
-fn document(cp: &CheckpointUserData) -> Vec<u8> {
+fn document(cp: &CheckpointStatement) -> Vec<u8> {
     MockNsm::new(MockNsmConfig::default())
         .attest(Some(cp.encode().to_vec()), None, None)
         .unwrap()
@@ -147,4 +151,48 @@ fn document_without_user_data_is_refused() {
     std::fs::write(&file, doc).unwrap();
     let err = agentkeys_broker::audit::load_checkpoint(&file, None).unwrap_err();
     assert!(err.to_string().contains("user_data"), "{err}");
+}
+
+#[tokio::test]
+async fn a_document_that_is_not_an_audit_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let cp = log_with_mints(&db, 2).await;
+    let nsm = MockNsm::new(MockNsmConfig::default());
+    // The JWKS attestation the broker publishes, and the untagged 48-byte checkpoint of
+    // the first format (epoch ‖ seq ‖ head): neither passes for an audit checkpoint.
+    let jwks_statement = agentkeys_wire::JwksStatement {
+        jwks_sha256: [1; 32],
+        kms_key_arn: agentkeys_wire::KmsKeyArn::parse(
+            "arn:aws:kms:us-east-1:000000000000:key/5f1c9e2a-0b7d-4e3f-9a61-2c8d4b0e7f13",
+        )
+        .unwrap(),
+        sealed_seed_sha256: [2; 32],
+        key_version: 1,
+        audit_epoch: cp.epoch,
+        module_id: MODULE_ID.into(),
+    };
+    let mut legacy = cp.epoch.to_be_bytes().to_vec();
+    legacy.extend_from_slice(&cp.seq.to_be_bytes());
+    legacy.extend_from_slice(&cp.head);
+    for (name, user_data) in [("jwks", jwks_statement.encode()), ("legacy", legacy)] {
+        let doc = nsm.attest(Some(user_data), None, None).unwrap();
+        let file = dir.path().join(name);
+        std::fs::write(&file, &doc).unwrap();
+        let e = cli::verify(&db, Some(&file)).unwrap_err();
+        assert!(
+            e.to_string().contains("not an audit checkpoint"),
+            "{name}: {e}"
+        );
+    }
+    // A JSON module id other than the document's is refused.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(document(&cp));
+    let file = dir.path().join("module.json");
+    std::fs::write(
+        &file,
+        format!(r#"{{"module_id":"i-0ffffffffffffffff-enc0ffffffffffffff","document":"{b64}"}}"#),
+    )
+    .unwrap();
+    let e = cli::verify(&db, Some(&file)).unwrap_err();
+    assert!(e.to_string().contains("names enclave"), "{e}");
 }

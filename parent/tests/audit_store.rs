@@ -9,8 +9,11 @@ use agentkeys_broker::audit::{
     SqliteAuditStore, VerifyFailure,
 };
 use agentkeys_broker::cli::audit as cli;
-use agentkeys_wire::{chain_genesis, chain_next, CheckpointUserData};
+use agentkeys_wire::{chain_genesis, chain_next, CheckpointStatement};
 use sha2::{Digest, Sha256};
+
+/// The module id of the enclave these checkpoints stand for.
+const MODULE_ID: &str = "i-0123456789abcdef0-enc0123456789abcdef";
 
 const EPOCH: u64 = 0x5eed_0000_0001;
 
@@ -42,11 +45,12 @@ impl FakeEnclave {
             .status(200)
     }
 
-    fn checkpoint(&self) -> CheckpointUserData {
-        CheckpointUserData {
+    fn checkpoint(&self) -> CheckpointStatement {
+        CheckpointStatement {
             epoch: self.epoch,
             seq: self.seq,
             head: self.head,
+            module_id: MODULE_ID.into(),
         }
     }
 }
@@ -386,17 +390,19 @@ async fn checkpoint_of_an_older_point_passes_and_counts_newer_rows() {
     let empty = tempfile::tempdir().unwrap();
     let p = db(&empty);
     drop(SqliteAuditStore::open(&p, Default::default()).unwrap());
-    let cp0 = CheckpointUserData {
+    let cp0 = CheckpointStatement {
         epoch: 9,
         seq: 0,
         head: chain_genesis(9),
+        module_id: MODULE_ID.into(),
     };
     assert!(verify_chain(&p, Some(&cp0)).unwrap().is_ok());
     // A checkpoint for an epoch the log never saw names every seq.
-    let other = CheckpointUserData {
+    let other = CheckpointStatement {
         epoch: 77,
         seq: 2,
         head: [0; 32],
+        module_id: MODULE_ID.into(),
     };
     let report = verify_chain(&path, Some(&other)).unwrap();
     assert_eq!(
@@ -643,7 +649,7 @@ async fn tail_renders_table_and_json_lines() {
 }
 
 #[tokio::test]
-async fn cli_verify_reads_json_checkpoint_files() {
+async fn cli_verify_refuses_a_checkpoint_file_without_its_document() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
     let store = SqliteAuditStore::open(&path, Default::default()).unwrap();
@@ -661,9 +667,9 @@ async fn cli_verify_reads_json_checkpoint_files() {
         ),
     )
     .unwrap();
-    let report = cli::verify(&path, Some(&file)).unwrap();
-    assert!(report.is_ok(), "{}", report.render());
-    assert!(report.render().contains("matches"));
+    // The fields alone are the parent's word: refused, even though they are right.
+    let e = cli::verify(&path, Some(&file)).unwrap_err();
+    assert!(e.to_string().contains("no attestation document"), "{e}");
     std::fs::write(&file, "garbage").unwrap();
     assert!(cli::verify(&path, Some(&file)).is_err());
     assert!(cli::verify(&path, Some(&dir.path().join("missing.json"))).is_err());

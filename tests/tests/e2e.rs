@@ -184,6 +184,34 @@ fn attest_cli_verifies_live_issuer() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The attestation states the pinned KMS key; an auditor who names it, and the kid the
+    // broker serves, passes; one who expects another key or another kid does not.
+    let (_, jwks) = stack.get("/.well-known/jwks.json");
+    let jwks: serde_json::Value = serde_json::from_slice(&jwks).unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_string();
+    let pinned = agentkeys_dev::stack::DEV_KMS_KEY_ARN;
+    let expecting = |arn: &str, kid: &str| {
+        run(
+            "agentkeys-attest",
+            &[
+                &["verify", "--issuer", issuer][..],
+                &mock,
+                &["--measurements", &measurements],
+                &["--kms-key-arn", arn, "--expect-kid", kid],
+            ]
+            .concat(),
+        )
+    };
+    let out = expecting(pinned, &kid);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(pinned));
+    let other = "arn:aws:kms:us-east-1:444455556666:key/7e2d1c0b-4a3f-4b5e-8c9d-0e1f2a3b4c5d";
+    assert_eq!(expecting(other, &kid).status.code(), Some(1));
+    assert_eq!(expecting(pinned, "not-the-kid").status.code(), Some(1));
     // Without a PCR policy the auditor's check is refused as a usage error.
     let out = run(
         "agentkeys-attest",

@@ -146,6 +146,14 @@ struct VerifyArgs {
     /// Clock skew allowed, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_CLOCK_SKEW.as_secs())]
     clock_skew: u64,
+    /// With --issuer: the KMS key ARN the issuer's enclave must be pinned to (the
+    /// `--kms-key-arn` of the image you rebuilt).
+    #[arg(long, value_name = "ARN", requires = "issuer")]
+    kms_key_arn: Option<String>,
+    /// With --issuer: a key id the JWKS must hold; repeat for each. The JWKS must hold
+    /// exactly these, so a swapped seed or a silent genesis is caught.
+    #[arg(long = "expect-kid", value_name = "KID", requires = "issuer")]
+    expect_kids: Vec<String>,
     /// HTTP timeout for --issuer, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
@@ -582,12 +590,23 @@ fn run_online(
     policy: Policy,
     at_ms: Option<u64>,
 ) -> Result<u8, UsageError> {
+    if let Some(arn) = &args.kms_key_arn {
+        agentkeys_statement::KmsKeyArn::parse(arn)
+            .map_err(|e| UsageError(format!("--kms-key-arn: {e}")))?;
+    }
+    if let Some(bad) = args.expect_kids.iter().find(|k| k.is_empty()) {
+        return Err(UsageError(format!(
+            "--expect-kid {bad:?}: a key id is not empty"
+        )));
+    }
     let audit = OnlineAudit {
         issuer: issuer.to_owned(),
         anchor,
         policy,
         at_unix_ms: at_ms,
         timeout: Duration::from_secs(args.timeout),
+        expect_kms_key_arn: args.kms_key_arn.clone(),
+        expect_kids: args.expect_kids.clone(),
     };
     let result = audit.run();
     if let Err(e) = &result {
@@ -623,6 +642,14 @@ fn run_online(
                 let _ = writeln!(out, "attested     {}", r.attested_kid);
                 let _ = writeln!(out, "nonce        {}", r.nonce_hex);
                 let _ = writeln!(out, "module_id    {}", r.verified.document.module_id);
+                let _ = writeln!(out, "kms_key_arn  {}", r.statement.kms_key_arn);
+                let _ = writeln!(
+                    out,
+                    "sealed_seed  sha256 {}",
+                    hex::encode(r.statement.sealed_seed_sha256)
+                );
+                let _ = writeln!(out, "key_version  {}", r.statement.key_version);
+                let _ = writeln!(out, "audit_epoch  {}", r.statement.audit_epoch);
                 let _ = writeln!(out, "result       VERIFIED");
             }
             Err(e) => {
@@ -654,6 +681,13 @@ fn report_json(r: &OnlineReport) -> Value {
         "jwks_sha256": r.jwks_sha256_hex,
         "kids": r.kids,
         "attested_kid": r.attested_kid,
+        "statement": {
+            "kms_key_arn": r.statement.kms_key_arn.as_str(),
+            "sealed_seed_sha256": hex::encode(r.statement.sealed_seed_sha256),
+            "key_version": r.statement.key_version,
+            "audit_epoch": r.statement.audit_epoch,
+            "module_id": r.statement.module_id,
+        },
         "document": verified_json(&r.verified),
     })
 }

@@ -5,8 +5,8 @@
 //! head_n = SHA-256(head_{n-1} ‖ seq_be8 ‖ jwt_sha256)      (seq = n, from 1)
 //! ```
 //!
-//! An audit checkpoint attests `(epoch, seq, head)` as the 48-byte `user_data`
-//! `epoch_be8 ‖ seq_be8 ‖ head` ([`CheckpointUserData`]).
+//! An audit checkpoint attests `(epoch, seq, head)` and the enclave's module id as a
+//! tagged statement ([`crate::CheckpointStatement`]).
 
 use sha2::{Digest, Sha256};
 
@@ -28,68 +28,6 @@ pub fn chain_next(prev: &[u8; 32], seq: u64, jwt_sha256: &[u8; 32]) -> [u8; 32] 
     hasher.update(seq.to_be_bytes());
     hasher.update(jwt_sha256);
     hasher.finalize().into()
-}
-
-/// The `user_data` of an audit checkpoint attestation document.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CheckpointUserData {
-    /// Audit chain epoch.
-    pub epoch: u64,
-    /// Last sequence number included (0 = no JWT yet, `head` = genesis).
-    pub seq: u64,
-    /// Chain head after `seq`.
-    pub head: [u8; 32],
-}
-
-/// Why bytes are not a [`CheckpointUserData`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CheckpointDecodeError {
-    /// Wrong length.
-    #[error("checkpoint user_data must be {expected} bytes, got {actual}")]
-    Length {
-        /// [`CheckpointUserData::ENCODED_LEN`].
-        expected: usize,
-        /// Length found.
-        actual: usize,
-    },
-}
-
-impl CheckpointUserData {
-    /// Encoded size: 8 (epoch) + 8 (seq) + 32 (head).
-    pub const ENCODED_LEN: usize = 48;
-
-    /// `epoch_be8 ‖ seq_be8 ‖ head`.
-    pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
-        let mut out = [0u8; Self::ENCODED_LEN];
-        out[..8].copy_from_slice(&self.epoch.to_be_bytes());
-        out[8..16].copy_from_slice(&self.seq.to_be_bytes());
-        out[16..].copy_from_slice(&self.head);
-        out
-    }
-
-    /// Inverse of [`encode`](Self::encode); exactly 48 bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, CheckpointDecodeError> {
-        let bytes: &[u8; Self::ENCODED_LEN] =
-            bytes
-                .try_into()
-                .map_err(|_| CheckpointDecodeError::Length {
-                    expected: Self::ENCODED_LEN,
-                    actual: bytes.len(),
-                })?;
-        let (epoch, rest) = bytes.split_at(8);
-        let (seq, head) = rest.split_at(8);
-        let mut epoch_be = [0u8; 8];
-        epoch_be.copy_from_slice(epoch);
-        let mut seq_be = [0u8; 8];
-        seq_be.copy_from_slice(seq);
-        let mut head_arr = [0u8; 32];
-        head_arr.copy_from_slice(head);
-        Ok(CheckpointUserData {
-            epoch: u64::from_be_bytes(epoch_be),
-            seq: u64::from_be_bytes(seq_be),
-            head: head_arr,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -139,36 +77,5 @@ mod tests {
         assert_ne!(base, chain_next(&g, 2, &h));
         assert_ne!(base, chain_next(&[0u8; 32], 1, &h));
         assert_ne!(base, chain_next(&g, 1, &[8u8; 32]));
-    }
-
-    #[test]
-    fn checkpoint_round_trip() {
-        let cp = CheckpointUserData {
-            epoch: 0x0102030405060708,
-            seq: 0x1112131415161718,
-            head: [0xAB; 32],
-        };
-        let bytes = cp.encode();
-        assert_eq!(bytes.len(), 48);
-        assert_eq!(&bytes[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(
-            &bytes[8..16],
-            &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]
-        );
-        assert_eq!(&bytes[16..], &[0xAB; 32]);
-        assert_eq!(CheckpointUserData::decode(&bytes).unwrap(), cp);
-    }
-
-    #[test]
-    fn checkpoint_rejects_wrong_length() {
-        for len in [0usize, 47, 49, 64] {
-            assert_eq!(
-                CheckpointUserData::decode(&vec![0u8; len]).unwrap_err(),
-                CheckpointDecodeError::Length {
-                    expected: 48,
-                    actual: len
-                }
-            );
-        }
     }
 }

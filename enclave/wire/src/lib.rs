@@ -9,7 +9,9 @@
 //!   pure encode/decode functions (fuzzable) and async read/write helpers.
 //! * [`messages`]: [`Request`]/[`Response`] carried in [`RequestEnvelope`]/[`ResponseEnvelope`]
 //!   with a `u64` request id, and [`WireError`].
-//! * [`chain`]: the enclave audit chain and the attested checkpoint `user_data` layout.
+//! * [`chain`]: the enclave audit chain.
+//! * [`statement`] and [`kms_key_arn`] (from `agentkeys-statement`): what the enclave
+//!   attests, and the key it is pinned to.
 //! * [`Wallet`]: the one wallet rule (`0x` + 40 hex digits, lower-cased) that the parent's
 //!   session check and the enclave's mint both apply.
 //! * [`EnclaveClient`]: a small pool of persistent, multiplexed connections.
@@ -25,16 +27,17 @@ pub mod address;
 pub mod chain;
 pub mod client;
 pub mod frame;
-pub mod kms_key_arn;
 pub mod messages;
 pub mod server;
 pub mod wallet;
 
 pub use address::{Address, AddressError, Listener, Stream};
-pub use chain::{chain_genesis, chain_next, CheckpointDecodeError, CheckpointUserData};
+pub use agentkeys_statement::{kms_key_arn, statement};
+pub use agentkeys_statement::{CheckpointStatement, JwksStatement, StatementError};
+pub use agentkeys_statement::{KeyArnError, KmsKeyArn};
+pub use chain::{chain_genesis, chain_next};
 pub use client::{ClientError, EnclaveClient, LateReplies};
 pub use frame::{FrameError, MAX_FRAME_BYTES};
-pub use kms_key_arn::{KeyArnError, KmsKeyArn};
 pub use messages::{
     Attestation, AuditCheckpoint, AwsCredentials, EnclaveStatus, MintJwtRequest, MintedJwt,
     Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest, UnsealResult, WireError,

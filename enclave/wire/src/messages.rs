@@ -249,7 +249,7 @@ pub struct MintedJwt {
 /// An attestation document beside the exact JWKS bytes it attests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attestation {
-    /// NSM attestation document (COSE_Sign1) with `user_data` = `jwks_sha256`.
+    /// NSM attestation document (COSE_Sign1) whose `user_data` is `statement`.
     #[serde(with = "serde_bytes")]
     pub document: Vec<u8>,
     /// The exact JWKS bytes to serve.
@@ -260,6 +260,9 @@ pub struct Attestation {
     pub jwks_sha256: [u8; 32],
     /// Kids in the JWKS.
     pub kids: Vec<String>,
+    /// The [`JwksStatement`](crate::JwksStatement) attested, as encoded in the document.
+    #[serde(with = "serde_bytes")]
+    pub statement: Vec<u8>,
 }
 
 /// An attested audit chain checkpoint.
@@ -272,8 +275,10 @@ pub struct AuditCheckpoint {
     /// Chain head after `seq`.
     #[serde(with = "serde_bytes")]
     pub head: [u8; 32],
-    /// Attestation document whose `user_data` is
-    /// [`CheckpointUserData::encode`](crate::CheckpointUserData::encode).
+    /// The enclave's NSM module id.
+    pub module_id: String,
+    /// Attestation document whose `user_data` is the
+    /// [`CheckpointStatement`](crate::CheckpointStatement) of these fields.
     #[serde(with = "serde_bytes")]
     pub document: Vec<u8>,
 }

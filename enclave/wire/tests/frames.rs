@@ -90,11 +90,13 @@ fn all_responses() -> Vec<Result<Response, WireError>> {
             jwks: br#"{"keys":[]}"#.to_vec(),
             jwks_sha256: [1; 32],
             kids: vec![],
+            statement: b"agentkeys/jwks/v1\n".to_vec(),
         })),
         Ok(Response::Checkpoint(AuditCheckpoint {
             epoch: 1,
             seq: 2,
             head: [3; 32],
+            module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
             document: vec![4; 10],
         })),
     ]
@@ -260,6 +262,7 @@ fn frames_of_every_size_around_the_starting_capacity_round_trip() {
                 jwks: vec![b'j'; size / 2],
                 jwks_sha256: [9; 32],
                 kids: vec!["k1".into()],
+                statement: vec![b's'; size / 4],
             })),
         };
         let frame = encode_frame(&envelope).unwrap();
@@ -281,6 +284,7 @@ fn oversized_message_is_not_encoded() {
             jwks: vec![],
             jwks_sha256: [0; 32],
             kids: vec![],
+            statement: vec![],
         })),
     };
     assert!(matches!(

@@ -79,9 +79,27 @@ pub fn attestation_json(a: &Attestation, nonce: Option<&[u8]>, mock: bool) -> se
         "format": "cose_sign1",
         "jwks_sha256": hex::encode(a.jwks_sha256),
         "kids": a.kids,
+        "statement": statement_json(&a.statement),
         "nonce": nonce.map(hex::encode),
         "mock": mock,
     })
+}
+
+/// The fields of the JWKS statement, for reading: an auditor checks them in the
+/// document's own `user_data`, which is what the enclave signed.
+fn statement_json(statement: &[u8]) -> serde_json::Value {
+    match agentkeys_wire::JwksStatement::decode(statement) {
+        Ok(s) => serde_json::json!({
+            "tag": agentkeys_wire::statement::JWKS_TAG,
+            "jwks_sha256": hex::encode(s.jwks_sha256),
+            "kms_key_arn": s.kms_key_arn.as_str(),
+            "sealed_seed_sha256": hex::encode(s.sealed_seed_sha256),
+            "key_version": s.key_version,
+            "audit_epoch": s.audit_epoch,
+            "module_id": s.module_id,
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
 }
 
 /// Supervisor state and the client.

@@ -263,6 +263,8 @@ pub struct CheckpointBody {
     pub seq: u64,
     /// Chain head, hex.
     pub head: String,
+    /// NSM module id of the enclave that keeps the chain.
+    pub module_id: String,
     /// Attestation document (base64 COSE_Sign1) whose `user_data` is the checkpoint.
     pub document: String,
 }
@@ -277,6 +279,7 @@ async fn audit_checkpoint(
         epoch: cp.epoch,
         seq: cp.seq,
         head: hex::encode(cp.head),
+        module_id: cp.module_id,
         document: base64::engine::general_purpose::STANDARD.encode(&cp.document),
     })?;
     r.headers_mut()

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use agentkeys_wire::{chain_genesis, chain_next, CheckpointUserData};
+use agentkeys_wire::{chain_genesis, chain_next, CheckpointStatement};
 use rusqlite::Connection;
 
 use super::{fmt_range, CheckpointSummary, EpochSummary, VerifyFailure, VerifyReport};
@@ -69,7 +69,7 @@ type ChainLink = Option<(i64, [u8; 32])>;
 /// Verifies the log at `path`, and against `checkpoint` when given.
 pub fn verify_chain(
     path: &Path,
-    checkpoint: Option<&CheckpointUserData>,
+    checkpoint: Option<&CheckpointStatement>,
 ) -> Result<VerifyReport, AuditVerifyError> {
     let conn = open_log(path)?;
     let mut report = VerifyReport {
@@ -258,7 +258,7 @@ fn collect_enclave_entry(row: &AuditRow, epochs: &mut EpochEntries) {
 /// Checks the enclave chain of every epoch; returns the entries of the checkpoint's epoch.
 fn check_enclave_epochs(
     epochs: EpochEntries,
-    checkpoint: Option<&CheckpointUserData>,
+    checkpoint: Option<&CheckpointStatement>,
     report: &mut VerifyReport,
 ) -> Option<Vec<SeqEntry>> {
     let mut checkpoint_entries: Option<Vec<SeqEntry>> = None;
@@ -361,7 +361,7 @@ fn gap_warning(summary: &EpochSummary) -> String {
 
 /// Checks that the log has every seq up to the checkpoint's and that they hash to its head.
 fn check_checkpoint(
-    cp: &CheckpointUserData,
+    cp: &CheckpointStatement,
     entries: &[SeqEntry],
     report: &mut VerifyReport,
 ) -> CheckpointSummary {

@@ -1,8 +1,10 @@
-//! Reading an enclave checkpoint: plain JSON fields or an attestation document.
+//! Reading an enclave checkpoint: its attestation document, alone or inside the JSON
+//! the broker serves. A checkpoint without its document is refused: its fields are only
+//! the parent's word, and the parent is what the checkpoint checks.
 
 use std::path::{Path, PathBuf};
 
-use agentkeys_wire::CheckpointUserData;
+use agentkeys_wire::{CheckpointStatement, StatementError};
 use base64::Engine;
 use serde::Deserialize;
 
@@ -35,9 +37,23 @@ pub enum CheckpointError {
     /// The document has no `user_data`.
     #[error("checkpoint attestation document carries no user_data")]
     NoUserData,
-    /// `user_data` is not a checkpoint.
-    #[error("checkpoint user_data is not a checkpoint: {0}")]
-    UserData(#[source] agentkeys_wire::CheckpointDecodeError),
+    /// `user_data` is not an audit checkpoint statement (another kind of document, e.g.
+    /// the JWKS attestation, or an older format).
+    #[error("checkpoint document is not an audit checkpoint: {0}")]
+    UserData(#[source] StatementError),
+    /// JSON fields without the attestation document that would prove them.
+    #[error("checkpoint has no attestation document: epoch/seq/head alone are the parent's word; fetch it with --broker-url or save the whole JSON of GET /v1/audit/checkpoint")]
+    NoDocument,
+    /// The JSON's module id disagrees with its own attested document.
+    #[error(
+        "checkpoint JSON names enclave {json_module} but its document was made by {doc_module}"
+    )]
+    ModuleDisagrees {
+        /// From JSON.
+        json_module: String,
+        /// From the document.
+        doc_module: String,
+    },
     /// The JSON's epoch/seq/head disagree with its own attested document.
     #[error("checkpoint JSON says epoch {json_epoch} seq {json_seq} but its document attests epoch {doc_epoch} seq {doc_seq}")]
     Disagrees {
@@ -68,6 +84,7 @@ struct CheckpointJson {
     epoch: Option<u64>,
     seq: Option<u64>,
     head: Option<String>,
+    module_id: Option<String>,
     /// Base64 COSE_Sign1 attestation document whose user_data is the checkpoint.
     document: Option<String>,
 }
@@ -78,7 +95,7 @@ struct CheckpointJson {
 pub fn checkpoint_from_document(
     document: &[u8],
     trust: Option<&CheckpointTrust<'_>>,
-) -> Result<CheckpointUserData, CheckpointError> {
+) -> Result<CheckpointStatement, CheckpointError> {
     let doc = match trust {
         Some(t) => {
             agentkeys_attestation::verify(document, t.anchor, t.at_unix_ms, t.policy)
@@ -89,15 +106,16 @@ pub fn checkpoint_from_document(
             .map_err(|e| CheckpointError::Document(e.to_string()))?,
     };
     let user_data = doc.user_data.ok_or(CheckpointError::NoUserData)?;
-    CheckpointUserData::decode(&user_data).map_err(CheckpointError::UserData)
+    CheckpointStatement::decode(&user_data).map_err(CheckpointError::UserData)
 }
 
-/// Parses a checkpoint given as JSON: `{"epoch":N,"seq":N,"head":"hex"}`, or
-/// `{"document":"base64"}` (optionally with epoch/seq/head, which must then agree).
+/// Parses a checkpoint given as JSON: `{"document":"base64"}`, optionally with the
+/// epoch/seq/head (and module_id) the broker serves beside it, which must then agree
+/// with the document.
 pub fn checkpoint_from_json(
     text: &str,
     trust: Option<&CheckpointTrust<'_>>,
-) -> Result<CheckpointUserData, CheckpointError> {
+) -> Result<CheckpointStatement, CheckpointError> {
     let j: CheckpointJson =
         serde_json::from_str(text).map_err(|e| CheckpointError::Json(e.to_string()))?;
     let from_doc = match &j.document {
@@ -110,11 +128,11 @@ pub fn checkpoint_from_json(
         None => None,
     };
     let from_fields = match (j.epoch, j.seq, &j.head) {
-        (Some(epoch), Some(seq), Some(head)) => Some(CheckpointUserData {
+        (Some(epoch), Some(seq), Some(head)) => Some((
             epoch,
             seq,
-            head: decode_hash(head.trim()).ok_or_else(|| CheckpointError::Head(head.clone()))?,
-        }),
+            decode_hash(head.trim()).ok_or_else(|| CheckpointError::Head(head.clone()))?,
+        )),
         (None, None, None) => None,
         _ => {
             return Err(CheckpointError::Json(
@@ -122,24 +140,26 @@ pub fn checkpoint_from_json(
             ))
         }
     };
-    match (from_fields, from_doc) {
-        (Some(f), Some(d)) => {
-            if f != d {
-                return Err(CheckpointError::Disagrees {
-                    json_epoch: f.epoch,
-                    json_seq: f.seq,
-                    doc_epoch: d.epoch,
-                    doc_seq: d.seq,
-                });
-            }
-            Ok(d)
+    let Some(d) = from_doc else {
+        return Err(CheckpointError::NoDocument);
+    };
+    if let Some((epoch, seq, head)) = from_fields {
+        if (epoch, seq, head) != (d.epoch, d.seq, d.head) {
+            return Err(CheckpointError::Disagrees {
+                json_epoch: epoch,
+                json_seq: seq,
+                doc_epoch: d.epoch,
+                doc_seq: d.seq,
+            });
         }
-        (Some(f), None) => Ok(f),
-        (None, Some(d)) => Ok(d),
-        (None, None) => Err(CheckpointError::Json(
-            "expected epoch/seq/head or document".into(),
-        )),
     }
+    if let Some(json_module) = j.module_id.filter(|m| *m != d.module_id) {
+        return Err(CheckpointError::ModuleDisagrees {
+            json_module,
+            doc_module: d.module_id,
+        });
+    }
+    Ok(d)
 }
 
 /// Reads a checkpoint file: JSON (see [`checkpoint_from_json`]), a raw COSE_Sign1
@@ -147,7 +167,7 @@ pub fn checkpoint_from_json(
 pub fn load_checkpoint(
     path: &Path,
     trust: Option<&CheckpointTrust<'_>>,
-) -> Result<CheckpointUserData, CheckpointError> {
+) -> Result<CheckpointStatement, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
         path: path.to_path_buf(),
         source,

@@ -289,13 +289,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_checkpoint_parses() {
-        let cp = checkpoint_from_json(
-            &format!(r#"{{"epoch":3,"seq":4,"head":"{}"}}"#, "ab".repeat(32)),
-            None,
-        )
-        .unwrap();
-        assert_eq!((cp.epoch, cp.seq, cp.head), (3, 4, [0xab; 32]));
+    fn a_checkpoint_without_its_document_is_refused() {
+        for json in [
+            format!(r#"{{"epoch":3,"seq":4,"head":"{}"}}"#, "ab".repeat(32)),
+            format!(
+                r#"{{"epoch":3,"seq":4,"head":"{}","module_id":"i-0"}}"#,
+                "ab".repeat(32)
+            ),
+            "{}".to_string(),
+        ] {
+            let e = checkpoint_from_json(&json, None).unwrap_err();
+            assert!(matches!(e, CheckpointError::NoDocument), "{json}: {e:?}");
+            assert!(e.to_string().contains("attestation document"), "{e}");
+        }
     }
 
     #[test]
@@ -306,10 +312,6 @@ mod tests {
         ));
         assert!(matches!(
             checkpoint_from_json(r#"{"epoch":3}"#, None),
-            Err(CheckpointError::Json(_))
-        ));
-        assert!(matches!(
-            checkpoint_from_json(r#"{}"#, None),
             Err(CheckpointError::Json(_))
         ));
         assert!(matches!(

@@ -1,0 +1,461 @@
+//! What the enclave attests. The `user_data` of every attestation document the enclave
+//! asks the NSM for is a *statement*: a tag that names its kind and version, then its
+//! fields, one `name=value` line each, in a fixed order.
+//!
+//! ```text
+//! agentkeys/jwks/v1                     agentkeys/audit-checkpoint/v1
+//! jwks_sha256=<64 hex>                  epoch=<decimal>
+//! kms_key_arn=<key ARN>                 seq=<decimal>
+//! sealed_seed_sha256=<64 hex>           head=<64 hex>
+//! key_version=<decimal>                 module_id=<NSM module id>
+//! audit_epoch=<decimal>
+//! module_id=<NSM module id>
+//! ```
+//!
+//! Every line ends with `\n`; hex is lower case; decimals have no sign and no leading
+//! zero. The tag keeps one kind of document from passing for another (a JWKS attestation
+//! is never an audit checkpoint, whatever its length), and its version lets the format
+//! change without ambiguity. Plain text keeps the statement readable in any decoded
+//! document and easy to rebuild in any language. The largest statement stays far below
+//! the NSM's 1024-byte limit on `user_data`.
+
+use std::fmt::Write as _;
+
+use crate::kms_key_arn::KmsKeyArn;
+
+/// Tag of the statement attested beside the JWKS.
+pub const JWKS_TAG: &str = "agentkeys/jwks/v1";
+/// Tag of an audit chain checkpoint.
+pub const CHECKPOINT_TAG: &str = "agentkeys/audit-checkpoint/v1";
+/// Longest module id accepted: a Nitro module id (`i-<17 hex>-enc<16 hex>`) has 41
+/// characters; 64 leaves room without letting a field grow unbounded.
+pub const MAX_MODULE_ID_CHARS: usize = 64;
+/// Largest statement accepted: the NSM's limit on `user_data` (AWS Nitro Enclaves NSM
+/// API, "Attestation" request: each field ≤ 1024 bytes).
+pub const MAX_STATEMENT_BYTES: usize = 1024;
+
+/// Why bytes are not the statement expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatementError {
+    /// Larger than any statement can be.
+    #[error("statement is {actual} bytes, more than {max}")]
+    TooLong {
+        /// Size found.
+        actual: usize,
+        /// [`MAX_STATEMENT_BYTES`].
+        max: usize,
+    },
+    /// Not UTF-8 text ending in a newline.
+    #[error("statement is not newline-terminated UTF-8 text")]
+    NotText,
+    /// Another kind of statement, or none.
+    #[error("statement tag is {found:?}, expected {expected:?}")]
+    Tag {
+        /// The tag wanted.
+        expected: &'static str,
+        /// The first line found (at most 64 characters).
+        found: String,
+    },
+    /// A field is missing, out of order, or its line is malformed.
+    #[error("statement field {expected}: found line {found:?}")]
+    FieldLine {
+        /// The field wanted at this place.
+        expected: &'static str,
+        /// The line found (at most 64 characters), or empty at the end.
+        found: String,
+    },
+    /// A field's value is malformed.
+    #[error("statement field {field}: {reason}")]
+    Value {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Lines after the last field.
+    #[error("statement has lines after its last field: {found:?}")]
+    Trailing {
+        /// The first extra line (at most 64 characters).
+        found: String,
+    },
+}
+
+/// The statement attested beside the JWKS: which key material the enclave serves, where
+/// it came from, and which enclave says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksStatement {
+    /// SHA-256 of the exact JWKS bytes served.
+    pub jwks_sha256: [u8; 32],
+    /// The KMS key the enclave is pinned to.
+    pub kms_key_arn: KmsKeyArn,
+    /// SHA-256 of the sealed seed (KMS `CiphertextBlob`) the keys were derived from.
+    pub sealed_seed_sha256: [u8; 32],
+    /// The signing key version.
+    pub key_version: u32,
+    /// The audit chain epoch of this boot.
+    pub audit_epoch: u64,
+    /// The NSM module id of this enclave.
+    pub module_id: String,
+}
+
+/// An audit chain checkpoint: the chain position `(epoch, seq, head)` of one enclave.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CheckpointStatement {
+    /// Audit chain epoch.
+    pub epoch: u64,
+    /// Last sequence number included (0 = no JWT yet, `head` = genesis).
+    pub seq: u64,
+    /// Chain head after `seq`.
+    pub head: [u8; 32],
+    /// The NSM module id of the enclave that keeps this chain.
+    pub module_id: String,
+}
+
+impl JwksStatement {
+    /// The statement's bytes (the document's `user_data`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = format!("{JWKS_TAG}\n");
+        line(&mut s, "jwks_sha256", &hex::encode(self.jwks_sha256));
+        line(&mut s, "kms_key_arn", self.kms_key_arn.as_str());
+        line(
+            &mut s,
+            "sealed_seed_sha256",
+            &hex::encode(self.sealed_seed_sha256),
+        );
+        line(&mut s, "key_version", &self.key_version.to_string());
+        line(&mut s, "audit_epoch", &self.audit_epoch.to_string());
+        line(&mut s, "module_id", &self.module_id);
+        s.into_bytes()
+    }
+
+    /// Parses a statement; every deviation from [`encode`](Self::encode)'s form is an
+    /// error naming the field.
+    pub fn decode(bytes: &[u8]) -> Result<JwksStatement, StatementError> {
+        let mut fields = Fields::new(bytes, JWKS_TAG)?;
+        let jwks_sha256 = hash32("jwks_sha256", fields.next("jwks_sha256")?)?;
+        let arn = fields.next("kms_key_arn")?;
+        let kms_key_arn = KmsKeyArn::parse(arn).map_err(|e| StatementError::Value {
+            field: "kms_key_arn",
+            reason: e.to_string(),
+        })?;
+        let sealed_seed_sha256 = hash32("sealed_seed_sha256", fields.next("sealed_seed_sha256")?)?;
+        let key_version = decimal("key_version", fields.next("key_version")?)?;
+        let key_version = u32::try_from(key_version).map_err(|_| StatementError::Value {
+            field: "key_version",
+            reason: format!("{key_version} is larger than a 32-bit key version"),
+        })?;
+        let audit_epoch = decimal("audit_epoch", fields.next("audit_epoch")?)?;
+        let module_id = module_id(fields.next("module_id")?)?;
+        fields.end()?;
+        Ok(JwksStatement {
+            jwks_sha256,
+            kms_key_arn,
+            sealed_seed_sha256,
+            key_version,
+            audit_epoch,
+            module_id,
+        })
+    }
+}
+
+impl CheckpointStatement {
+    /// The statement's bytes (the document's `user_data`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = format!("{CHECKPOINT_TAG}\n");
+        line(&mut s, "epoch", &self.epoch.to_string());
+        line(&mut s, "seq", &self.seq.to_string());
+        line(&mut s, "head", &hex::encode(self.head));
+        line(&mut s, "module_id", &self.module_id);
+        s.into_bytes()
+    }
+
+    /// Parses a statement; every deviation from [`encode`](Self::encode)'s form is an
+    /// error naming the field.
+    pub fn decode(bytes: &[u8]) -> Result<CheckpointStatement, StatementError> {
+        let mut fields = Fields::new(bytes, CHECKPOINT_TAG)?;
+        let epoch = decimal("epoch", fields.next("epoch")?)?;
+        let seq = decimal("seq", fields.next("seq")?)?;
+        let head = hash32("head", fields.next("head")?)?;
+        let module_id = module_id(fields.next("module_id")?)?;
+        fields.end()?;
+        Ok(CheckpointStatement {
+            epoch,
+            seq,
+            head,
+            module_id,
+        })
+    }
+}
+
+fn line(out: &mut String, name: &str, value: &str) {
+    let _ = writeln!(out, "{name}={value}");
+}
+
+fn excerpt(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// The lines of a statement after its tag.
+struct Fields<'a> {
+    lines: std::str::Split<'a, char>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(bytes: &'a [u8], tag: &'static str) -> Result<Fields<'a>, StatementError> {
+        if bytes.len() > MAX_STATEMENT_BYTES {
+            return Err(StatementError::TooLong {
+                actual: bytes.len(),
+                max: MAX_STATEMENT_BYTES,
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| StatementError::NotText)?;
+        let body = text.strip_suffix('\n').ok_or(StatementError::NotText)?;
+        let mut lines = body.split('\n');
+        let first = lines.next().unwrap_or_default();
+        if first != tag {
+            return Err(StatementError::Tag {
+                expected: tag,
+                found: excerpt(first),
+            });
+        }
+        Ok(Fields { lines })
+    }
+
+    fn next(&mut self, name: &'static str) -> Result<&'a str, StatementError> {
+        let found = self.lines.next().unwrap_or_default();
+        found
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+            .ok_or_else(|| StatementError::FieldLine {
+                expected: name,
+                found: excerpt(found),
+            })
+    }
+
+    fn end(mut self) -> Result<(), StatementError> {
+        match self.lines.next() {
+            None => Ok(()),
+            Some(extra) => Err(StatementError::Trailing {
+                found: excerpt(extra),
+            }),
+        }
+    }
+}
+
+fn hash32(field: &'static str, value: &str) -> Result<[u8; 32], StatementError> {
+    let err = |reason: &str| StatementError::Value {
+        field,
+        reason: reason.to_string(),
+    };
+    if value.len() != 64
+        || !value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(err("expected 64 lower-case hex digits"));
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(value, &mut out).map_err(|e| err(&e.to_string()))?;
+    Ok(out)
+}
+
+fn decimal(field: &'static str, value: &str) -> Result<u64, StatementError> {
+    let canonical = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && (value == "0" || !value.starts_with('0'));
+    if !canonical {
+        return Err(StatementError::Value {
+            field,
+            reason: format!(
+                "{:?} is not a decimal without leading zeros",
+                excerpt(value)
+            ),
+        });
+    }
+    value.parse().map_err(|_| StatementError::Value {
+        field,
+        reason: format!("{value} does not fit in 64 bits"),
+    })
+}
+
+fn module_id(value: &str) -> Result<String, StatementError> {
+    let ok = !value.is_empty()
+        && value.chars().count() <= MAX_MODULE_ID_CHARS
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok {
+        return Err(StatementError::Value {
+            field: "module_id",
+            reason: format!(
+                "{:?} is not 1 to {MAX_MODULE_ID_CHARS} letters, digits and hyphens",
+                excerpt(value)
+            ),
+        });
+    }
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    const MODULE: &str = "i-0123456789abcdef0-enc0123456789abcdef";
+
+    fn jwks() -> JwksStatement {
+        JwksStatement {
+            jwks_sha256: [0xab; 32],
+            kms_key_arn: KmsKeyArn::parse(ARN).unwrap(),
+            sealed_seed_sha256: [0x01; 32],
+            key_version: 2,
+            audit_epoch: 17,
+            module_id: MODULE.into(),
+        }
+    }
+
+    fn checkpoint() -> CheckpointStatement {
+        CheckpointStatement {
+            epoch: 17,
+            seq: 0,
+            head: [0x5a; 32],
+            module_id: MODULE.into(),
+        }
+    }
+
+    #[test]
+    fn the_encoding_is_the_documented_text() {
+        let text = String::from_utf8(jwks().encode()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "agentkeys/jwks/v1\njwks_sha256={}\nkms_key_arn={ARN}\nsealed_seed_sha256={}\nkey_version=2\naudit_epoch=17\nmodule_id={MODULE}\n",
+                "ab".repeat(32),
+                "01".repeat(32)
+            )
+        );
+        let text = String::from_utf8(checkpoint().encode()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "agentkeys/audit-checkpoint/v1\nepoch=17\nseq=0\nhead={}\nmodule_id={MODULE}\n",
+                "5a".repeat(32)
+            )
+        );
+    }
+
+    #[test]
+    fn statements_round_trip() {
+        assert_eq!(JwksStatement::decode(&jwks().encode()).unwrap(), jwks());
+        assert_eq!(
+            CheckpointStatement::decode(&checkpoint().encode()).unwrap(),
+            checkpoint()
+        );
+        let max = CheckpointStatement {
+            epoch: u64::MAX,
+            seq: u64::MAX,
+            ..checkpoint()
+        };
+        assert_eq!(CheckpointStatement::decode(&max.encode()).unwrap(), max);
+    }
+
+    #[test]
+    fn one_kind_never_passes_for_the_other() {
+        assert!(matches!(
+            CheckpointStatement::decode(&jwks().encode()),
+            Err(StatementError::Tag {
+                expected: CHECKPOINT_TAG,
+                ..
+            })
+        ));
+        assert!(matches!(
+            JwksStatement::decode(&checkpoint().encode()),
+            Err(StatementError::Tag {
+                expected: JWKS_TAG,
+                ..
+            })
+        ));
+        // The untagged 48-byte checkpoint of the first format, and a bare JWKS hash.
+        for legacy in [vec![0u8; 48], vec![0xab; 32]] {
+            assert!(CheckpointStatement::decode(&legacy).is_err());
+            assert!(JwksStatement::decode(&legacy).is_err());
+        }
+    }
+
+    fn edited(good: &[u8], from: &str, to: &str) -> Vec<u8> {
+        String::from_utf8(good.to_vec())
+            .unwrap()
+            .replacen(from, to, 1)
+            .into_bytes()
+    }
+
+    #[test]
+    fn each_malformed_field_is_named() {
+        let good = checkpoint().encode();
+        let cases: [(&str, &str, &str); 10] = [
+            (
+                "agentkeys/audit-checkpoint/v1",
+                "agentkeys/audit-checkpoint/v2",
+                "tag",
+            ),
+            ("epoch=17", "epoch=017", "epoch"),
+            ("epoch=17", "epoch=-1", "epoch"),
+            ("epoch=17", "epoch=18446744073709551616", "epoch"),
+            ("seq=0\n", "", "seq"),
+            ("seq=0", "sequence=0", "seq"),
+            ("head=5a", "head=5A", "head"),
+            ("head=5a", "head=", "head"),
+            ("module_id=i-", "module_id=i_", "module_id"),
+            ("module_id=", "module_id=\n", "module_id"),
+        ];
+        for (from, to, field) in cases {
+            let bad = edited(&good, from, to);
+            let e = CheckpointStatement::decode(&bad).unwrap_err();
+            assert!(e.to_string().contains(field), "{from} -> {to}: {e}");
+        }
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"extra=1\n");
+        assert!(matches!(
+            CheckpointStatement::decode(&trailing),
+            Err(StatementError::Trailing { .. })
+        ));
+        assert_eq!(
+            CheckpointStatement::decode(&good[..good.len() - 1]),
+            Err(StatementError::NotText)
+        );
+        assert_eq!(
+            CheckpointStatement::decode(&[0xff, b'\n']),
+            Err(StatementError::NotText)
+        );
+        assert!(matches!(
+            CheckpointStatement::decode(&vec![b'a'; MAX_STATEMENT_BYTES + 1]),
+            Err(StatementError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn a_jwks_statement_refuses_an_alias_and_an_oversized_key_version() {
+        let good = jwks().encode();
+        let alias = edited(
+            &good,
+            ARN,
+            "arn:aws:kms:eu-west-1:111122223333:alias/agentkeys",
+        );
+        let e = JwksStatement::decode(&alias).unwrap_err();
+        assert!(e.to_string().contains("kms_key_arn"), "{e}");
+        let big = edited(&good, "key_version=2", "key_version=4294967296");
+        let e = JwksStatement::decode(&big).unwrap_err();
+        assert!(e.to_string().contains("key_version"), "{e}");
+    }
+
+    #[test]
+    fn the_largest_statement_fits_the_nsm_limit() {
+        let s = JwksStatement {
+            module_id: "m".repeat(MAX_MODULE_ID_CHARS),
+            key_version: u32::MAX,
+            audit_epoch: u64::MAX,
+            ..jwks()
+        };
+        assert!(s.encode().len() < MAX_STATEMENT_BYTES / 2);
+    }
+}
