@@ -205,13 +205,27 @@ async fn step_attest(c: &mut Ctx<'_>) -> anyhow::Result<String> {
     let jwks = get_bytes(c.http, &format!("{}/.well-known/jwks.json", c.u.broker)).await?;
     let policy = agentkeys_attestation::Policy {
         nonce: Some(nonce.to_vec()),
-        user_data: Some(Sha256::digest(&jwks).to_vec()),
         ..Default::default()
     };
     let anchor = mock_anchor(c.u)?;
-    agentkeys_attestation::verify(&doc, &anchor, agentkeys_attestation::now_unix_ms(), &policy)
-        .map_err(|e| anyhow!("attestation: {e}"))?;
-    Ok("document verifies (mock root), carries our nonce and SHA-256 of the JWKS".into())
+    let verified =
+        agentkeys_attestation::verify(&doc, &anchor, agentkeys_attestation::now_unix_ms(), &policy)
+            .map_err(|e| anyhow!("attestation: {e}"))?;
+    let statement = agentkeys_wire::JwksStatement::decode(
+        verified.document.user_data.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| anyhow!("attestation statement: {e}"))?;
+    let jwks_sha256: [u8; 32] = Sha256::digest(&jwks).into();
+    if statement.jwks_sha256 != jwks_sha256 {
+        bail!("the attestation states another JWKS than the one served");
+    }
+    if statement.kms_key_arn.as_str() != crate::stack::DEV_KMS_KEY_ARN {
+        bail!("the enclave is pinned to {}", statement.kms_key_arn);
+    }
+    Ok(format!(
+        "document verifies (mock root), carries our nonce and states the JWKS served, KMS key {}, module {}",
+        statement.kms_key_arn, statement.module_id
+    ))
 }
 
 async fn step_audit(c: &mut Ctx<'_>) -> anyhow::Result<String> {
