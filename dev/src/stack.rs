@@ -399,7 +399,8 @@ Try:
       --allow-mock-root --root {root} --measurements {measurements}
 
   # 5. check the audit log against the enclave's attested checkpoint
-  cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root
+  cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root \
+      --measurements {measurements}
 
 Ctrl-C stops everything.
 "#,

@@ -648,6 +648,7 @@ pub fn audit_verify(db: &Path, extra: &[&str]) -> (bool, String) {
 /// its enclave (mock root): fails on any seq the enclave signed without a row.
 pub fn audit_verify_live(stack: &crate::DevStack) -> (bool, String) {
     let root = stack.info.mock_root_pem.display().to_string();
+    let measurements = stack.mock_measurements().display().to_string();
     audit_verify(
         &stack.info.audit_db,
         &[
@@ -656,6 +657,8 @@ pub fn audit_verify_live(stack: &crate::DevStack) -> (bool, String) {
             "--root",
             &root,
             "--allow-mock-root",
+            "--measurements",
+            &measurements,
         ],
     )
 }

@@ -291,6 +291,12 @@ impl DevStack {
             .unwrap_or(-1.0)
     }
 
+    /// The measurements file of the mock enclave image, which the dev stack writes into
+    /// its data directory (`agentkeys-attest`/`audit verify --measurements`).
+    pub fn mock_measurements(&self) -> PathBuf {
+        self.info.data_dir.join("mock-measurements.json")
+    }
+
     /// Audit rows (newest last) through `agentkeys-broker audit tail --json`.
     pub fn audit_rows(&self) -> Vec<serde_json::Value> {
         audit_rows(&self.info.audit_db)

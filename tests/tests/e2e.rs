@@ -519,6 +519,52 @@ fn creds_command_prints_credential_process_json() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
+/// `audit verify` with a checkpoint refuses to run without a PCR policy, warns with
+/// `--no-pcr-policy`, refuses a document whose PCR0 is not the rebuilt image's, and checks
+/// an archived checkpoint at its own time with `--at document`.
+fn checkpoint_needs_a_pcr_policy_and_a_valid_time(
+    verify: &dyn Fn(&[&str]) -> (bool, String),
+    checkpoint: &[&str],
+    measurements: &str,
+) {
+    let (ok, text) = verify(checkpoint);
+    assert!(!ok && text.contains("no PCR policy"), "{text}");
+    let (ok, text) = verify(&[checkpoint, &["--no-pcr-policy"]].concat());
+    assert!(ok && text.contains("warning: --no-pcr-policy"), "{text}");
+    // The measurements of another image: a checkpoint made by an enclave with this PCR0
+    // would pass, the mock image's does not.
+    let other = std::path::Path::new(measurements).with_file_name("other-image.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(measurements).unwrap()).unwrap();
+    m["Measurements"]["PCR0"] = "11".repeat(48).into();
+    std::fs::write(&other, m.to_string()).unwrap();
+    let other = other.display().to_string();
+    let (ok, text) = verify(&[checkpoint, &["--measurements", other.as_str()]].concat());
+    assert!(!ok && text.contains("PCR0"), "{text}");
+    // A measurements file that names PCR8 only is no PCR policy for the image.
+    let pcr8 = std::path::Path::new(measurements).with_file_name("pcr8-only.json");
+    std::fs::write(
+        &pcr8,
+        format!(
+            r#"{{"Measurements":{{"HashAlgorithm":"Sha384 {{ ... }}","PCR8":"{}"}}}}"#,
+            "22".repeat(48)
+        ),
+    )
+    .unwrap();
+    let pcr8 = pcr8.display().to_string();
+    let (ok, text) = verify(&[checkpoint, &["--measurements", pcr8.as_str()]].concat());
+    assert!(!ok && text.contains("PCR0"), "{text}");
+    // Archived: at the document's own time it verifies; in 1970 its certificates were not
+    // valid yet.
+    let policy = ["--measurements", measurements];
+    let (ok, text) = verify(&[checkpoint, &policy, &["--at", "document"]].concat());
+    assert!(ok, "{text}");
+    let (ok, text) = verify(&[checkpoint, &policy, &["--at", "1"]].concat());
+    assert!(!ok, "{text}");
+    let (ok, text) = verify(&[checkpoint, &policy, &["--at", "yesterday"]].concat());
+    assert!(!ok && text.contains("--at"), "{text}");
+}
+
 /// Opens the stopped stack's DB for tampering (the triggers are dropped first, as an
 /// attacker with file access would).
 fn tamper(db: &std::path::Path, sql: &str) {
@@ -553,12 +599,15 @@ fn tampering_is_detected_and_truncation_needs_the_checkpoint() {
     stack.stop();
     let db = stack.info.audit_db.clone();
     let cp_arg = cp_file.display().to_string();
+    let measurements = stack.mock_measurements().display().to_string();
     let with_cp = [
         "--checkpoint",
         cp_arg.as_str(),
         "--root",
         root.as_str(),
         "--allow-mock-root",
+        "--measurements",
+        measurements.as_str(),
     ];
     let verify = |extra: &[&str]| {
         let mut args = vec!["audit", "verify", "--db"];
@@ -576,6 +625,7 @@ fn tampering_is_detected_and_truncation_needs_the_checkpoint() {
         )
     };
     assert!(verify(&with_cp).0, "{}", verify(&with_cp).1);
+    checkpoint_needs_a_pcr_policy_and_a_valid_time(&verify, &with_cp[..5], &measurements);
 
     // Keep a pristine copy to run each tampering on.
     let pristine = db.with_extension("pristine");

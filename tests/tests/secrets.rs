@@ -197,6 +197,11 @@ fn no_secret_in_logs_responses_or_audit_db() {
             "--root",
             &root,
             "--allow-mock-root",
+            "--measurements",
+            &std::path::Path::new(&data)
+                .join("mock-measurements.json")
+                .display()
+                .to_string(),
         ],
     );
     assert!(verify.status.success(), "{verify:?}");

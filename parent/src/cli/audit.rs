@@ -73,6 +73,87 @@ pub struct VerifyArgs {
     /// Accept the mock NSM root given by --root (development only).
     #[arg(long, requires = "root")]
     pub allow_mock_root: bool,
+    /// nitro-cli measurements JSON of the enclave image you rebuilt: the checkpoint's
+    /// document must carry its PCR0, PCR1 and PCR2.
+    #[arg(long, value_name = "FILE")]
+    pub measurements: Option<PathBuf>,
+    /// Check no PCRs of the checkpoint's document (printed as a warning): any enclave
+    /// image signed by the trusted root could have made it.
+    #[arg(long, conflicts_with = "measurements")]
+    pub no_pcr_policy: bool,
+    /// Verify an archived checkpoint at this time (UNIX seconds), or at `document`, the
+    /// document's own timestamp; its certificates must have been valid then.
+    #[arg(
+        long,
+        value_name = "UNIX_SECONDS|document",
+        conflicts_with = "broker_url"
+    )]
+    pub at: Option<String>,
+}
+
+/// Printed when a checkpoint is checked without a PCR policy.
+pub const NO_PCR_POLICY_WARNING: &str = "warning: --no-pcr-policy: the checkpoint document's PCRs are not checked; any enclave image signed by the trusted root could have made it";
+
+/// The PCR policy for a checkpoint's document: required whenever there is a checkpoint.
+fn checkpoint_pcrs(args: &VerifyArgs) -> anyhow::Result<std::collections::BTreeMap<u16, Vec<u8>>> {
+    match (&args.measurements, args.no_pcr_policy) {
+        (Some(path), _) => Ok(
+            agentkeys_attestation::measurements::PublishedMeasurements::expected_from_file(path)
+                .map_err(|e| anyhow::anyhow!("--measurements: {e}"))?
+                .pcrs,
+        ),
+        (None, true) => {
+            eprintln!("{NO_PCR_POLICY_WARNING}");
+            Ok(Default::default())
+        }
+        (None, false) => anyhow::bail!(
+            "no PCR policy for the checkpoint's document: give --measurements FILE (the nitro-cli measurements of the enclave image you rebuilt), or --no-pcr-policy to accept a checkpoint from any enclave image signed by the trusted root"
+        ),
+    }
+}
+
+/// The time to verify an archived checkpoint at: `--at` seconds, or the document's own
+/// timestamp with `--at document`; now otherwise.
+fn checkpoint_time(at: Option<&str>, checkpoint: &Path) -> anyhow::Result<u64> {
+    match at {
+        None => Ok(agentkeys_attestation::now_unix_ms()),
+        Some("document") => {
+            let bytes = std::fs::read(checkpoint)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", checkpoint.display()))?;
+            document_timestamp(&bytes).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--at document: {} holds no attestation document to take the time from",
+                    checkpoint.display()
+                )
+            })
+        }
+        Some(seconds) => seconds
+            .parse::<u64>()
+            .map(|s| s.saturating_mul(1000))
+            .map_err(|_| anyhow::anyhow!("--at {seconds:?}: expected UNIX seconds or `document`")),
+    }
+}
+
+/// The `timestamp` (UNIX ms) of the attestation document in a checkpoint file (raw,
+/// base64, or the `document` of its JSON), read without verifying it.
+fn document_timestamp(file: &[u8]) -> Option<u64> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let trimmed = file.trim_ascii();
+    let document = if trimmed.first() == Some(&b'{') {
+        let v: serde_json::Value = serde_json::from_slice(trimmed).ok()?;
+        b64.decode(v.get("document")?.as_str()?.trim()).ok()?
+    } else if let Some(decoded) = std::str::from_utf8(trimmed)
+        .ok()
+        .and_then(|t| b64.decode(t).ok())
+    {
+        decoded
+    } else {
+        file.to_vec()
+    };
+    agentkeys_attestation::decode_unverified(&document)
+        .ok()
+        .map(|d| d.timestamp_ms)
 }
 
 /// `agentkeys-broker audit verify`: prints the report; the exit code says whether it passed.
@@ -91,10 +172,12 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let report = match (&args.broker_url, &args.checkpoint) {
         (Some(url), _) => {
+            let expected_pcrs = checkpoint_pcrs(&args)?;
             let nonce: [u8; 32] = rand::random();
             let fetched = crate::cli::creds::fetch_checkpoint(url, &nonce).await?;
             let policy = agentkeys_attestation::Policy {
                 nonce: Some(nonce.to_vec()),
+                expected_pcrs,
                 ..Default::default()
             };
             let trust = CheckpointTrust {
@@ -104,21 +187,31 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             };
             let cp = crate::audit::verify::checkpoint_from_json(&fetched, Some(&trust))?;
             eprintln!(
-                "enclave checkpoint (attested, fresh nonce): epoch {} seq {}",
-                cp.epoch, cp.seq
+                "enclave checkpoint (attested, fresh nonce): epoch {} seq {} module {}",
+                cp.epoch, cp.seq, cp.module_id
             );
             verify_chain(&args.db, Some(&cp))?
         }
         (None, Some(path)) => {
-            let policy = agentkeys_attestation::Policy::default();
+            let policy = agentkeys_attestation::Policy {
+                expected_pcrs: checkpoint_pcrs(&args)?,
+                ..Default::default()
+            };
             let trust = CheckpointTrust {
                 anchor: &anchor,
                 policy: &policy,
-                at_unix_ms: agentkeys_attestation::now_unix_ms(),
+                at_unix_ms: checkpoint_time(args.at.as_deref(), path)?,
             };
             verify_with_trust(&args.db, Some(path), Some(&trust))?
         }
-        (None, None) => verify(&args.db, None)?,
+        (None, None) => {
+            if args.measurements.is_some() || args.no_pcr_policy || args.at.is_some() {
+                anyhow::bail!(
+                    "--measurements, --no-pcr-policy and --at apply to a checkpoint: give --checkpoint FILE or --broker-url URL"
+                );
+            }
+            verify(&args.db, None)?
+        }
     };
     print!("{}", report.render());
     Ok(if report.is_ok() {
