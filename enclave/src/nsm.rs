@@ -89,19 +89,27 @@ fn code_name(code: &ErrorCode) -> String {
     format!("{code:?}")
 }
 
+/// The error for an answer to `request` that is not its success: the NSM's error code,
+/// or an answer of another kind.
+fn failure(request: &'static str, response: &Response) -> NsmError {
+    match response {
+        Response::Error(code) => NsmError::Device {
+            request,
+            code: code_name(code),
+        },
+        other => NsmError::UnexpectedResponse {
+            request,
+            actual: response_kind(other),
+        },
+    }
+}
+
 /// The NSM's module id (`DescribeNSM`): the enclave's identity in its attestation
 /// documents and in AWS CloudTrail's records of attested KMS calls.
 pub fn module_id(nsm: &dyn NsmDevice) -> Result<String, NsmError> {
     match nsm.process(Request::DescribeNSM) {
         Response::DescribeNSM { module_id, .. } => Ok(module_id),
-        Response::Error(code) => Err(NsmError::Device {
-            request: "DescribeNSM",
-            code: code_name(&code),
-        }),
-        other => Err(NsmError::UnexpectedResponse {
-            request: "DescribeNSM",
-            actual: response_kind(&other),
-        }),
+        other => Err(failure("DescribeNSM", &other)),
     }
 }
 
@@ -134,14 +142,7 @@ pub fn attest(
     };
     match nsm.process(request) {
         Response::Attestation { document } => Ok(document),
-        Response::Error(code) => Err(NsmError::Device {
-            request: "Attestation",
-            code: code_name(&code),
-        }),
-        other => Err(NsmError::UnexpectedResponse {
-            request: "Attestation",
-            actual: response_kind(&other),
-        }),
+        other => Err(failure("Attestation", &other)),
     }
 }
 
@@ -163,18 +164,7 @@ pub fn random(nsm: &dyn NsmDevice, n: usize) -> Result<Vec<u8>, NsmError> {
                 let take = random.len().min(n - out.len());
                 out.extend_from_slice(&random[..take]);
             }
-            Response::Error(code) => {
-                return Err(NsmError::Device {
-                    request: "GetRandom",
-                    code: code_name(&code),
-                })
-            }
-            other => {
-                return Err(NsmError::UnexpectedResponse {
-                    request: "GetRandom",
-                    actual: response_kind(&other),
-                })
-            }
+            other => return Err(failure("GetRandom", &other)),
         }
     }
     Ok(out)
