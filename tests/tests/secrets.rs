@@ -29,10 +29,13 @@ fn encodings(bytes: &[u8]) -> Vec<String> {
         b64.encode(bytes),
         url.encode(bytes),
     ];
-    // A 24-byte window also catches a partial dump.
+    // A 24-byte window also catches a partial dump. It is taken from the end, where a
+    // ciphertext blob holds its ciphertext and tag: a blob's head names its KMS key, which
+    // is public (the pinned key ARN is in every attestation).
     if bytes.len() > 48 {
-        v.push(hex::encode(&bytes[8..32]));
-        v.push(b64.encode(&bytes[9..33]));
+        let end = bytes.len();
+        v.push(hex::encode(&bytes[end - 32..end - 8]));
+        v.push(b64.encode(&bytes[end - 33..end - 9]));
     }
     v
 }
