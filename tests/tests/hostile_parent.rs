@@ -2,7 +2,8 @@
 //! binary over its socket (as the broker would) and tries to make it unseal with a key
 //! the parent controls. Every attempt must be refused, the enclave must stay sealed and
 //! keep serving, and a refusal that depends on the request alone must come before any
-//! KMS call.
+//! KMS call. A parent that drops the sealed seed for a fresh genesis is caught by the
+//! auditor's `agentkeys-attest verify --expect-kid`.
 //!
 //! KMS is the in-process stand-in behind a proxy the hostile parent runs: the proxy
 //! counts the KMS calls the enclave makes and, when told to, rewrites the `KeyId` of
@@ -252,4 +253,72 @@ async fn a_kms_answer_naming_another_key_is_refused_and_the_enclave_stays_sealed
         Ok(Response::Unsealed(_)) => {}
         other => panic!("honest unseal: {other:?}"),
     }
+}
+
+/// `agentkeys-attest verify --issuer` against `stack`, the mock image's measurements and
+/// the auditor's expectations.
+fn auditor(stack: &agentkeys_e2e::DevStack, expect: &[&str]) -> std::process::Output {
+    let root = stack.info.mock_root_pem.display().to_string();
+    let measurements = stack.mock_measurements().display().to_string();
+    Command::new(binary("agentkeys-attest"))
+        .args(["verify", "--issuer", &stack.info.broker_url, "--json"])
+        .args([
+            "--root",
+            &root,
+            "--allow-mock-root",
+            "--measurements",
+            &measurements,
+        ])
+        .args(expect)
+        .output()
+        .expect("run agentkeys-attest")
+}
+
+fn served_kid(stack: &agentkeys_e2e::DevStack) -> String {
+    let (_, body) = stack.get("/.well-known/jwks.json");
+    let jwks: serde_json::Value = serde_json::from_slice(&body).expect("JWKS");
+    jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
+}
+
+/// A parent that drops the sealed seed and restarts the enclave gets a silent genesis: a
+/// new seed, a new key, and a JWKS it could pass off as the issuer's. An auditor who
+/// expects the issuer's kid and pinned key sees it at once.
+#[test]
+fn a_silent_genesis_is_visible_to_an_auditor_who_expects_the_kid() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let port = agentkeys_e2e::closed_port().to_string();
+    let opts = agentkeys_e2e::DevOptions {
+        data_dir: Some(data.clone()),
+        extra: vec!["--port".into(), port.clone()],
+    };
+    let pinned = agentkeys_dev::stack::DEV_KMS_KEY_ARN;
+    let kid = {
+        let stack = agentkeys_e2e::DevStack::start_with(opts.clone());
+        let kid = served_kid(&stack);
+        let out = auditor(&stack, &["--kms-key-arn", pinned, "--expect-kid", &kid]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        kid
+    };
+    std::fs::remove_file(data.join(format!("sealed-seed-{port}.bin"))).expect("drop the seed");
+    let stack = agentkeys_e2e::DevStack::start_with(opts);
+    assert_ne!(served_kid(&stack), kid, "a genesis makes a new key");
+    let out = auditor(&stack, &["--kms-key-arn", pinned, "--expect-kid", &kid]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["failed_check"], "jwks", "{report}");
+    assert!(
+        report["error"].as_str().unwrap_or("").contains(&kid),
+        "the report names the expected kid: {report}"
+    );
 }
