@@ -35,6 +35,9 @@ pub const DEV_KMS_KEY_ARN: &str =
 pub const DEV_REGION: &str = "us-east-1";
 /// Default broker port of the dev stack (the port the examples in `docs/api.md` use).
 pub const DEV_DEFAULT_PORT: u16 = 8091;
+/// The KMS stand-in's CloudTrail records, in the data directory (`audit verify
+/// --cloudtrail`).
+pub const KMS_CLOUDTRAIL_FILE: &str = "kms-cloudtrail.json";
 /// How long `dev` waits for every service to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -87,6 +90,7 @@ struct ReadyInfo {
     enclave_socket: PathBuf,
     audit_db: PathBuf,
     sealed_seed: PathBuf,
+    kms_cloudtrail: PathBuf,
     data_dir: PathBuf,
     pid: u32,
 }
@@ -143,7 +147,12 @@ struct StandInUrls {
 async fn start_stand_ins(args: &DevArgs, data_dir: &Path) -> anyhow::Result<StandInUrls> {
     let kms_l = bind_loopback(0)?;
     let kms = format!("http://{}", kms_l.local_addr()?);
-    spawn_kms(kms_l, Some(data_dir.join("kms-state.json"))).await?;
+    spawn_kms(
+        kms_l,
+        Some(data_dir.join("kms-state.json")),
+        Some(data_dir.join(KMS_CLOUDTRAIL_FILE)),
+    )
+    .await?;
     let sts = match &args.sts_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
@@ -274,6 +283,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         enclave_socket: socket.clone(),
         audit_db: config.audit_db.clone(),
         sealed_seed: config.sealed_seed.clone(),
+        kms_cloudtrail: data_dir.join(KMS_CLOUDTRAIL_FILE),
         data_dir: data_dir.clone(),
         pid: std::process::id(),
     };

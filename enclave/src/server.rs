@@ -176,6 +176,7 @@ impl Enclave {
             active_kid: state.as_ref().map(|s| s.ring.active().kid().to_string()),
             epoch: position.epoch,
             seq: position.seq,
+            module_id: self.module_id.clone(),
         }))
     }
 
@@ -313,7 +314,16 @@ pub fn open_nsm(config: &EnclaveConfig) -> Result<Arc<dyn NsmDevice>, StartError
 
 #[cfg(feature = "mock")]
 fn open_mock_nsm(config: &EnclaveConfig) -> Result<Arc<dyn NsmDevice>, StartError> {
-    let mut c = agentkeys_mock_nsm::MockNsmConfig::default().debug_mode(config.mock.debug);
+    // Every boot of a real enclave has its own module id (`i-<instance>-enc<16 hex>`);
+    // the mock draws one per boot too, so boots stay apart in CloudTrail-shaped records.
+    let mut suffix = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut suffix)
+        .map_err(|_| StartError::MockConfig("no randomness".into()))?;
+    let module_id = format!("i-0123456789abcdef0-enc{}", hex::encode(suffix));
+    let mut c = agentkeys_mock_nsm::MockNsmConfig::default()
+        .debug_mode(config.mock.debug)
+        .module_id(module_id)
+        .map_err(|e| StartError::MockConfig(e.to_string()))?;
     for (index, value) in &config.mock.pcrs {
         c = c
             .pcr(*index, *value)

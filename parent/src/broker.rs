@@ -157,6 +157,7 @@ pub async fn build_with_audit_layer(
         client,
         UnsealConfig::from_config(config),
         config.supervise_interval,
+        audit.clone(),
     );
     let supervisor = enclave.spawn_supervisor();
     let sts = StsExchanger::new(config).await;
@@ -256,6 +257,7 @@ mod tests {
                     active_kid: None,
                     epoch: 9,
                     seq: 7,
+                    module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
                 },
             ))
             .await

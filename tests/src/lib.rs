@@ -124,6 +124,8 @@ pub struct ReadyInfo {
     pub enclave_pid: u32,
     /// Audit DB.
     pub audit_db: PathBuf,
+    /// The KMS stand-in's CloudTrail records of attested calls.
+    pub kms_cloudtrail: PathBuf,
     /// Data directory.
     pub data_dir: PathBuf,
 }

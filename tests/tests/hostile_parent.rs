@@ -45,12 +45,17 @@ struct Enclave {
 
 impl Enclave {
     fn start() -> Enclave {
+        Enclave::start_for(ISSUER, PINNED)
+    }
+
+    /// The shipped enclave binary in mock mode for `issuer`, pinned to `key`.
+    fn start_for(issuer: &str, key: &str) -> Enclave {
         let dir = tempfile::tempdir().expect("tmp");
         let socket = dir.path().join("enclave.sock");
         let child = Command::new(binary("agentkeys-enclave"))
             .args(["--mock", "--usock"])
             .arg(&socket)
-            .args(["--issuer", ISSUER, "--kms-key-arn", PINNED])
+            .args(["--issuer", issuer, "--kms-key-arn", key])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -321,4 +326,73 @@ fn a_silent_genesis_is_visible_to_an_auditor_who_expects_the_kid() {
         report["error"].as_str().unwrap_or("").contains(&kid),
         "the report names the expected kid: {report}"
     );
+}
+
+/// `agentkeys-broker audit verify` of `stack`'s log against the KMS stand-in's CloudTrail
+/// records.
+fn audit_against_cloudtrail(stack: &agentkeys_e2e::DevStack) -> (bool, String) {
+    let out = Command::new(binary("agentkeys-broker"))
+        .args(["audit", "verify", "--db"])
+        .arg(&stack.info.audit_db)
+        .arg("--cloudtrail")
+        .arg(&stack.info.kms_cloudtrail)
+        .args(["--kms-key-arn", agentkeys_dev::stack::DEV_KMS_KEY_ARN])
+        .output()
+        .expect("run audit verify");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A parent that boots a second enclave from the issuer's sealed seed and never records
+/// it: CloudTrail still shows that enclave's attested unseal, and `audit verify
+/// --cloudtrail` names its module id.
+#[tokio::test]
+async fn a_hidden_boot_is_named_from_cloudtrail() {
+    let stack = tokio::task::spawn_blocking(agentkeys_e2e::DevStack::start)
+        .await
+        .expect("dev stack");
+    let (ok, text) = audit_against_cloudtrail(&stack);
+    assert!(ok, "the stack's own boot is in the log: {text}");
+    assert!(text.contains("1 attested unseals"), "{text}");
+
+    let hidden = Enclave::start_for(
+        &stack.info.broker_url,
+        agentkeys_dev::stack::DEV_KMS_KEY_ARN,
+    );
+    let client = hidden.client();
+    let sealed_seed = std::fs::read(stack.info.data_dir.join(format!(
+        "sealed-seed-{}.bin",
+        stack.info.broker_url.rsplit(':').next().expect("port")
+    )))
+    .expect("the issuer's sealed seed, as the parent stores it");
+    let mut request = match unseal(
+        agentkeys_dev::stack::DEV_KMS_KEY_ARN,
+        "us-east-1",
+        &stack.info.kms_url,
+    ) {
+        Request::Unseal(r) => r,
+        other => panic!("{other:?}"),
+    };
+    request.sealed_seed = Some(sealed_seed);
+    let module_id = match client.call(Request::Unseal(request)).await {
+        Ok(Response::Unsealed(_)) => match client.call(Request::Status).await {
+            Ok(Response::Status(s)) => s.module_id,
+            other => panic!("status: {other:?}"),
+        },
+        other => panic!("the hidden enclave unseals with the issuer's seed: {other:?}"),
+    };
+
+    let (ok, text) = audit_against_cloudtrail(&stack);
+    assert!(!ok, "the hidden boot must fail the audit: {text}");
+    assert!(
+        text.contains(&module_id),
+        "the report names the hidden enclave: {text}"
+    );
+    assert!(text.contains("records no boot"), "{text}");
 }

@@ -34,6 +34,9 @@ pub struct StandInArgs {
     /// KMS stand-in state file (its keys persist across runs).
     #[arg(long)]
     pub state_file: Option<PathBuf>,
+    /// KMS stand-in: write the CloudTrail records of attested calls to this file.
+    #[arg(long)]
+    pub cloudtrail_file: Option<PathBuf>,
 }
 
 /// A non-blocking listener on 127.0.0.1:`port` (0 = any free port).
@@ -48,12 +51,16 @@ fn tokio_listener(l: std::net::TcpListener) -> anyhow::Result<tokio::net::TcpLis
     Ok(tokio::net::TcpListener::from_std(l)?)
 }
 
-/// Serves the KMS stand-in on `listener`, its keys kept in `state_file`.
+/// Serves the KMS stand-in on `listener`, its keys kept in `state_file` and the
+/// CloudTrail records of its attested calls written to `cloudtrail_file`.
 pub async fn spawn_kms(
     listener: std::net::TcpListener,
     state_file: Option<PathBuf>,
+    cloudtrail_file: Option<PathBuf>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let config = agentkeys_mock_nsm::kms::KmsConfig::new().state_file(state_file);
+    let config = agentkeys_mock_nsm::kms::KmsConfig::new()
+        .state_file(state_file)
+        .cloudtrail_file(cloudtrail_file);
     let l = tokio_listener(listener)?;
     Ok(tokio::spawn(async move {
         if let Err(e) = agentkeys_mock_nsm::kms::serve(l, config).await {
@@ -105,7 +112,7 @@ pub async fn run_stand_in(args: StandInArgs) -> anyhow::Result<()> {
     let task = match args.kind {
         StandInKind::Sts => spawn_sts(l)?,
         StandInKind::Backend => spawn_backend(l)?,
-        StandInKind::Kms => spawn_kms(l, args.state_file).await?,
+        StandInKind::Kms => spawn_kms(l, args.state_file, args.cloudtrail_file).await?,
     };
     tokio::select! {
         _ = agentkeys_broker::http::shutdown_signal() => {},

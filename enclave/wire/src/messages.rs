@@ -202,6 +202,9 @@ pub struct EnclaveStatus {
     pub epoch: u64,
     /// Number of JWTs minted in this epoch (the last `seq`).
     pub seq: u64,
+    /// The NSM module id of this enclave boot (AWS CloudTrail names it in the records of
+    /// the enclave's attested KMS calls).
+    pub module_id: String,
 }
 
 /// Result of a successful unseal.

@@ -24,6 +24,7 @@ async fn toy(request: Request) -> Result<Response, WireError> {
             active_kid: None,
             epoch: 0,
             seq: 0,
+            module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
         })),
         Request::MintJwt(m) => {
             let n: u64 = m.wallet.parse().unwrap_or(0);

@@ -66,6 +66,7 @@ fn all_responses() -> Vec<Result<Response, WireError>> {
             active_kid: Some("k1".into()),
             epoch: 42,
             seq: 7,
+            module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
         })),
         Ok(Response::Unsealed(UnsealResult {
             sealed_seed: vec![9; 200],

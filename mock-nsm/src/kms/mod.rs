@@ -22,6 +22,15 @@
 //! * Errors have KMS's shape: HTTP 400 (500 for internal faults) with
 //!   `{"__type": "...", "message": "..."}` and an `x-amzn-ErrorType` header.
 //!
+//! * Every attested `GenerateDataKey` and `Decrypt` it serves is recorded as AWS
+//!   CloudTrail records it (AWS KMS developer guide, "Monitoring requests for Nitro
+//!   enclaves"): `eventSource` `kms.amazonaws.com`, `eventName`,
+//!   `requestParameters.keyId`, the key's ARN in `resources`, and
+//!   `additionalEventData.recipient` with `attestationDocumentModuleId` and
+//!   `attestationDocumentEnclaveImageDigest` (PCR0). With
+//!   [`KmsConfig::cloudtrail_file`] they are written, as a CloudTrail log file
+//!   (`{"Records": [...]}`), after each call.
+//!
 //! This is a development tool. It listens on loopback and its keys protect nothing of value.
 
 pub mod blob;
@@ -78,6 +87,7 @@ pub struct KmsConfig {
     max_document_age: Option<Duration>,
     clock: Arc<dyn Clock>,
     account: String,
+    cloudtrail_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for KmsConfig {
@@ -108,6 +118,7 @@ impl Default for KmsConfig {
             max_document_age: Some(DEFAULT_MAX_DOCUMENT_AGE),
             clock: Arc::new(SystemClock),
             account: DEFAULT_ACCOUNT.to_string(),
+            cloudtrail_file: None,
         }
     }
 }
@@ -148,6 +159,23 @@ impl KmsConfig {
         self.clock = clock;
         self
     }
+
+    /// Write the CloudTrail records of attested calls to this file (rewritten whole after
+    /// each call, in CloudTrail's log-file shape `{"Records": [...]}`).
+    pub fn cloudtrail_file(mut self, path: Option<PathBuf>) -> Self {
+        self.cloudtrail_file = path;
+        self
+    }
+}
+
+/// What a verified recipient attestation document gives the stand-in.
+struct Attested {
+    /// The RSA public key (SPKI DER) to encrypt to.
+    spki: Vec<u8>,
+    /// The document's module id.
+    module_id: String,
+    /// The document's PCR0 (the image digest KMS logs), hex.
+    image_digest: String,
 }
 
 /// A KMS error in the shape KMS returns.
@@ -237,6 +265,8 @@ pub struct KmsStandIn {
     keys: KeyStore,
     anchor: TrustAnchor,
     config: KmsConfig,
+    /// CloudTrail records of the attested calls served so far.
+    trail: std::sync::Mutex<Vec<Value>>,
 }
 
 impl std::fmt::Debug for KmsStandIn {
@@ -370,6 +400,7 @@ impl KmsStandIn {
             keys,
             anchor,
             config,
+            trail: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -435,7 +466,7 @@ impl KmsStandIn {
     }
 
     /// Verifies a recipient document and returns the RSA SPKI DER to encrypt to.
-    fn recipient_key(&self, recipient: &RecipientRequest) -> Result<Vec<u8>, KmsError> {
+    fn recipient_key(&self, recipient: &RecipientRequest) -> Result<Attested, KmsError> {
         match recipient.key_encryption_algorithm.as_deref() {
             None | Some(RSAES_OAEP_SHA_256) => {}
             Some(other) => {
@@ -486,7 +517,67 @@ impl KmsStandIn {
             )
         })?;
         cms::parse_recipient_key(&spki).map_err(|e| KmsError::Validation(e.to_string()))?;
-        Ok(spki)
+        Ok(Attested {
+            spki,
+            module_id: verified.document.module_id.clone(),
+            image_digest: hex::encode(verified.document.pcrs.get(&0).cloned().unwrap_or_default()),
+        })
+    }
+
+    /// Records an attested call as CloudTrail does, and rewrites the trail file if any.
+    fn record(
+        &self,
+        event_name: &str,
+        region: &str,
+        requested: Option<&str>,
+        key_arn: &str,
+        who: &Attested,
+    ) {
+        let now = self.config.clock.now_unix_ms();
+        let event_time =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+        let mut event_id = [0u8; 16];
+        let _ = aws_lc_rs::rand::fill(&mut event_id);
+        let record = json!({
+            "eventVersion": "1.08",
+            "eventTime": event_time,
+            "eventSource": "kms.amazonaws.com",
+            "eventName": event_name,
+            "awsRegion": region,
+            "sourceIPAddress": "127.0.0.1",
+            "userAgent": "agentkeys-kms-stand-in",
+            "requestParameters": { "keyId": requested.unwrap_or(key_arn) },
+            "responseElements": null,
+            "additionalEventData": {
+                "recipient": {
+                    "attestationDocumentModuleId": who.module_id,
+                    "attestationDocumentEnclaveImageDigest": who.image_digest,
+                }
+            },
+            "eventID": hex::encode(event_id),
+            "readOnly": true,
+            "resources": [{ "accountId": self.config.account, "type": "AWS::KMS::Key", "ARN": key_arn }],
+            "eventType": "AwsApiCall",
+            "managementEvent": true,
+            "recipientAccountId": self.config.account,
+        });
+        let Ok(mut trail) = self.trail.lock() else {
+            return;
+        };
+        trail.push(record);
+        if let Some(path) = &self.config.cloudtrail_file {
+            let text = json!({ "Records": *trail }).to_string();
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+                tracing::error!(error = %e, path = %path.display(), "cannot write the CloudTrail records");
+            }
+        }
     }
 
     fn generate_data_key(
@@ -546,7 +637,15 @@ impl KmsStandIn {
             "KeyId".into(),
             json!(self.answer_key_arn(Some(key_id), region, &id)),
         );
-        self.deliver(&mut out, recipient.as_deref(), &data_key)?;
+        self.deliver(
+            &mut out,
+            recipient.as_ref().map(|a| a.spki.as_slice()),
+            &data_key,
+        )?;
+        if let Some(who) = &recipient {
+            let arn = self.answer_key_arn(Some(key_id), region, &id);
+            self.record("GenerateDataKey", region, Some(key_id), &arn, who);
+        }
         tracing::info!(operation = "GenerateDataKey", key_id = %id, recipient = recipient.is_some(), bytes = length, "served");
         Ok(Value::Object(out))
     }
@@ -612,7 +711,15 @@ impl KmsStandIn {
             json!(self.answer_key_arn(request.key_id.as_deref(), region, &blob_key)),
         );
         out.insert("EncryptionAlgorithm".into(), json!("SYMMETRIC_DEFAULT"));
-        self.deliver(&mut out, recipient.as_deref(), &plaintext)?;
+        self.deliver(
+            &mut out,
+            recipient.as_ref().map(|a| a.spki.as_slice()),
+            &plaintext,
+        )?;
+        if let Some(who) = &recipient {
+            let arn = self.answer_key_arn(request.key_id.as_deref(), region, &blob_key);
+            self.record("Decrypt", region, request.key_id.as_deref(), &arn, who);
+        }
         tracing::info!(operation = "Decrypt", key_id = %blob_key, recipient = recipient.is_some(), "served");
         Ok(Value::Object(out))
     }
@@ -635,7 +742,11 @@ impl KmsStandIn {
         aws_lc_rs::rand::fill(random.as_mut_slice())
             .map_err(|_| KmsError::Internal("random generator failed".into()))?;
         let mut out = Map::new();
-        self.deliver(&mut out, recipient.as_deref(), &random)?;
+        self.deliver(
+            &mut out,
+            recipient.as_ref().map(|a| a.spki.as_slice()),
+            &random,
+        )?;
         tracing::info!(
             operation = "GenerateRandom",
             recipient = recipient.is_some(),

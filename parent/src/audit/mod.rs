@@ -49,11 +49,15 @@ pub enum AuditEvent {
     MintWithheld,
     /// The session backend could not be reached or answered something unexpected.
     BackendFailed,
+    /// An enclave boot was unsealed and is about to serve: its epoch and, in `detail`,
+    /// its NSM module id (`module_id=…`), which CloudTrail names in the boot's attested
+    /// KMS call. Written before the boot serves any mint.
+    EnclaveUnsealed,
 }
 
 impl AuditEvent {
     /// Every event kind, in a stable order.
-    pub const ALL: [AuditEvent; 7] = [
+    pub const ALL: [AuditEvent; 8] = [
         AuditEvent::MintJwt,
         AuditEvent::MintAwsCreds,
         AuditEvent::AuthFailed,
@@ -61,6 +65,7 @@ impl AuditEvent {
         AuditEvent::StsFailed,
         AuditEvent::MintWithheld,
         AuditEvent::BackendFailed,
+        AuditEvent::EnclaveUnsealed,
     ];
 
     /// The stored name (`mint_jwt`, `mint_aws_creds`, …).
@@ -73,6 +78,7 @@ impl AuditEvent {
             AuditEvent::StsFailed => "sts_failed",
             AuditEvent::MintWithheld => "mint_withheld",
             AuditEvent::BackendFailed => "backend_failed",
+            AuditEvent::EnclaveUnsealed => "enclave_unsealed",
         }
     }
 

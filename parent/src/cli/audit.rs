@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use crate::audit::row::AuditRow;
 use crate::audit::sqlite::{open_read_only, row_from_sql, ROW_COLUMNS};
 use crate::audit::verify::{
-    load_checkpoint, verify_chain, AuditVerifyError, CheckpointError, CheckpointTrust, VerifyReport,
+    load_checkpoint, verify_chain, AuditVerifyError, CheckpointError, CheckpointTrust,
+    VerifyFailure, VerifyReport,
 };
 
 /// Why a command could not run (a failed verification is a report, not an error).
@@ -89,6 +90,14 @@ pub struct VerifyArgs {
         conflicts_with = "broker_url"
     )]
     pub at: Option<String>,
+    /// AWS CloudTrail records (`aws cloudtrail lookup-events` JSON, or a decompressed
+    /// CloudTrail log file); repeatable. Every attested unseal of the issuer key they show
+    /// must be a boot the log records. Needs --kms-key-arn.
+    #[arg(long, value_name = "FILE", requires = "kms_key_arn")]
+    pub cloudtrail: Vec<PathBuf>,
+    /// The issuer's KMS key ARN (the one the enclave image is pinned to), for --cloudtrail.
+    #[arg(long, value_name = "ARN")]
+    pub kms_key_arn: Option<String>,
 }
 
 /// Printed when a checkpoint is checked without a PCR policy.
@@ -213,6 +222,10 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             verify(&args.db, None)?
         }
     };
+    let mut report = report;
+    if !args.cloudtrail.is_empty() {
+        check_cloudtrail(&args, &mut report)?;
+    }
     print!("{}", report.render());
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
@@ -229,6 +242,35 @@ fn mock_anchor(pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor> 
 #[cfg(not(feature = "mock-root"))]
 fn mock_anchor(_pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor> {
     anyhow::bail!("--allow-mock-root needs a build with the `mock-root` feature (the dev stack's)")
+}
+
+/// Adds a failure for every attested unseal in the CloudTrail files whose enclave has no
+/// boot in the log.
+fn check_cloudtrail(args: &VerifyArgs, report: &mut VerifyReport) -> anyhow::Result<()> {
+    use crate::audit::verify::cloudtrail::{attested_unseals, boots_in_log, hidden_boots};
+    let key = args
+        .kms_key_arn
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--cloudtrail needs --kms-key-arn"))?;
+    agentkeys_wire::KmsKeyArn::parse(key).map_err(|e| anyhow::anyhow!("--kms-key-arn: {e}"))?;
+    let mut unseals = Vec::new();
+    for file in &args.cloudtrail {
+        unseals.extend(attested_unseals(file, key)?);
+    }
+    let boots = boots_in_log(&args.db)?;
+    eprintln!(
+        "cloudtrail: {} attested unseals of {key}; {} enclave boots in the log",
+        unseals.len(),
+        boots.len()
+    );
+    for hidden in hidden_boots(&unseals, &boots) {
+        report.failures.push(VerifyFailure::HiddenBoot {
+            module_id: hidden.module_id,
+            operation: hidden.operation,
+            time: hidden.time,
+        });
+    }
+    Ok(())
 }
 
 /// The last `n` rows, oldest first.

@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use agentkeys_wire::{
-    Attestation, AuditCheckpoint, AwsCredentials, ClientError, EnclaveClient, MintJwtRequest,
-    MintedJwt, UnsealRequest, WireErrorKind,
+    Attestation, AuditCheckpoint, AwsCredentials, ClientError, EnclaveClient, EnclaveStatus,
+    MintJwtRequest, MintedJwt, UnsealRequest, WireErrorKind,
 };
 use base64::Engine;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::audit::{AuditEvent, AuditStore, NewAuditRow, Outcome};
 use crate::config::{BrokerConfig, KmsCredentials};
 use crate::http::error::ApiError;
 
@@ -106,6 +107,10 @@ fn statement_json(statement: &[u8]) -> serde_json::Value {
 pub struct EnclaveManager {
     client: EnclaveClient,
     unseal: UnsealConfig,
+    /// Where each boot's `enclave_unsealed` row goes.
+    audit: Arc<dyn AuditStore>,
+    /// The epoch whose `enclave_unsealed` row is durable.
+    recorded_epoch: Mutex<Option<u64>>,
     interval: Duration,
     ready: AtomicBool,
     mock: AtomicBool,
@@ -131,6 +136,9 @@ pub enum SuperviseError {
     /// The sealed seed file.
     #[error(transparent)]
     Seed(#[from] sealed_seed::SeedFileError),
+    /// The boot's `enclave_unsealed` row could not be made durable, so it does not serve.
+    #[error("audit: the enclave_unsealed row could not be written: {0}")]
+    Audit(String),
     /// No KMS credentials could be resolved.
     #[error("KMS credentials: {0}")]
     Credentials(String),
@@ -141,10 +149,17 @@ pub enum SuperviseError {
 
 impl EnclaveManager {
     /// A manager; call [`EnclaveManager::spawn_supervisor`] to start unsealing.
-    pub fn new(client: EnclaveClient, unseal: UnsealConfig, interval: Duration) -> Arc<Self> {
+    pub fn new(
+        client: EnclaveClient,
+        unseal: UnsealConfig,
+        interval: Duration,
+        audit: Arc<dyn AuditStore>,
+    ) -> Arc<Self> {
         Arc::new(EnclaveManager {
             client,
             unseal,
+            audit,
+            recorded_epoch: Mutex::new(None),
             interval,
             ready: AtomicBool::new(false),
             mock: AtomicBool::new(false),
@@ -241,6 +256,7 @@ impl EnclaveManager {
                 return Err(SuperviseError::StillSealed);
             }
         }
+        self.record_boot(&status).await?;
         let stale = match self.published() {
             None => true,
             Some(p) => {
@@ -271,6 +287,28 @@ impl EnclaveManager {
                 mock = status.mock,
                 "enclave ready"
             );
+        }
+        Ok(())
+    }
+
+    /// Writes the `enclave_unsealed` row of this boot once, before it serves: the boot's
+    /// epoch and module id, which an auditor matches against CloudTrail's attested KMS
+    /// calls to find boots the log does not show.
+    async fn record_boot(&self, status: &EnclaveStatus) -> Result<(), SuperviseError> {
+        let recorded = self.recorded_epoch.lock().map(|r| *r).unwrap_or(None);
+        if recorded == Some(status.epoch) {
+            return Ok(());
+        }
+        let mut row = NewAuditRow::new(AuditEvent::EnclaveUnsealed, Outcome::Success)
+            .detail(format!("module_id={}", status.module_id));
+        row.enclave_epoch = Some(status.epoch);
+        row.kid = status.active_kid.clone();
+        self.audit
+            .append(row)
+            .await
+            .map_err(|e| SuperviseError::Audit(e.to_string()))?;
+        if let Ok(mut r) = self.recorded_epoch.lock() {
+            *r = Some(status.epoch);
         }
         Ok(())
     }

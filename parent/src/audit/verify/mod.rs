@@ -15,6 +15,7 @@
 
 mod chain;
 mod checkpoint;
+pub mod cloudtrail;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -98,6 +99,16 @@ pub enum VerifyFailure {
         /// Last missing seq.
         to: u64,
     },
+    /// CloudTrail shows an attested unseal of the issuer key by an enclave whose boot the
+    /// log does not record.
+    HiddenBoot {
+        /// The enclave's module id.
+        module_id: String,
+        /// The KMS operation.
+        operation: String,
+        /// When CloudTrail saw it.
+        time: String,
+    },
     /// Every seq is present but the recomputed head differs from the attested one.
     CheckpointHeadMismatch {
         /// Epoch.
@@ -117,6 +128,14 @@ impl fmt::Display for VerifyFailure {
             VerifyFailure::Malformed { id, column, value } => {
                 write!(f, "row {id}: column {column} holds an invalid value {value:?}")
             }
+            VerifyFailure::HiddenBoot {
+                module_id,
+                operation,
+                time,
+            } => write!(
+                f,
+                "CloudTrail shows an attested {operation} of the issuer key by enclave {module_id} at {time}, but the log records no boot of that enclave: its tokens may be missing from the log"
+            ),
             VerifyFailure::BadStart { id } => write!(
                 f,
                 "the log starts at row {id}, not at row 1 with a zero prev_hash: rows were removed from its start"
