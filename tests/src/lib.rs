@@ -358,6 +358,15 @@ pub fn run(bin: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run {bin}: {e}"))
 }
 
+/// Splits audit rows into the `enclave_unsealed` rows (one per enclave boot, written
+/// before the boot serves) and the rows about requests.
+pub fn split_boot_rows(
+    rows: Vec<serde_json::Value>,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    rows.into_iter()
+        .partition(|r| r["event"] == "enclave_unsealed")
+}
+
 /// Audit rows of `db` (oldest first) through `agentkeys-broker audit tail --json`.
 pub fn audit_rows(db: &Path) -> Vec<serde_json::Value> {
     let out = run(

@@ -217,7 +217,8 @@ fn no_secret_in_logs_responses_or_audit_db() {
     // Audit effect: one success row per JWT and per credential set (3 mints, 3 creds
     // calls, 3 `creds` commands), one auth_failed row for the refused bearer, nothing
     // else; rows hold bearers only as SHA-256.
-    let rows = agentkeys_e2e::audit_rows(Path::new(&db));
+    let (boots, rows) = agentkeys_e2e::split_boot_rows(agentkeys_e2e::audit_rows(Path::new(&db)));
+    assert_eq!(boots.len(), 1, "the enclave's one boot: {boots:#?}");
     let count = |event: &str, outcome: &str| {
         rows.iter()
             .filter(|r| r["event"] == event && r["outcome"] == outcome)

@@ -163,7 +163,8 @@ fn soak(seconds: u64) {
         .iter()
         .filter(|o| o.kind == "unknown_bearer" && o.status == Some(401))
         .count();
-    let rows = stack.audit_rows();
+    let (boots, rows) = agentkeys_e2e::split_boot_rows(stack.audit_rows());
+    assert!(!boots.is_empty(), "every enclave boot has its row");
     let success_rows = rows.iter().filter(|r| r["outcome"] == "success").count();
     let auth_failed = rows.iter().filter(|r| r["event"] == "auth_failed").count();
     eprintln!(
