@@ -76,6 +76,11 @@ impl EnclaveChild {
         self.pid.load(Ordering::SeqCst)
     }
 
+    /// A handle that reads the running child's process id, across restarts.
+    pub fn pid_handle(&self) -> Arc<AtomicU32> {
+        self.pid.clone()
+    }
+
     /// Starts the child once (removing a stale socket first).
     pub fn spawn_once(&self) -> anyhow::Result<tokio::process::Child> {
         let _ = std::fs::remove_file(&self.socket);

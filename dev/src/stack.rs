@@ -290,8 +290,10 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let ready_file = args.ready_file.clone().map(|p| absolute(&p));
     let restart_info = info.clone();
     let restart_ready_file = ready_file.clone();
+    let enclave_pid = enclave.pid_handle();
     let enclave_task = tokio::spawn(enclave.supervise(first, stop_rx, move |new_pid| {
-        if let Some(path) = &restart_ready_file {
+        // Only a ready file already written is updated: it appears once the stack answers.
+        if let Some(path) = restart_ready_file.as_ref().filter(|p| p.exists()) {
             let mut i = restart_info.clone();
             i.enclave_pid = new_pid;
             if let Ok(json) = serde_json::to_vec_pretty(&i) {
@@ -300,7 +302,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     }));
 
-    let code = serve_until_done(&args, &info, ready_file.as_deref(), started).await;
+    let code = serve_until_done(&args, info, &enclave_pid, ready_file.as_deref(), started).await;
 
     // Shut down: broker first (drain), then the enclave child.
     let _ = srv_stop_tx.send(true);
@@ -320,7 +322,8 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
 /// Waits for the stack to answer, then runs the demo or waits for a shutdown signal.
 async fn serve_until_done(
     args: &DevArgs,
-    info: &ReadyInfo,
+    mut info: ReadyInfo,
+    enclave_pid: &std::sync::atomic::AtomicU32,
     ready_file: Option<&Path>,
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
@@ -335,8 +338,10 @@ async fn serve_until_done(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "dev stack ready"
     );
+    // The child may have been restarted while the stack came up: name the running one.
+    info.enclave_pid = enclave_pid.load(std::sync::atomic::Ordering::SeqCst);
     if let Some(path) = ready_file {
-        write_atomically(path, &serde_json::to_vec_pretty(info)?)?;
+        write_atomically(path, &serde_json::to_vec_pretty(&info)?)?;
     }
     if args.demo {
         let ok = run_demo(&http, &info.demo_urls()).await;
@@ -346,7 +351,7 @@ async fn serve_until_done(
             ExitCode::FAILURE
         });
     }
-    print_next_steps(info);
+    print_next_steps(&info);
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
 }
