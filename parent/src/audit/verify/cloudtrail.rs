@@ -72,15 +72,20 @@ pub fn attested_unseals(
     path: &Path,
     key_arn: &str,
 ) -> Result<Vec<AttestedUnseal>, CloudTrailError> {
-    let shape = |reason: String| CloudTrailError::Shape {
-        path: path.to_path_buf(),
-        reason,
-    };
     let text = std::fs::read_to_string(path).map_err(|source| CloudTrailError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let file: Value = serde_json::from_str(&text).map_err(|e| shape(format!("not JSON: {e}")))?;
+    attested_unseals_in(&text, key_arn).map_err(|reason| CloudTrailError::Shape {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// The attested unseals of `key_arn` in CloudTrail JSON text; the error says what shape
+/// the text lacks.
+pub fn attested_unseals_in(text: &str, key_arn: &str) -> Result<Vec<AttestedUnseal>, String> {
+    let file: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let events: Vec<Value> = if let Some(records) = file.get("Records").and_then(Value::as_array) {
         records.clone()
     } else if let Some(events) = file.get("Events").and_then(Value::as_array) {
@@ -89,17 +94,17 @@ pub fn attested_unseals(
             let inner = e
                 .get("CloudTrailEvent")
                 .and_then(Value::as_str)
-                .ok_or_else(|| shape(format!("Events[{i}] has no CloudTrailEvent text")))?;
+                .ok_or_else(|| format!("Events[{i}] has no CloudTrailEvent text"))?;
             out.push(
                 serde_json::from_str(inner)
-                    .map_err(|e| shape(format!("Events[{i}].CloudTrailEvent is not JSON: {e}")))?,
+                    .map_err(|e| format!("Events[{i}].CloudTrailEvent is not JSON: {e}"))?,
             );
         }
         out
     } else {
-        return Err(shape(
+        return Err(
             "expected {\"Records\": [...]} (a CloudTrail log file) or {\"Events\": [...]} (aws cloudtrail lookup-events)".into(),
-        ));
+        );
     };
     let text_at = |v: &Value, pointer: &str| {
         v.pointer(pointer)
