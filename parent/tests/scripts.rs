@@ -384,10 +384,6 @@ fn fake_build_tools(refuses_mock: bool) -> tempfile::TempDir {
     for (name, body) in [("docker", docker.as_str()), ("nitro-cli", nitro)] {
         let p = dir.path().join(name);
         std::fs::write(&p, body).unwrap();
-        std::os::unix::fs::PermissionsExt::set_mode(
-            &mut std::fs::metadata(&p).unwrap().permissions(),
-            0o755,
-        );
         let mut perm = std::fs::metadata(&p).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
         std::fs::set_permissions(&p, perm).unwrap();

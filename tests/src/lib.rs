@@ -293,6 +293,13 @@ impl DevStack {
             .unwrap_or(-1.0)
     }
 
+    /// The `kid` of the first key the broker's JWKS serves.
+    pub fn served_kid(&self) -> String {
+        let (_, body) = self.get("/.well-known/jwks.json");
+        let jwks: serde_json::Value = serde_json::from_slice(&body).expect("JWKS");
+        jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
+    }
+
     /// The measurements file of the mock enclave image, which the dev stack writes into
     /// its data directory (`agentkeys-attest`/`audit verify --measurements`).
     pub fn mock_measurements(&self) -> PathBuf {

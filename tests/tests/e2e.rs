@@ -186,9 +186,7 @@ fn attest_cli_verifies_live_issuer() {
     );
     // The attestation states the pinned KMS key; an auditor who names it, and the kid the
     // broker serves, passes; one who expects another key or another kid does not.
-    let (_, jwks) = stack.get("/.well-known/jwks.json");
-    let jwks: serde_json::Value = serde_json::from_slice(&jwks).unwrap();
-    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_string();
+    let kid = stack.served_kid();
     let pinned = agentkeys_dev::stack::DEV_KMS_KEY_ARN;
     let expecting = |arn: &str, kid: &str| {
         run(
@@ -685,11 +683,6 @@ fn demo_passes() {
 fn data_dir_persists_the_key_across_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let kid = |stack: &DevStack| {
-        let (_, j) = stack.get("/.well-known/jwks.json");
-        let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
-        v["keys"][0]["kid"].as_str().unwrap().to_string()
-    };
     // The issuer (and so the KMS encryption context) includes the port: keep it.
     let port = closed_port().to_string();
     let opts = DevOptions {
@@ -698,12 +691,12 @@ fn data_dir_persists_the_key_across_runs() {
     };
     let first = {
         let stack = DevStack::start_with(opts.clone());
-        kid(&stack)
+        stack.served_kid()
     };
     let seed = data.join(format!("sealed-seed-{port}.bin"));
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&seed).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let stack = DevStack::start_with(opts);
-    assert_eq!(kid(&stack), first);
+    assert_eq!(stack.served_kid(), first);
 }

@@ -279,12 +279,6 @@ fn auditor(stack: &agentkeys_e2e::DevStack, expect: &[&str]) -> std::process::Ou
         .expect("run agentkeys-attest")
 }
 
-fn served_kid(stack: &agentkeys_e2e::DevStack) -> String {
-    let (_, body) = stack.get("/.well-known/jwks.json");
-    let jwks: serde_json::Value = serde_json::from_slice(&body).expect("JWKS");
-    jwks["keys"][0]["kid"].as_str().expect("kid").to_string()
-}
-
 /// A parent that drops the sealed seed and restarts the enclave gets a silent genesis: a
 /// new seed, a new key, and a JWKS it could pass off as the issuer's. An auditor who
 /// expects the issuer's kid and pinned key sees it at once.
@@ -300,7 +294,7 @@ fn a_silent_genesis_is_visible_to_an_auditor_who_expects_the_kid() {
     let pinned = agentkeys_dev::stack::DEV_KMS_KEY_ARN;
     let kid = {
         let stack = agentkeys_e2e::DevStack::start_with(opts.clone());
-        let kid = served_kid(&stack);
+        let kid = stack.served_kid();
         let out = auditor(&stack, &["--kms-key-arn", pinned, "--expect-kid", &kid]);
         assert_eq!(
             out.status.code(),
@@ -312,7 +306,7 @@ fn a_silent_genesis_is_visible_to_an_auditor_who_expects_the_kid() {
     };
     std::fs::remove_file(data.join(format!("sealed-seed-{port}.bin"))).expect("drop the seed");
     let stack = agentkeys_e2e::DevStack::start_with(opts);
-    assert_ne!(served_kid(&stack), kid, "a genesis makes a new key");
+    assert_ne!(stack.served_kid(), kid, "a genesis makes a new key");
     let out = auditor(&stack, &["--kms-key-arn", pinned, "--expect-kid", &kid]);
     assert_eq!(
         out.status.code(),
