@@ -143,23 +143,10 @@ fn checkpoint_time(at: Option<&str>, checkpoint: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// The `timestamp` (UNIX ms) of the attestation document in a checkpoint file (raw,
-/// base64, or the `document` of its JSON), read without verifying it.
+/// The `timestamp` (UNIX ms) of the attestation document in a checkpoint file, read
+/// without verifying it.
 fn document_timestamp(file: &[u8]) -> Option<u64> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let trimmed = file.trim_ascii();
-    let document = if trimmed.first() == Some(&b'{') {
-        let v: serde_json::Value = serde_json::from_slice(trimmed).ok()?;
-        b64.decode(v.get("document")?.as_str()?.trim()).ok()?
-    } else if let Some(decoded) = std::str::from_utf8(trimmed)
-        .ok()
-        .and_then(|t| b64.decode(t).ok())
-    {
-        decoded
-    } else {
-        file.to_vec()
-    };
+    let document = crate::audit::verify::document_in_checkpoint_file(file)?;
     agentkeys_attestation::decode_unverified(&document)
         .ok()
         .map(|d| d.timestamp_ms)

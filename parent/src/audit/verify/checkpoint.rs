@@ -178,10 +178,27 @@ pub fn load_checkpoint(
             std::str::from_utf8(trimmed).map_err(|e| CheckpointError::Json(e.to_string()))?;
         return checkpoint_from_json(text, trust);
     }
-    if let Ok(text) = std::str::from_utf8(trimmed) {
-        if let Ok(doc) = base64::engine::general_purpose::STANDARD.decode(text) {
-            return checkpoint_from_document(&doc, trust);
-        }
+    checkpoint_from_document(&bare_document(bytes), trust)
+}
+
+/// The attestation document in a checkpoint file, whichever form it has (see
+/// [`load_checkpoint`]); `None` for JSON without a base64 `document`.
+pub fn document_in_checkpoint_file(bytes: &[u8]) -> Option<Vec<u8>> {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.first() == Some(&b'{') {
+        let v: serde_json::Value = serde_json::from_slice(trimmed).ok()?;
+        let b64 = v.get("document")?.as_str()?;
+        return base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok();
     }
-    checkpoint_from_document(&bytes, trust)
+    Some(bare_document(bytes.to_vec()))
+}
+
+/// A document given alone: base64 text, or the raw COSE_Sign1 bytes.
+fn bare_document(bytes: Vec<u8>) -> Vec<u8> {
+    std::str::from_utf8(bytes.trim_ascii())
+        .ok()
+        .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .unwrap_or(bytes)
 }

@@ -24,8 +24,8 @@ use serde::Serialize;
 
 pub use chain::{verify_chain, AuditVerifyError};
 pub use checkpoint::{
-    checkpoint_from_document, checkpoint_from_json, load_checkpoint, CheckpointError,
-    CheckpointTrust,
+    checkpoint_from_document, checkpoint_from_json, document_in_checkpoint_file, load_checkpoint,
+    CheckpointError, CheckpointTrust,
 };
 
 /// The first thing found wrong, naming the rows or sequence numbers involved.
