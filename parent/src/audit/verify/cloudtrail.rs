@@ -85,9 +85,11 @@ pub fn attested_unseals(
 /// The attested unseals of `key_arn` in CloudTrail JSON text; the error says what shape
 /// the text lacks.
 pub fn attested_unseals_in(text: &str, key_arn: &str) -> Result<Vec<AttestedUnseal>, String> {
-    let file: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let events: Vec<Value> = if let Some(records) = file.get("Records").and_then(Value::as_array) {
-        records.clone()
+    let mut file: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let events: Vec<Value> = if let Some(Value::Array(records)) =
+        file.get_mut("Records").map(Value::take)
+    {
+        records
     } else if let Some(events) = file.get("Events").and_then(Value::as_array) {
         let mut out = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
