@@ -307,6 +307,43 @@ fn run_enclave_dry_run_and_bad_values() {
 /// The key ARN build-eif.sh pins into the image in these tests.
 const PINNED_KEY: &str = KEY;
 
+/// A digest in the format eif/inputs.env holds (not a real image's: the tools are fakes).
+fn test_digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+/// A copy of the committed eif/inputs.env in `dir`, with RUST_IMAGE_DIGEST replaced by
+/// `digest` (the committed file may hold the all-zero placeholder).
+fn inputs_copy(dir: &std::path::Path, digest: &str) -> PathBuf {
+    let committed = std::fs::read_to_string(repo().join("eif/inputs.env")).unwrap();
+    let mut replaced = 0;
+    let text: String = committed
+        .lines()
+        .map(|l| {
+            if l.starts_with("RUST_IMAGE_DIGEST=") {
+                replaced += 1;
+                format!("RUST_IMAGE_DIGEST={digest}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_eq!(replaced, 1, "eif/inputs.env sets RUST_IMAGE_DIGEST once");
+    let p = dir.join("inputs.env");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The value of `key` in an inputs file.
+fn input_value(path: &std::path::Path, key: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing from {}", path.display()));
+    line[key.len() + 1..].trim_matches('"').to_string()
+}
+
 #[test]
 fn build_eif_refuses_bad_issuer_and_unpinned_base_image() {
     let out = bash(
@@ -319,6 +356,9 @@ fn build_eif_refuses_bad_issuer_and_unpinned_base_image() {
         ],
     );
     assert_fails(&out, "trailing slash");
+    // The all-zero placeholder of an inputs file that was never pinned is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let placeholder = inputs_copy(dir.path(), &test_digest('0'));
     let out = Command::new("bash")
         .arg(script("build-eif.sh"))
         .args([
@@ -327,10 +367,12 @@ fn build_eif_refuses_bad_issuer_and_unpinned_base_image() {
             "--kms-key-arn",
             PINNED_KEY,
         ])
-        .env_remove("RUST_IMAGE_DIGEST")
+        .arg("--inputs")
+        .arg(&placeholder)
         .output()
         .unwrap();
-    assert_fails(&out, "must be pinned");
+    assert_fails(&out, "the builder image is not pinned");
+    assert_fails(&out, "scripts/update-eif-inputs.sh");
     let out = bash(
         "build-eif.sh",
         &[
@@ -347,7 +389,7 @@ fn build_eif_refuses_bad_issuer_and_unpinned_base_image() {
 
 #[test]
 fn build_eif_pins_exactly_one_kms_key_arn() {
-    let digest = format!("sha256:{}", "a".repeat(64));
+    let digest = test_digest('a');
     let base = [
         "--issuer",
         "https://i.example.com",
@@ -367,21 +409,139 @@ fn build_eif_pins_exactly_one_kms_key_arn() {
     }
 }
 
-/// A directory holding stand-ins for `docker` and `nitro-cli`: `docker run` answers as
-/// an enclave binary would (`refuses_mock`: as a production build), and `nitro-cli`
-/// prints measurements.
-fn fake_build_tools(refuses_mock: bool) -> tempfile::TempDir {
+#[test]
+fn the_committed_inputs_file_is_complete_and_consistent() {
+    // Read and validated by the same shell code build-eif.sh uses; only the digest may
+    // still be the placeholder.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#"set -eu; . "$1/scripts/lib/common.sh"
+               read_eif_inputs "$1/eif/inputs.env" || exit 1
+               validate_eif_inputs "$1" || exit 1
+               echo "toolchain=$EIF_RUST_TOOLCHAIN target=$EIF_RUST_TARGET epoch=$EIF_SOURCE_DATE_EPOCH""#,
+        )
+        .arg("check")
+        .arg(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("target=x86_64-unknown-linux-musl"),
+        "{stdout}"
+    );
+    // The toolchain pinned for the image is the one the tag names and at least the
+    // workspace's rust-version.
+    let inputs = repo().join("eif/inputs.env");
+    let toolchain = input_value(&inputs, "RUST_TOOLCHAIN");
+    assert_eq!(
+        input_value(&inputs, "RUST_IMAGE"),
+        format!("rust:{toolchain}-alpine")
+    );
+    // Every value is documented: a comment line directly precedes each assignment.
+    let text = std::fs::read_to_string(&inputs).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains('=') && !l.starts_with('#') {
+            assert!(
+                i > 0 && lines[i - 1].starts_with('#'),
+                "eif/inputs.env: {l} has no comment above it"
+            );
+        }
+    }
+}
+
+#[test]
+fn build_eif_refuses_a_malformed_inputs_file() {
     let dir = tempfile::tempdir().unwrap();
-    let run = if refuses_mock {
+    let good = inputs_copy(dir.path(), &test_digest('a'));
+    let committed = std::fs::read_to_string(&good).unwrap();
+    for (bad, needle) in [
+        (
+            committed.replace("RUST_TARGET=", "RUST_TARGET=$(id)"),
+            "not a KEY=value line",
+        ),
+        (
+            format!("{committed}UNKNOWN_INPUT=1\n"),
+            "unknown key UNKNOWN_INPUT",
+        ),
+        (
+            format!("{committed}SOURCE_DATE_EPOCH=5\n"),
+            "SOURCE_DATE_EPOCH is set twice",
+        ),
+        (
+            committed.replace("RUST_TOOLCHAIN=", "#RUST_TOOLCHAIN="),
+            "RUST_TOOLCHAIN is missing",
+        ),
+        (
+            committed.replace("RUST_TOOLCHAIN=1.", "RUST_TOOLCHAIN=9."),
+            "does not name toolchain",
+        ),
+        (
+            committed.replace("APK_PACKAGES=\"\"", "APK_PACKAGES=\"musl-dev\""),
+            "not name=exact-version",
+        ),
+    ] {
+        assert_ne!(bad, committed, "the mutation for {needle:?} applied");
+        let p = dir.path().join("bad.env");
+        std::fs::write(&p, bad).unwrap();
+        let out = Command::new("bash")
+            .arg(script("build-eif.sh"))
+            .args([
+                "--issuer",
+                "https://i.example.com",
+                "--kms-key-arn",
+                PINNED_KEY,
+            ])
+            .arg("--inputs")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert_fails(&out, needle);
+    }
+}
+
+/// How the fake `docker` and `nitro-cli` behave.
+#[derive(Clone, Copy, Default)]
+struct Fakes {
+    /// `docker run` answers as a production enclave binary does (refuses --mock).
+    refuses_mock: bool,
+    /// `docker info` fails (no daemon).
+    no_daemon: bool,
+    /// Each `nitro-cli build-enclave` prints another PCR2 (a build that is not
+    /// reproducible).
+    pcr2_varies: bool,
+}
+
+/// A directory holding stand-ins for `docker` and `nitro-cli`. Both append their
+/// arguments to `calls`; `nitro-cli` copies the file given with --metadata to
+/// `metadata.json` and prints measurements.
+fn fake_build_tools(f: Fakes) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let run = if f.refuses_mock {
         "echo 'agentkeys-enclave: --mock needs a build with the cargo feature `mock`' >&2; exit 2"
     } else {
         "exit 0"
     };
+    let info = if f.no_daemon { "exit 1" } else { "exit 0" };
     let docker = format!(
-        "#!/bin/sh\necho \"docker $*\" >> \"$(dirname \"$0\")/calls\"\ncase \"$1\" in\n  run) {run} ;;\n  *) exit 0 ;;\nesac\n"
+        "#!/bin/sh\necho \"docker $*\" >> \"$(dirname \"$0\")/calls\"\ncase \"$1\" in\n  run) {run} ;;\n  info) {info} ;;\n  *) exit 0 ;;\nesac\n"
     );
-    let nitro = "#!/bin/sh\nprintf '{\"Measurements\":{\"HashAlgorithm\":\"Sha384 { ... }\",\"PCR0\":\"aa\",\"PCR1\":\"bb\",\"PCR2\":\"cc\"}}\\n'\n";
-    for (name, body) in [("docker", docker.as_str()), ("nitro-cli", nitro)] {
+    let pcr2 = if f.pcr2_varies {
+        "$(wc -l < \"$d/calls\" | tr -d ' ')"
+    } else {
+        "cc"
+    };
+    let nitro = format!(
+        "#!/bin/sh\nd=\"$(dirname \"$0\")\"\necho \"nitro-cli $*\" >> \"$d/calls\"\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --metadata ]; then cp \"$2\" \"$d/metadata.json\"; fi\n  shift\ndone\nprintf '{{\"Measurements\":{{\"HashAlgorithm\":\"Sha384 {{ ... }}\",\"PCR0\":\"aa\",\"PCR1\":\"bb\",\"PCR2\":\"%s\"}}}}\\n' \"{pcr2}\"\n"
+    );
+    for (name, body) in [("docker", docker.as_str()), ("nitro-cli", nitro.as_str())] {
         let p = dir.path().join(name);
         std::fs::write(&p, body).unwrap();
         let mut perm = std::fs::metadata(&p).unwrap().permissions();
@@ -391,8 +551,8 @@ fn fake_build_tools(refuses_mock: bool) -> tempfile::TempDir {
     dir
 }
 
-fn build_eif_with(tools: &tempfile::TempDir) -> Output {
-    let digest = format!("sha256:{}", "a".repeat(64));
+/// build-eif.sh with the fake tools first on PATH, reading `inputs`, plus `extra` flags.
+fn build_eif_with(tools: &tempfile::TempDir, inputs: &std::path::Path, extra: &[&str]) -> Output {
     let out_dir = tools.path().join("out");
     let path = format!(
         "{}:{}",
@@ -406,39 +566,48 @@ fn build_eif_with(tools: &tempfile::TempDir) -> Output {
             "https://i.example.com",
             "--kms-key-arn",
             PINNED_KEY,
-        ])
-        .args([
-            "--rust-image-digest",
-            &digest,
             "--tag",
             "agentkeys-enclave:test",
         ])
+        .arg("--inputs")
+        .arg(inputs)
         .arg("--output")
         .arg(out_dir.join("e.eif"))
         .arg("--measurements")
         .arg(out_dir.join("m.json"))
+        .args(extra)
         .env("PATH", path)
+        .env("TMPDIR", tools.path())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
 }
 
+fn calls(tools: &tempfile::TempDir) -> String {
+    std::fs::read_to_string(tools.path().join("calls")).unwrap_or_default()
+}
+
 #[test]
 fn build_eif_packs_only_a_binary_that_refuses_mock() {
-    let tools = fake_build_tools(false);
-    let out = build_eif_with(&tools);
+    let tools = fake_build_tools(Fakes::default());
+    let inputs = inputs_copy(tools.path(), &test_digest('a'));
+    let out = build_eif_with(&tools, &inputs, &[]);
     assert_fails(&out, "accepts --mock");
     assert!(!tools.path().join("out/e.eif").exists() && !tools.path().join("out/m.json").exists());
 
-    let tools = fake_build_tools(true);
-    let out = build_eif_with(&tools);
+    let tools = fake_build_tools(Fakes {
+        refuses_mock: true,
+        ..Fakes::default()
+    });
+    let inputs = inputs_copy(tools.path(), &test_digest('a'));
+    let out = build_eif_with(&tools, &inputs, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("refuses --mock"),
         "{}",
         text(&out.stderr)
     );
-    let calls = std::fs::read_to_string(tools.path().join("calls")).unwrap();
+    let calls = calls(&tools);
     assert!(
         calls.contains(&format!("KMS_KEY_ARN={PINNED_KEY}")),
         "{calls}"
@@ -452,8 +621,199 @@ fn build_eif_packs_only_a_binary_that_refuses_mock() {
 }
 
 #[test]
+fn build_eif_takes_every_input_from_the_inputs_file_and_records_it() {
+    let tools = fake_build_tools(Fakes {
+        refuses_mock: true,
+        ..Fakes::default()
+    });
+    let digest = test_digest('d');
+    let inputs = inputs_copy(tools.path(), &digest);
+    let out = build_eif_with(&tools, &inputs, &[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("overridden"), "{stderr}");
+    let calls = calls(&tools);
+    // Each input reaches docker build as the build argument eif/Dockerfile reads.
+    for key in [
+        "RUST_IMAGE",
+        "RUST_IMAGE_DIGEST",
+        "RUST_TOOLCHAIN",
+        "RUST_TARGET",
+        "ENCLAVE_RUSTFLAGS",
+        "APK_PACKAGES",
+        "SOURCE_DATE_EPOCH",
+    ] {
+        let arg = format!("--build-arg {key}={}", input_value(&inputs, key));
+        assert!(calls.contains(&arg), "{arg:?} not in {calls}");
+    }
+    assert!(
+        calls.contains(&format!("RUST_IMAGE_DIGEST={digest}")),
+        "{calls}"
+    );
+    // The EIF's metadata names the inputs file by its hash and the source commit.
+    assert!(
+        calls.contains("nitro-cli build-enclave --docker-uri agentkeys-enclave:test"),
+        "{calls}"
+    );
+    assert!(calls.contains(" --metadata "), "{calls}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tools.path().join("metadata.json")).unwrap())
+            .unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&inputs).unwrap()))
+    };
+    assert_eq!(
+        meta["agentkeys_build_inputs_sha256"],
+        sha.as_str(),
+        "{meta}"
+    );
+    assert_eq!(
+        meta["agentkeys_build_inputs"],
+        inputs.display().to_string().as_str(),
+        "{meta}"
+    );
+    assert_eq!(meta["agentkeys_build_overrides"], serde_json::json!([]));
+    let head = Command::new("git")
+        .arg("-C")
+        .arg(repo())
+        .args(["rev-parse", "HEAD"])
+        .output();
+    if let Some(h) = head.ok().filter(|h| h.status.success()) {
+        assert_eq!(
+            meta["agentkeys_source_commit"],
+            text(&h.stdout).trim(),
+            "{meta}"
+        );
+    }
+    assert!(stderr.contains("built from:"), "{stderr}");
+}
+
+#[test]
+fn build_eif_overrides_warn_and_are_recorded() {
+    let tools = fake_build_tools(Fakes {
+        refuses_mock: true,
+        ..Fakes::default()
+    });
+    let inputs = inputs_copy(tools.path(), &test_digest('a'));
+    let other = test_digest('e');
+    let out = build_eif_with(
+        &tools,
+        &inputs,
+        &["--rust-image-digest", &other, "--source-date-epoch", "7"],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("build inputs overridden on the command line")
+            && stderr.contains("its PCRs will not match"),
+        "{stderr}"
+    );
+    let calls = calls(&tools);
+    assert!(
+        calls.contains(&format!("RUST_IMAGE_DIGEST={other}")),
+        "{calls}"
+    );
+    assert!(calls.contains("SOURCE_DATE_EPOCH=7"), "{calls}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tools.path().join("metadata.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        meta["agentkeys_build_overrides"],
+        serde_json::json!([format!("RUST_IMAGE_DIGEST={other}"), "SOURCE_DATE_EPOCH=7"])
+    );
+    // A new image tag without its digest is refused: the file's digest is another tag's.
+    let out = build_eif_with(&tools, &inputs, &["--rust-image", "rust:1.99.0-alpine"]);
+    assert_fails(&out, "--rust-image needs --rust-image-digest too");
+}
+
+#[test]
+fn check_reproducible_skips_without_a_docker_daemon() {
+    let tools = fake_build_tools(Fakes {
+        refuses_mock: true,
+        no_daemon: true,
+        ..Fakes::default()
+    });
+    let inputs = inputs_copy(tools.path(), &test_digest('a'));
+    let out = build_eif_with(&tools, &inputs, &["--check-reproducible"]);
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("SKIPPED") && stdout.contains("cannot reach the Docker daemon"),
+        "{stdout}"
+    );
+    assert!(!calls(&tools).contains("docker build"), "{}", calls(&tools));
+    // A bad input is still an error, not a skip.
+    let out = build_eif_with(
+        &tools,
+        &inputs,
+        &["--check-reproducible", "--rust-image-digest", "latest"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn check_reproducible_builds_twice_without_cache_and_compares() {
+    let tools = fake_build_tools(Fakes {
+        refuses_mock: true,
+        ..Fakes::default()
+    });
+    let inputs = inputs_copy(tools.path(), &test_digest('a'));
+    let out = build_eif_with(&tools, &inputs, &["--check-reproducible"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("REPRODUCIBLE: two clean builds"),
+        "{stdout}"
+    );
+    for i in 0..3 {
+        assert!(stdout.contains(&format!("PCR{i} equal:")), "{stdout}");
+    }
+    let calls = calls(&tools);
+    let builds: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("docker build"))
+        .collect();
+    assert_eq!(builds.len(), 2, "{calls}");
+    for (n, b) in builds.iter().enumerate() {
+        assert!(b.contains("--no-cache --pull"), "{b}");
+        assert!(
+            b.contains(&format!("--tag agentkeys-enclave:test-repro{}", n + 1)),
+            "{b}"
+        );
+    }
+    // The first image is removed before the second build starts.
+    let rm1 = calls
+        .find("docker image rm --force agentkeys-enclave:test-repro1\n")
+        .unwrap();
+    let build2 = calls.find("--tag agentkeys-enclave:test-repro2").unwrap();
+    let last_rm1 = calls
+        .rfind("docker image rm --force agentkeys-enclave:test-repro1\n")
+        .unwrap();
+    assert!(rm1 < build2 && last_rm1 < build2, "{calls}");
+    assert_eq!(calls.matches("nitro-cli build-enclave").count(), 2);
+
+    let tools = fake_build_tools(Fakes {
+        refuses_mock: true,
+        pcr2_varies: true,
+        ..Fakes::default()
+    });
+    let inputs = inputs_copy(tools.path(), &test_digest('a'));
+    let out = build_eif_with(&tools, &inputs, &["--check-reproducible"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("NOT REPRODUCIBLE")
+            && stdout.contains("PCR2 DIFFERS")
+            && stdout.contains("PCR0 equal")
+            && stdout.contains("PCR1 equal"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn build_eif_names_the_missing_tool() {
-    let digest = format!("sha256:{}", "a".repeat(64));
+    let digest = test_digest('a');
     // Absolute path to bash: the child's PATH holds nothing.
     let bash_path = std::env::var_os("PATH")
         .and_then(|p| {
@@ -476,6 +836,145 @@ fn build_eif_names_the_missing_tool() {
         .output()
         .unwrap();
     assert_fails(&out, "docker not found");
+}
+
+/// update-eif-inputs.sh on a copy of the committed inputs file, with the fake tools (or
+/// none) first on PATH.
+fn update_inputs(
+    inputs: &std::path::Path,
+    tools: Option<&std::path::Path>,
+    args: &[&str],
+) -> Output {
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(t) = tools {
+        path = format!("{}:{path}", t.display());
+    }
+    Command::new("bash")
+        .arg(script("update-eif-inputs.sh"))
+        .arg("--inputs")
+        .arg(inputs)
+        .args(args)
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn update_inputs_rewrites_only_the_named_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs_copy(dir.path(), &test_digest('0'));
+    let before = std::fs::read_to_string(&inputs).unwrap();
+    let digest = test_digest('1');
+    let out = update_inputs(&inputs, None, &["--digest", &digest]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = std::fs::read_to_string(&inputs).unwrap();
+    let changed: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(before.lines().count(), after.lines().count());
+    assert_eq!(
+        changed,
+        vec![(
+            "RUST_IMAGE_DIGEST=sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            format!("RUST_IMAGE_DIGEST={digest}").as_str()
+        )]
+    );
+    assert!(text(&out.stdout).contains(&format!("+RUST_IMAGE_DIGEST={digest}")));
+
+    // --dry-run shows the change and keeps the file.
+    let out = update_inputs(&inputs, None, &["--source-date-epoch", "9", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("+SOURCE_DATE_EPOCH=9"));
+    assert_eq!(std::fs::read_to_string(&inputs).unwrap(), after);
+
+    // Pinned package versions are written quoted and read back.
+    let out = update_inputs(
+        &inputs,
+        None,
+        &["--apk-packages", "musl-dev=1.2.5-r10 gcc=14.2.0-r6"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        input_value(&inputs, "APK_PACKAGES"),
+        "musl-dev=1.2.5-r10 gcc=14.2.0-r6"
+    );
+    assert!(std::fs::read_to_string(&inputs)
+        .unwrap()
+        .contains("APK_PACKAGES=\"musl-dev=1.2.5-r10 gcc=14.2.0-r6\""));
+}
+
+#[test]
+fn update_inputs_refuses_bad_or_stale_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs_copy(dir.path(), &test_digest('a'));
+    let before = std::fs::read_to_string(&inputs).unwrap();
+    for (args, needle) in [
+        (vec!["--digest", "sha256:abc"], "is not sha256:"),
+        (vec!["--digest", &test_digest('0')], "placeholder"),
+        (
+            vec!["--rust-toolchain", "1.99.0"],
+            "give its digest with --resolve or --digest",
+        ),
+        (
+            vec!["--rust-toolchain", "1.80.0", "--digest", &test_digest('b')],
+            "older than the workspace's rust-version",
+        ),
+        (vec!["--apk-packages", "gcc"], "not name=exact-version"),
+        (vec!["--source-date-epoch", "yesterday"], "not a number"),
+        (vec![], "nothing to change"),
+    ] {
+        let out = update_inputs(&inputs, None, &args);
+        assert_fails(&out, needle);
+        assert_eq!(
+            std::fs::read_to_string(&inputs).unwrap(),
+            before,
+            "{args:?}"
+        );
+    }
+    // --resolve needs docker buildx; the fake docker has none that prints a digest.
+    let tools = tempfile::tempdir().unwrap();
+    let docker = tools.path().join("docker");
+    std::fs::write(&docker, "#!/bin/sh\nexit 1\n").unwrap();
+    let mut perm = std::fs::metadata(&docker).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&docker, perm).unwrap();
+    let out = update_inputs(&inputs, Some(tools.path()), &["--resolve"]);
+    assert_fails(&out, "buildx");
+    assert_eq!(std::fs::read_to_string(&inputs).unwrap(), before);
+}
+
+#[test]
+fn update_inputs_resolves_a_new_toolchain_through_buildx() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = inputs_copy(dir.path(), &test_digest('a'));
+    let resolved = test_digest('c');
+    let tools = tempfile::tempdir().unwrap();
+    let docker = tools.path().join("docker");
+    // What `docker buildx imagetools inspect <tag>` prints: the index digest first, then
+    // one per platform.
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/bin/sh\necho \"docker $*\" >> \"$(dirname \"$0\")/calls\"\ncase \"$*\" in\n  'buildx version') echo 'github.com/docker/buildx v0.20.0' ;;\n  'buildx imagetools inspect rust:1.99.0-alpine') printf 'Name:      docker.io/library/rust:1.99.0-alpine\\nMediaType: application/vnd.oci.image.index.v1+json\\nDigest:    {resolved}\\n\\nManifests:\\n  Name:      docker.io/library/rust:1.99.0-alpine@{other}\\n' ;;\n  *) exit 1 ;;\nesac\n",
+            other = test_digest('f')
+        ),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&docker).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&docker, perm).unwrap();
+    let out = update_inputs(
+        &inputs,
+        Some(tools.path()),
+        &["--rust-toolchain", "1.99.0", "--resolve"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(input_value(&inputs, "RUST_TOOLCHAIN"), "1.99.0");
+    assert_eq!(input_value(&inputs, "RUST_IMAGE"), "rust:1.99.0-alpine");
+    assert_eq!(input_value(&inputs, "RUST_IMAGE_DIGEST"), resolved);
 }
 
 #[test]

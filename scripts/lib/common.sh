@@ -81,3 +81,100 @@ uint_in_range() {
     [[ "$1" =~ ^[0-9]{1,10}$ ]] || return 1
     [ $((10#$1)) -ge "$2" ] && [ $((10#$1)) -le "$3" ]
 }
+
+# ---- the enclave image's build inputs (eif/inputs.env) ----------------------------------
+
+# The keys eif/inputs.env sets, each exactly once. read_eif_inputs sets EIF_<KEY>.
+EIF_INPUT_KEYS=(RUST_IMAGE RUST_IMAGE_DIGEST RUST_TOOLCHAIN RUST_TARGET ENCLAVE_RUSTFLAGS APK_PACKAGES SOURCE_DATE_EPOCH)
+
+# The digest eif/inputs.env holds until one is resolved: no image has it (used by the
+# scripts that source this file).
+# shellcheck disable=SC2034
+EIF_PLACEHOLDER_DIGEST="sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+# read_eif_inputs FILE: reads KEY=VALUE lines (VALUE bare, or in double quotes; no `$`,
+# backquote or backslash, so sourcing the file and reading it agree) into EIF_<KEY>.
+# Comments and blank lines are skipped. Prints the reason and returns 1 on an unreadable
+# file, a malformed line, an unknown or repeated key, or a missing one.
+read_eif_inputs() {
+    local file="$1" line n=0 key value k seen=" "
+    [ -r "$file" ] || { echo "cannot read the build inputs file $file"; return 1; }
+    for k in "${EIF_INPUT_KEYS[@]}"; do unset "EIF_$k"; done
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
+        case "$line" in ''|'#'*) continue ;; esac
+        if [[ "$line" =~ ^([A-Z_]+)=\"([^\"\$\`\\]*)\"$ ]] || [[ "$line" =~ ^([A-Z_]+)=([^\"\'\$\`\\[:space:]]*)$ ]]; then
+            key="${BASH_REMATCH[1]}"
+            value="${BASH_REMATCH[2]}"
+        else
+            echo "$file:$n: not a KEY=value line (values are bare or in double quotes, without \$, backquotes or backslashes): $line"
+            return 1
+        fi
+        case " ${EIF_INPUT_KEYS[*]} " in
+            *" $key "*) ;;
+            *) echo "$file:$n: unknown key $key (known: ${EIF_INPUT_KEYS[*]})"; return 1 ;;
+        esac
+        case "$seen" in
+            *" $key "*) echo "$file:$n: $key is set twice"; return 1 ;;
+        esac
+        seen="$seen$key "
+        printf -v "EIF_$key" '%s' "$value"
+    done <"$file"
+    for k in "${EIF_INPUT_KEYS[@]}"; do
+        case "$seen" in
+            *" $k "*) ;;
+            *) echo "$file: $k is missing"; return 1 ;;
+        esac
+    done
+    return 0
+}
+
+# version_at_least A B: true when the dotted version A is at least B (1.95.0 >= 1.85).
+version_at_least() {
+    local IFS=. i
+    local -a a b
+    read -r -a a <<<"$1"
+    read -r -a b <<<"$2"
+    for i in 0 1 2; do
+        if [ "$((10#${a[i]:-0}))" -gt "$((10#${b[i]:-0}))" ]; then return 0; fi
+        if [ "$((10#${a[i]:-0}))" -lt "$((10#${b[i]:-0}))" ]; then return 1; fi
+    done
+    return 0
+}
+
+# workspace_rust_version REPO_ROOT: prints `rust-version` of the workspace Cargo.toml.
+workspace_rust_version() {
+    sed -n 's/^rust-version[[:space:]]*=[[:space:]]*"\([0-9.]*\)".*/\1/p' "$1/Cargo.toml" | head -n 1
+}
+
+# validate_eif_inputs REPO_ROOT: checks the EIF_<KEY> values read_eif_inputs set (formats,
+# and the toolchain against the image tag and the workspace's rust-version). Prints the
+# first problem and returns 1. The placeholder digest passes here; building refuses it.
+validate_eif_inputs() {
+    local msrv pkg
+    [[ "$EIF_RUST_IMAGE" =~ ^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9][A-Za-z0-9._-]*$ ]] \
+        || { echo "RUST_IMAGE '$EIF_RUST_IMAGE' is not an image name with a tag (name:tag, no digest)"; return 1; }
+    [[ "$EIF_RUST_IMAGE_DIGEST" =~ ^sha256:[0-9a-f]{64}$ ]] \
+        || { echo "RUST_IMAGE_DIGEST '$EIF_RUST_IMAGE_DIGEST' is not sha256:<64 lower-case hex>"; return 1; }
+    [[ "$EIF_RUST_TOOLCHAIN" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] \
+        || { echo "RUST_TOOLCHAIN '$EIF_RUST_TOOLCHAIN' is not an exact version (e.g. 1.95.0)"; return 1; }
+    case ":${EIF_RUST_IMAGE#*:}" in
+        ":$EIF_RUST_TOOLCHAIN" | ":$EIF_RUST_TOOLCHAIN"-*) ;;
+        *) echo "RUST_IMAGE '$EIF_RUST_IMAGE' does not name toolchain $EIF_RUST_TOOLCHAIN (its tag must start with RUST_TOOLCHAIN)"; return 1 ;;
+    esac
+    msrv="$(workspace_rust_version "$1")"
+    if [ -n "$msrv" ] && ! version_at_least "$EIF_RUST_TOOLCHAIN" "$msrv"; then
+        echo "RUST_TOOLCHAIN $EIF_RUST_TOOLCHAIN is older than the workspace's rust-version $msrv (Cargo.toml)"
+        return 1
+    fi
+    [[ "$EIF_RUST_TARGET" =~ ^[a-z0-9_]+(-[a-z0-9_]+){2,3}$ ]] \
+        || { echo "RUST_TARGET '$EIF_RUST_TARGET' is not a target triple"; return 1; }
+    [ -n "$EIF_ENCLAVE_RUSTFLAGS" ] || { echo "ENCLAVE_RUSTFLAGS is empty"; return 1; }
+    for pkg in $EIF_APK_PACKAGES; do
+        [[ "$pkg" =~ ^[a-z0-9][a-z0-9._+-]*=[0-9][A-Za-z0-9._+-]*$ ]] \
+            || { echo "APK_PACKAGES entry '$pkg' is not name=exact-version"; return 1; }
+    done
+    [[ "$EIF_SOURCE_DATE_EPOCH" =~ ^[0-9]{1,12}$ ]] \
+        || { echo "SOURCE_DATE_EPOCH '$EIF_SOURCE_DATE_EPOCH' is not a number of seconds"; return 1; }
+    return 0
+}
