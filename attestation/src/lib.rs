@@ -36,6 +36,8 @@ mod decode;
 mod document;
 mod error;
 mod es384;
+/// The issuer's JWKS and ES256 signatures checked against it.
+pub mod jwks;
 /// The measurements file an operator publishes for an enclave image (`nitro-cli` JSON).
 pub mod measurements;
 mod oids;

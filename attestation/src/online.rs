@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::anchor::TrustAnchor;
 use crate::error::VerifyError;
+use crate::jwks::Jwk as JwkKey;
 use crate::policy::Policy;
 use crate::verify::{verify, VerifiedDocument};
 use agentkeys_statement::JwksStatement;
@@ -450,61 +451,9 @@ fn check_claimed_jwks_sha256(claimed: &str, served: &[u8; 32]) -> Result<(), Onl
     Ok(())
 }
 
-/// One EC P-256 JWK.
-struct JwkKey {
-    kid: String,
-    x: Vec<u8>,
-    y: Vec<u8>,
-}
-
-/// The JWKS: `{"keys": [{"kty":"EC","crv":"P-256","x","y","kid",...}]}`.
+/// The served JWKS's keys; a malformed JWKS fails the JWKS check.
 fn parse_jwks(body: &[u8]) -> Result<Vec<JwkKey>, OnlineError> {
-    let check = OnlineCheck::Jwks;
-    let jwks = json(check, "JWKS", body)?;
-    let keys = jwks
-        .get("keys")
-        .and_then(|k| k.as_array())
-        .ok_or_else(|| protocol(check, "JWKS has no \"keys\" array".to_owned()))?;
-    if keys.is_empty() {
-        return Err(protocol(check, "JWKS has no keys".to_owned()));
-    }
-    keys.iter()
-        .enumerate()
-        .map(|(i, key)| {
-            let field = |name: &str| {
-                key.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
-                    protocol(
-                        check,
-                        format!("keys[{i}].{name} is missing or not a string"),
-                    )
-                })
-            };
-            let (kty, crv) = (field("kty")?, field("crv")?);
-            if kty != "EC" || crv != "P-256" {
-                return Err(protocol(
-                    check,
-                    format!("keys[{i}] is kty {kty:?} crv {crv:?}, expected EC P-256"),
-                ));
-            }
-            let coordinate = |name: &str| {
-                URL_SAFE_NO_PAD
-                    .decode(field(name)?)
-                    .ok()
-                    .filter(|b| b.len() == 32)
-                    .ok_or_else(|| {
-                        protocol(
-                            check,
-                            format!("keys[{i}].{name} is not 32 bytes of base64url"),
-                        )
-                    })
-            };
-            Ok(JwkKey {
-                kid: field("kid")?.to_owned(),
-                x: coordinate("x")?,
-                y: coordinate("y")?,
-            })
-        })
-        .collect()
+    crate::jwks::parse_jwks(body).map_err(|e| protocol(OnlineCheck::Jwks, e.to_string()))
 }
 
 /// When the response lists `kids`, they are exactly the JWKS kids, in order.

@@ -4,7 +4,7 @@
 //! of a KMS-style `CiphertextForRecipient`, key ring derivation). Unseal target:
 //! ≤ 500 ms excluding the KMS round trip.
 
-use agentkeys_enclave::audit::AuditChain;
+use agentkeys_enclave::audit::{AuditChain, AuditError};
 use agentkeys_enclave::cms::{parse_enveloped_data, unwrap_ciphertext_for_recipient, RecipientKey};
 use agentkeys_enclave::jwt::{mint, MintParams, TokenPolicy};
 use agentkeys_enclave::keys::{derive_secret, KeyRing, RingSpec, Seed, SigningKey};
@@ -27,7 +27,15 @@ fn signing_input() -> Vec<u8> {
         ttl_seconds: None,
         audience: None,
     };
-    let minted = mint(&policy, &key, &params, 1_700_000_000, &SystemRandom::new()).unwrap();
+    let minted = mint(
+        &policy,
+        &key,
+        &params,
+        1_700_000_000,
+        &SystemRandom::new(),
+        (u64::MAX, 1),
+    )
+    .unwrap();
     let (input, _) = minted.jwt.rsplit_once('.').unwrap();
     input.as_bytes().to_vec()
 }
@@ -67,10 +75,24 @@ fn bench_jwt(c: &mut Criterion) {
     let chain = AuditChain::new(7);
     let mut g = c.benchmark_group("jwt");
     g.bench_function("build_and_sign", |b| {
-        b.iter(|| mint(&policy, &key, black_box(&params), 1_700_000_000, &rng).unwrap())
+        b.iter(|| {
+            mint(
+                &policy,
+                &key,
+                black_box(&params),
+                1_700_000_000,
+                &rng,
+                (7, 1),
+            )
+            .unwrap()
+        })
     });
     g.bench_function("audit_chain_append", |b| {
-        b.iter(|| chain.append(black_box(&[3u8; 32])).unwrap())
+        b.iter(|| {
+            chain
+                .append_with(|_, _| Ok::<_, AuditError>(()), |_| black_box([3u8; 32]))
+                .unwrap()
+        })
     });
     g.finish();
 }

@@ -2,9 +2,10 @@
 //! formula and checkpoint layout in `docs/protocol.md`, "Audit chain").
 //!
 //! Every boot draws a random `epoch` from the NSM; every minted JWT extends the chain
-//! `head_n = SHA-256(head_{n-1} ‖ seq_be8 ‖ SHA-256(jwt))` (see `agentkeys_wire::chain`)
-//! with `seq` = 1, 2, … assigned under a mutex, so the sequence is contiguous whatever
-//! the concurrency. A checkpoint is an NSM attestation document whose `user_data` is the
+//! `head_n = SHA-256(head_{n-1} ‖ seq_be8 ‖ SHA-256(signing_input))` (see
+//! `agentkeys_wire::chain`) with `seq` = 1, 2, … assigned under a mutex that also covers
+//! the signature, so the sequence is contiguous whatever the concurrency and every token
+//! carries its own `(epoch, seq)` in its claims. A checkpoint is an NSM attestation document whose `user_data` is the
 //! tagged statement of `(epoch, seq, head)` and the enclave's module id
 //! ([`CheckpointStatement`]), letting an auditor prove that the parent's log holds every
 //! token.
@@ -97,20 +98,28 @@ impl AuditChain {
         })
     }
 
-    /// Appends one JWT hash; returns its sequence number and the new head.
-    pub fn append(&self, jwt_sha256: &[u8; 32]) -> Result<ChainEntry, AuditError> {
+    /// Gives the next seq to `sign` and appends the entry hash of what it signed, all under
+    /// the chain lock: the token can carry its own position, and a signature that fails
+    /// consumes no seq, so the chain never has an entry without a token.
+    pub fn append_with<T, E: From<AuditError>>(
+        &self,
+        sign: impl FnOnce(u64, u64) -> Result<T, E>,
+        entry_sha256: impl FnOnce(&T) -> [u8; 32],
+    ) -> Result<(T, ChainEntry), E> {
         let mut p = self.position.lock().map_err(|_| AuditError::Poisoned)?;
         let seq = p
             .seq
             .checked_add(1)
             .ok_or(AuditError::Exhausted { seq: p.seq })?;
-        let head = chain_next(&p.head, seq, jwt_sha256);
+        let signed = sign(self.epoch, seq)?;
+        let head = chain_next(&p.head, seq, &entry_sha256(&signed));
         *p = Position { seq, head };
-        Ok(ChainEntry {
+        let entry = ChainEntry {
             epoch: self.epoch,
             seq,
             head,
-        })
+        };
+        Ok((signed, entry))
     }
 
     /// Attests the current position of the enclave `module_id` (with an optional caller
@@ -145,12 +154,19 @@ mod tests {
         let c0 = chain.current().unwrap();
         assert_eq!(c0.seq, 0);
         let mut h = Sha256::new();
-        h.update(b"agentkeys-audit-chain-v1");
+        h.update(b"agentkeys-audit-chain-v2");
         h.update(42u64.to_be_bytes());
         let g: [u8; 32] = h.finalize().into();
         assert_eq!(c0.head, g);
         let j = [7u8; 32];
-        let e = chain.append(&j).unwrap();
+        let (signed, e) = chain
+            .append_with(|epoch, seq| Ok::<_, AuditError>((epoch, seq)), |_| j)
+            .unwrap();
+        assert_eq!(
+            signed,
+            (42, 1),
+            "the signer is told the position it signs at"
+        );
         let mut h = Sha256::new();
         h.update(g);
         h.update(1u64.to_be_bytes());
@@ -175,7 +191,7 @@ mod tests {
             let chain = chain.clone();
             handles.push(std::thread::spawn(move || {
                 (0..100)
-                    .map(|_| chain.append(&[t; 32]).unwrap().seq)
+                    .map(|_| append(&chain, [t; 32]).seq)
                     .collect::<Vec<_>>()
             }));
         }
@@ -192,8 +208,27 @@ mod tests {
         let chain = AuditChain::new(1);
         chain.position.lock().unwrap().seq = u64::MAX;
         assert!(matches!(
-            chain.append(&[0; 32]),
+            chain.append_with(|_, _| Ok::<_, AuditError>(()), |_| [0; 32]),
             Err(AuditError::Exhausted { seq: u64::MAX })
         ));
+    }
+
+    fn append(chain: &AuditChain, entry: [u8; 32]) -> ChainEntry {
+        chain
+            .append_with(|_, _| Ok::<_, AuditError>(()), |_| entry)
+            .unwrap()
+            .1
+    }
+
+    /// A signature that fails takes no seq: the next token gets the seq it would have had.
+    #[test]
+    fn failed_signature_consumes_no_seq() {
+        let chain = AuditChain::new(5);
+        append(&chain, [1; 32]);
+        let before = chain.current().unwrap();
+        let failed = chain.append_with(|_, _| Err::<(), _>(AuditError::Poisoned), |_| [2; 32]);
+        assert!(failed.is_err());
+        assert_eq!(chain.current().unwrap(), before);
+        assert_eq!(append(&chain, [3; 32]).seq, 2);
     }
 }

@@ -31,7 +31,7 @@ pub const MAX_TTL_SECONDS: u32 = 3600;
 /// policy matches `agentkeys:agent:0x*`.
 pub const SUBJECT_PREFIX: &str = "agentkeys:agent:";
 /// Name of the wallet claim and session tag. Source: `docs/architecture.md`, "Mint".
-pub const WALLET_CLAIM: &str = "agentkeys_user_wallet";
+pub use agentkeys_wire::WALLET_CLAIM;
 /// AWS session tags claim name. Source: AWS IAM docs, "Passing session tags using
 /// AssumeRoleWithWebIdentity".
 pub const AWS_TAGS_CLAIM: &str = "https://aws.amazon.com/tags";
@@ -237,8 +237,15 @@ pub struct Claims {
     pub exp: u64,
     /// Unique token id (128-bit random, hex).
     pub jti: String,
-    /// The wallet.
+    /// The wallet ([`WALLET_CLAIM`]).
     pub agentkeys_user_wallet: String,
+    /// The audit chain epoch of this boot, as a decimal string
+    /// ([`agentkeys_wire::EPOCH_CLAIM`]).
+    pub agentkeys_epoch: String,
+    /// The token's position in the audit chain of `agentkeys_epoch`, from 1
+    /// ([`agentkeys_wire::SEQ_CLAIM`]): with the epoch it names the one audit row of this
+    /// token.
+    pub agentkeys_seq: u64,
     /// AWS session tags.
     #[serde(rename = "https://aws.amazon.com/tags")]
     pub aws_tags: AwsTags,
@@ -259,8 +266,10 @@ pub struct Minted {
     pub iat: u64,
     /// Expiry.
     pub exp: u64,
-    /// SHA-256 of the compact JWT's ASCII bytes (what the audit chain hashes).
+    /// SHA-256 of the compact JWT's ASCII bytes.
     pub jwt_sha256: [u8; 32],
+    /// SHA-256 of the JWS signing input (what the audit chain hashes).
+    pub signing_input_sha256: [u8; 32],
 }
 
 /// A mint request after the wire layer (what the parent vouches for).
@@ -288,14 +297,23 @@ fn random_jti(rng: &SystemRandom) -> Result<String, TokenError> {
     Ok(hex::encode(b))
 }
 
-/// Builds the claims for `params` at time `now` and signs them with `key`.
-pub fn mint(
+/// A checked request whose claims wait for their place in the audit chain
+/// ([`PendingMint::sign_at`]).
+#[derive(Debug)]
+pub struct PendingMint {
+    header_b64: String,
+    claims: Claims,
+}
+
+/// Checks `params` against `policy` and builds the claims at time `now`, for `key`; the
+/// chain position is set by [`PendingMint::sign_at`].
+pub fn prepare(
     policy: &TokenPolicy,
     key: &SigningKey,
     params: &MintParams<'_>,
     now: u64,
     rng: &SystemRandom,
-) -> Result<Minted, TokenError> {
+) -> Result<PendingMint, TokenError> {
     let wallet = Wallet::parse(params.wallet)?;
     let ttl = policy.resolve_ttl(params.ttl_seconds)?;
     let aud = policy.resolve_audience(params.audience)?.to_string();
@@ -305,6 +323,7 @@ pub fn mint(
         kid: key.kid().to_string(),
         typ: "JWT".into(),
     };
+    let header_json = serde_json::to_vec(&header).map_err(|e| TokenError::Sign(e.to_string()))?;
     let claims = Claims {
         iss: policy.issuer.clone(),
         sub: format!("{SUBJECT_PREFIX}{wallet}"),
@@ -312,36 +331,70 @@ pub fn mint(
         iat: now,
         nbf: now,
         exp: now + u64::from(ttl),
-        jti: jti.clone(),
+        jti,
         agentkeys_user_wallet: wallet.to_string(),
+        agentkeys_epoch: String::new(),
+        agentkeys_seq: 0,
         aws_tags: AwsTags {
             principal_tags: PrincipalTags {
-                agentkeys_user_wallet: vec![wallet.to_string()],
+                agentkeys_user_wallet: vec![wallet.into_string()],
             },
             transitive_tag_keys: vec![WALLET_CLAIM.to_string()],
         },
     };
-    let header_json = serde_json::to_vec(&header).map_err(|e| TokenError::Sign(e.to_string()))?;
-    let claims_json = serde_json::to_vec(&claims).map_err(|e| TokenError::Sign(e.to_string()))?;
-    let mut jwt = String::with_capacity(512);
-    jwt.push_str(&URL_SAFE_NO_PAD.encode(header_json));
-    jwt.push('.');
-    jwt.push_str(&URL_SAFE_NO_PAD.encode(claims_json));
-    let sig = key
-        .sign(jwt.as_bytes())
-        .map_err(|e| TokenError::Sign(e.to_string()))?;
-    jwt.push('.');
-    jwt.push_str(&URL_SAFE_NO_PAD.encode(sig));
-    let jwt_sha256: [u8; 32] = Sha256::digest(jwt.as_bytes()).into();
-    Ok(Minted {
-        jwt,
-        kid: key.kid().to_string(),
-        jti,
-        wallet: wallet.into_string(),
-        iat: claims.iat,
-        exp: claims.exp,
-        jwt_sha256,
+    Ok(PendingMint {
+        header_b64: URL_SAFE_NO_PAD.encode(header_json),
+        claims,
     })
+}
+
+impl PendingMint {
+    /// Puts the token at `(epoch, seq)` of the audit chain and signs it with `key` (the key
+    /// [`prepare`] named in the header).
+    pub fn sign_at(self, key: &SigningKey, epoch: u64, seq: u64) -> Result<Minted, TokenError> {
+        let PendingMint {
+            header_b64,
+            mut claims,
+        } = self;
+        claims.agentkeys_epoch = epoch.to_string();
+        claims.agentkeys_seq = seq;
+        let claims_json =
+            serde_json::to_vec(&claims).map_err(|e| TokenError::Sign(e.to_string()))?;
+        let mut jwt = String::with_capacity(640);
+        jwt.push_str(&header_b64);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims_json, &mut jwt);
+        let signing_input_sha256 = agentkeys_wire::signing_input_sha256(&jwt);
+        let sig = key
+            .sign(jwt.as_bytes())
+            .map_err(|e| TokenError::Sign(e.to_string()))?;
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig, &mut jwt);
+        let jwt_sha256: [u8; 32] = Sha256::digest(jwt.as_bytes()).into();
+        Ok(Minted {
+            jwt,
+            kid: key.kid().to_string(),
+            jti: claims.jti,
+            wallet: claims.agentkeys_user_wallet,
+            iat: claims.iat,
+            exp: claims.exp,
+            jwt_sha256,
+            signing_input_sha256,
+        })
+    }
+}
+
+/// Builds the claims for `params` at time `now` and chain position `(epoch, seq)`, and
+/// signs them with `key`.
+pub fn mint(
+    policy: &TokenPolicy,
+    key: &SigningKey,
+    params: &MintParams<'_>,
+    now: u64,
+    rng: &SystemRandom,
+    (epoch, seq): (u64, u64),
+) -> Result<Minted, TokenError> {
+    prepare(policy, key, params, now, rng)?.sign_at(key, epoch, seq)
 }
 
 #[cfg(test)]
@@ -350,6 +403,8 @@ mod tests {
     use crate::keys::{Seed, SigningKey};
 
     const W: &str = "0xAbCdEf0123456789abcdef0123456789ABCDEF01";
+    /// An epoch above 2^53 (a JSON number could not carry it exactly) and a seq.
+    const POSITION: (u64, u64) = (18_000_000_000_000_000_007, 42);
 
     fn key() -> SigningKey {
         SigningKey::derive(&Seed::from_slice(&[3; 32]).unwrap(), 1).unwrap()
@@ -375,7 +430,7 @@ mod tests {
                 wallet: input,
                 ..Default::default()
             };
-            let minted = mint(&p, &k, &params, 1, &rng).map(|m| m.wallet);
+            let minted = mint(&p, &k, &params, 1, &rng, POSITION).map(|m| m.wallet);
             let expected = Wallet::parse(input)
                 .map(Wallet::into_string)
                 .map_err(|reason| TokenError::InvalidWallet { reason });
@@ -442,7 +497,7 @@ mod tests {
             ttl_seconds: Some(600),
             audience: None,
         };
-        let m = mint(&policy(), &k, &params, 1_700_000_000, &rng).unwrap();
+        let m = mint(&policy(), &k, &params, 1_700_000_000, &rng, POSITION).unwrap();
         let parts: Vec<&str> = m.jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header_raw = URL_SAFE_NO_PAD.decode(parts[0]).unwrap();
@@ -461,18 +516,33 @@ mod tests {
             "exp": 1_700_000_600u64,
             "jti": m.jti,
             "agentkeys_user_wallet": w,
+            "agentkeys_epoch": "18000000000000000007",
+            "agentkeys_seq": 42,
             "https://aws.amazon.com/tags": {
                 "principal_tags": {"agentkeys_user_wallet": [w]},
                 "transitive_tag_keys": ["agentkeys_user_wallet"]
             }
         });
         assert_eq!(claims, expected);
+        // The names the parent's verifier reads are the names the enclave writes.
+        for name in [
+            agentkeys_wire::EPOCH_CLAIM,
+            agentkeys_wire::SEQ_CLAIM,
+            WALLET_CLAIM,
+        ] {
+            assert!(claims.get(name).is_some(), "{name}");
+        }
         assert_eq!(m.jti.len(), 32);
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         assert_eq!(sig.len(), 64);
         assert_eq!(
             m.jwt_sha256,
             <[u8; 32]>::from(Sha256::digest(m.jwt.as_bytes()))
+        );
+        let signing_input = format!("{}.{}", parts[0], parts[1]);
+        assert_eq!(
+            m.signing_input_sha256,
+            <[u8; 32]>::from(Sha256::digest(signing_input.as_bytes()))
         );
         // Signature verifies over header.claims with p256.
         use p256::ecdsa::signature::Verifier;
@@ -490,8 +560,8 @@ mod tests {
             wallet: W,
             ..Default::default()
         };
-        let a = mint(&policy(), &k, &params, 1, &rng).unwrap();
-        let b = mint(&policy(), &k, &params, 1, &rng).unwrap();
+        let a = mint(&policy(), &k, &params, 1, &rng, POSITION).unwrap();
+        let b = mint(&policy(), &k, &params, 1, &rng, POSITION).unwrap();
         assert_ne!(a.jti, b.jti);
         assert_ne!(a.jwt, b.jwt);
     }
@@ -506,7 +576,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            mint(&p, &k, &bad_wallet, 1, &rng),
+            mint(&p, &k, &bad_wallet, 1, &rng, POSITION),
             Err(TokenError::InvalidWallet {
                 reason: WalletError::Length { digits: 4 }
             })
@@ -517,7 +587,7 @@ mod tests {
             audience: None,
         };
         assert!(matches!(
-            mint(&p, &k, &bad_ttl, 1, &rng),
+            mint(&p, &k, &bad_ttl, 1, &rng, POSITION),
             Err(TokenError::TtlOutOfRange { .. })
         ));
         let bad_aud = MintParams {
@@ -526,7 +596,7 @@ mod tests {
             audience: Some("x"),
         };
         assert!(matches!(
-            mint(&p, &k, &bad_aud, 1, &rng),
+            mint(&p, &k, &bad_aud, 1, &rng, POSITION),
             Err(TokenError::AudienceNotAllowed { .. })
         ));
     }
@@ -537,7 +607,15 @@ mod tests {
             wallet: &"x".repeat(10_000),
             ..Default::default()
         };
-        let e = mint(&policy(), &key(), &params, 1, &SystemRandom::new()).unwrap_err();
+        let e = mint(
+            &policy(),
+            &key(),
+            &params,
+            1,
+            &SystemRandom::new(),
+            POSITION,
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             TokenError::InvalidWallet {

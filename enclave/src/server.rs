@@ -101,6 +101,12 @@ fn audit_error(e: AuditError) -> WireError {
     }
 }
 
+impl From<AuditError> for WireError {
+    fn from(e: AuditError) -> WireError {
+        audit_error(e)
+    }
+}
+
 fn poisoned() -> WireError {
     wire(WireErrorKind::Internal, "enclave state lock poisoned")
 }
@@ -232,9 +238,13 @@ impl Enclave {
             ttl_seconds: req.ttl_seconds,
             audience: req.audience.as_deref(),
         };
-        let minted = jwt::mint(&self.policy, state.ring.active(), &params, now, &self.rng)
-            .map_err(token_error)?;
-        let entry = self.chain.append(&minted.jwt_sha256).map_err(audit_error)?;
+        let key = state.ring.active();
+        let pending =
+            jwt::prepare(&self.policy, key, &params, now, &self.rng).map_err(token_error)?;
+        let (minted, entry) = self.chain.append_with(
+            |epoch, seq| pending.sign_at(key, epoch, seq).map_err(token_error),
+            |minted| minted.signing_input_sha256,
+        )?;
         Ok(Response::Jwt(MintedJwt {
             jwt: minted.jwt,
             kid: minted.kid,
@@ -245,6 +255,7 @@ impl Enclave {
             epoch: entry.epoch,
             seq: entry.seq,
             jwt_sha256: minted.jwt_sha256,
+            signing_input_sha256: minted.signing_input_sha256,
             head: entry.head,
         }))
     }

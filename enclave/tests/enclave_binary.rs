@@ -415,6 +415,8 @@ async fn minted_jwt_verifies_against_attested_jwks() {
         "exp": minted.exp,
         "jti": minted.jti,
         "agentkeys_user_wallet": WALLET_LC,
+        "agentkeys_epoch": minted.epoch.to_string(),
+        "agentkeys_seq": minted.seq,
         "https://aws.amazon.com/tags": {
             "principal_tags": {"agentkeys_user_wallet": [WALLET_LC]},
             "transitive_tag_keys": ["agentkeys_user_wallet"]
@@ -521,11 +523,22 @@ async fn concurrent_mints_chain_matches_checkpoint() {
     let seqs: Vec<u64> = minted.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, (1..=64).collect::<Vec<_>>());
 
-    // Recompute the chain from the JWTs alone.
+    // Recompute the chain from the JWTs alone: each names its own position in its
+    // claims, and the chain hashes its signing input.
     let mut head = chain_genesis(before.epoch);
     for m in &minted {
         assert_eq!(m.epoch, before.epoch);
-        let h: [u8; 32] = Sha256::digest(m.jwt.as_bytes()).into();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(m.jwt.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["agentkeys_epoch"], m.epoch.to_string());
+        assert_eq!(claims["agentkeys_seq"], m.seq);
+        let signing_input = m.jwt.rsplit_once('.').unwrap().0;
+        let h: [u8; 32] = Sha256::digest(signing_input.as_bytes()).into();
+        assert_eq!(h, m.signing_input_sha256);
         head = chain_next(&head, m.seq, &h);
         assert_eq!(head, m.head);
     }

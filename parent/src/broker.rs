@@ -241,6 +241,7 @@ mod tests {
             epoch: 9,
             seq: 7,
             jwt_sha256: [7; 32],
+            signing_input_sha256: [6; 32],
             head: [8; 32],
         };
         late_replies

@@ -40,7 +40,7 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Verify the audit log's hash chain and, with a checkpoint, that no row was dropped.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Show the most recent rows.
     Tail {
         /// Audit database.
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
                 print!("{}", audit::tail(&db, lines, json)?);
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Audit(AuditCommand::Verify(args)) => audit::run_verify(args).await,
+            Command::Audit(AuditCommand::Verify(args)) => audit::run_verify(*args).await,
             Command::KmsPolicy(args) => {
                 println!("{}", aws_policies::run_kms_policy(&args)?);
                 Ok(ExitCode::SUCCESS)

@@ -7,35 +7,26 @@ use agentkeys_broker::audit::{
 };
 use agentkeys_broker::cli::audit as cli;
 use agentkeys_mock_nsm::{mock_root_pem, MockNsm, MockNsmConfig};
-use agentkeys_wire::{chain_genesis, chain_next, CheckpointStatement};
+use agentkeys_wire::CheckpointStatement;
 use base64::Engine;
 
-/// The module id of the enclave these checkpoints stand for.
-const MODULE_ID: &str = "i-0123456789abcdef0-enc0123456789abcdef";
+mod support;
+
+use support::{FakeEnclave, MODULE_ID};
 
 const EPOCH: u64 = 42;
 
 async fn log_with_mints(path: &std::path::Path, n: u64) -> CheckpointStatement {
     let store = SqliteAuditStore::open(path, Default::default()).unwrap();
-    let mut head = chain_genesis(EPOCH);
-    for seq in 1..=n {
-        let jwt = [seq as u8; 32];
-        head = chain_next(&head, seq, &jwt);
+    let mut enclave = FakeEnclave::new(EPOCH);
+    for _ in 1..=n {
         store
-            .append(
-                NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success)
-                    .enclave(EPOCH, seq, jwt, head),
-            )
+            .append(NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success).signed(&enclave.mint()))
             .await
             .unwrap();
     }
     store.close();
-    CheckpointStatement {
-        epoch: EPOCH,
-        seq: n,
-        head,
-        module_id: MODULE_ID.into(),
-    }
+    enclave.checkpoint()
 }
 
 fn document(cp: &CheckpointStatement) -> Vec<u8> {

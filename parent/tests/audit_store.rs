@@ -9,49 +9,32 @@ use agentkeys_broker::audit::{
     SqliteAuditStore, VerifyFailure,
 };
 use agentkeys_broker::cli::audit as cli;
-use agentkeys_wire::{chain_genesis, chain_next, CheckpointStatement};
+use agentkeys_wire::{chain_genesis, CheckpointStatement};
 use sha2::{Digest, Sha256};
 
-/// The module id of the enclave these checkpoints stand for.
-const MODULE_ID: &str = "i-0123456789abcdef0-enc0123456789abcdef";
+mod support;
+
+use support::MODULE_ID;
 
 const EPOCH: u64 = 0x5eed_0000_0001;
 
-/// Builds mint rows that follow the enclave's chain, like the enclave would.
-struct FakeEnclave {
-    epoch: u64,
-    seq: u64,
-    head: [u8; 32],
-}
+/// Builds mint rows that follow the enclave's chain, like the broker records them.
+struct FakeEnclave(support::FakeEnclave);
 
 impl FakeEnclave {
     fn new(epoch: u64) -> FakeEnclave {
-        FakeEnclave {
-            epoch,
-            seq: 0,
-            head: chain_genesis(epoch),
-        }
+        FakeEnclave(support::FakeEnclave::new(epoch))
     }
 
     fn mint(&mut self, event: AuditEvent) -> NewAuditRow {
-        self.seq += 1;
-        let jwt: [u8; 32] = Sha256::digest(format!("jwt-{}-{}", self.epoch, self.seq)).into();
-        self.head = chain_next(&self.head, self.seq, &jwt);
         NewAuditRow::new(event, Outcome::Success)
             .bearer("bearer-secret")
-            .wallet("0x00000000000000000000000000000000000000aa")
-            .token_ids("kid-1", format!("jti-{}", self.seq))
-            .enclave(self.epoch, self.seq, jwt, self.head)
+            .signed(&self.0.mint())
             .status(200)
     }
 
     fn checkpoint(&self) -> CheckpointStatement {
-        CheckpointStatement {
-            epoch: self.epoch,
-            seq: self.seq,
-            head: self.head,
-            module_id: MODULE_ID.into(),
-        }
+        self.0.checkpoint()
     }
 }
 
@@ -107,7 +90,7 @@ async fn append_then_verify_passes() {
     assert_eq!(report.rows_checked, 20);
     assert_eq!(report.last_id, Some(20));
     assert_eq!(report.epochs.len(), 1);
-    assert_eq!(report.epochs[0].max_seq, enclave.seq);
+    assert_eq!(report.epochs[0].max_seq, enclave.0.seq);
     assert!(report.epochs[0].gaps.is_empty());
     let report = verify_chain(&path, Some(&enclave.checkpoint())).unwrap();
     assert!(report.is_ok(), "{}", report.render());
@@ -319,13 +302,14 @@ async fn dropped_middle_mint_with_rewritten_chain_is_caught_by_the_checkpoint() 
 }
 
 #[tokio::test]
-async fn changed_jwt_hash_is_caught() {
+async fn changed_signing_input_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
     let mut enclave = FakeEnclave::new(EPOCH);
     let mut rows: Vec<NewAuditRow> = (0..5).map(|_| enclave.mint(AuditEvent::MintJwt)).collect();
-    // The log claims a different JWT for seq 2, its own chain kept consistent.
-    rows[1].jwt_sha256 = Some([0x42; 32]);
+    // The log claims a different token for seq 2 (same wallet, kid, jti and position,
+    // another issue time), its own chain kept consistent.
+    rows[1].signing_input = Some(enclave.0.signing_input(support::WALLET, 2, 1));
     let store = SqliteAuditStore::open(&path, Default::default()).unwrap();
     for r in rows.clone() {
         store.append(r).await.unwrap();
@@ -673,4 +657,95 @@ async fn cli_verify_refuses_a_checkpoint_file_without_its_document() {
     std::fs::write(&file, "garbage").unwrap();
     assert!(cli::verify(&path, Some(&file)).is_err());
     assert!(cli::verify(&path, Some(&dir.path().join("missing.json"))).is_err());
+}
+
+/// Tokens found outside the broker: each must be this issuer's and have its own row.
+#[tokio::test]
+async fn found_tokens_are_checked_against_their_rows() {
+    use agentkeys_attestation::jwks::parse_jwks;
+    use agentkeys_broker::audit::verify::tokens::{check_tokens, read_tokens, FoundToken};
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = SqliteAuditStore::open(&path, Default::default()).unwrap();
+    let mut enclave = support::FakeEnclave::new(EPOCH);
+    let recorded = enclave.mint();
+    store
+        .append(NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success).signed(&recorded))
+        .await
+        .unwrap();
+    // Signed by the enclave, never recorded.
+    let unrecorded = enclave.mint();
+    store.close();
+    let jwks = parse_jwks(enclave.jwks().as_bytes()).unwrap();
+    let mut forged_signature = recorded.jwt.clone();
+    forged_signature.pop();
+    forged_signature.push(if recorded.jwt.ends_with('A') {
+        'B'
+    } else {
+        'A'
+    });
+    // Another token the enclave key signed at seq 1, not the one the row records.
+    let other_at_seq_1 = enclave.sign(&enclave.signing_input(support::WALLET, 1, 5));
+    let found = |jwt: &str, n: usize| FoundToken {
+        source: format!("found:{n}"),
+        jwt: jwt.to_owned(),
+    };
+    let tokens = [
+        found(&recorded.jwt, 1),
+        found(&unrecorded.jwt, 2),
+        found(&forged_signature, 3),
+        found(&other_at_seq_1, 4),
+        found("not-a-token", 5),
+    ];
+    let mut report = verify_chain(&path, None).unwrap();
+    let accounted = check_tokens(&path, &tokens, &jwks, &mut report).unwrap();
+    assert_eq!(accounted, 1);
+    let failures: Vec<String> = report.failures.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        report.failures[0],
+        VerifyFailure::TokenWithoutRow {
+            source: "found:2".into(),
+            epoch: EPOCH,
+            seq: 2
+        }
+    );
+    assert!(
+        matches!(&report.failures[1], VerifyFailure::TokenInvalid { source, reason }
+            if source == "found:3" && reason.contains("signature does not verify")),
+        "{failures:?}"
+    );
+    assert_eq!(
+        report.failures[2],
+        VerifyFailure::TokenDisagrees {
+            source: "found:4".into(),
+            id: 1
+        }
+    );
+    assert!(
+        matches!(&report.failures[3], VerifyFailure::TokenInvalid { source, .. } if source == "found:5"),
+        "{failures:?}"
+    );
+    assert_eq!(report.failures.len(), 4, "{failures:?}");
+
+    // The file form: one token per line, comments and blank lines skipped; a file with no
+    // token is an error, not a pass.
+    let file = dir.path().join("tokens.txt");
+    std::fs::write(
+        &file,
+        format!("# kept by a relying party\n\n{}\n", recorded.jwt),
+    )
+    .unwrap();
+    let read = read_tokens(&file).unwrap();
+    assert_eq!(
+        read,
+        [found(&recorded.jwt, 3)].map(|mut t| {
+            t.source = format!("{}:3", file.display());
+            t
+        })
+    );
+    std::fs::write(&file, "# nothing\n").unwrap();
+    assert!(read_tokens(&file)
+        .unwrap_err()
+        .to_string()
+        .contains("holds no token"));
 }

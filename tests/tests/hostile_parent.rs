@@ -5,6 +5,11 @@
 //! KMS call. A parent that drops the sealed seed for a fresh genesis is caught by the
 //! auditor's `agentkeys-attest verify --expect-kid`.
 //!
+//! A parent that edits its own audit log after handing out tokens, and recomputes the
+//! log's hash chain, is named by `audit verify` against what the enclave signed: each row
+//! holds the signing input the enclave's attested chain hashes, and a token found outside
+//! names its own row.
+//!
 //! KMS is the in-process stand-in behind a proxy the hostile parent runs: the proxy
 //! counts the KMS calls the enclave makes and, when told to, rewrites the `KeyId` of
 //! KMS's answer (a parent cannot forge KMS's TLS in production; in mock mode it chooses
@@ -389,4 +394,199 @@ async fn a_hidden_boot_is_named_from_cloudtrail() {
         "the report names the hidden enclave: {text}"
     );
     assert!(text.contains("records no boot"), "{text}");
+}
+
+/// Rewrites the stopped stack's log as a root user on the parent would: applies `edit` to
+/// the rows, then recomputes every `prev_hash` and `row_hash`, so the log's own hash chain
+/// verifies again.
+fn rewrite_log(
+    db: &std::path::Path,
+    edit: impl FnOnce(&mut Vec<agentkeys_broker::audit::AuditRow>),
+) {
+    use agentkeys_broker::audit::GENESIS_PREV_HASH;
+    let mut rows = agentkeys_broker::cli::audit::recent_rows(db, usize::MAX).expect("read log");
+    edit(&mut rows);
+    let mut prev = GENESIS_PREV_HASH;
+    for row in &mut rows {
+        row.prev_hash = prev;
+        row.row_hash = row.compute_hash();
+        prev = row.row_hash;
+    }
+    let c = rusqlite::Connection::open(db).expect("open log");
+    c.execute_batch(
+        "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log;",
+    )
+    .expect("drop the triggers");
+    for r in &rows {
+        let e = &r.entry;
+        let sql_u64 = |v: Option<u64>| v.map(|v| i64::from_ne_bytes(v.to_ne_bytes()));
+        c.execute(
+            "INSERT INTO audit_log (id, ts_ms, event, outcome, bearer_sha256, wallet, kid, jti, \
+             enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail, prev_hash, \
+             row_hash, signing_input, row_format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            rusqlite::params![
+                r.id,
+                r.ts_ms,
+                e.event.as_str(),
+                e.outcome.as_str(),
+                e.bearer_sha256.map(hex::encode),
+                e.wallet,
+                e.kid,
+                e.jti,
+                sql_u64(e.enclave_epoch),
+                sql_u64(e.enclave_seq),
+                e.jwt_sha256.map(hex::encode),
+                e.enclave_head.map(hex::encode),
+                e.status,
+                e.detail,
+                hex::encode(r.prev_hash),
+                hex::encode(r.row_hash),
+                e.signing_input,
+                r.format.number(),
+            ],
+        )
+        .expect("write row");
+    }
+}
+
+/// An edit a hostile parent makes to its log's rows.
+type LogEdit<'a> = dyn Fn(&mut Vec<agentkeys_broker::audit::AuditRow>) + 'a;
+
+/// The index in `rows` of the row recording the token with `jti`.
+fn row_of(rows: &[agentkeys_broker::audit::AuditRow], jti: &str) -> usize {
+    rows.iter()
+        .position(|r| r.entry.jti.as_deref() == Some(jti))
+        .expect("a row per token")
+}
+
+/// The `jti` claim of a compact JWT.
+fn jti_of(jwt: &str) -> String {
+    use base64::Engine;
+    let claims = jwt.split('.').nth(1).expect("claims");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .expect("base64url");
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("claims JSON");
+    v["jti"].as_str().expect("jti").to_owned()
+}
+
+/// After handing out tokens, the parent edits its log and recomputes its hash chain:
+/// another wallet on a row, two rows' `jti`s swapped, a used token relabelled
+/// `mint_withheld`. Each edit is named by `audit verify`; the relabelling, which the
+/// enclave's chain cannot see (it covers what was signed, not what was handed out), is
+/// named by a token the relying party kept.
+#[test]
+fn rows_rewritten_with_a_recomputed_chain_are_named_against_what_the_enclave_signed() {
+    const WALLET: &str = "0x00000000000000000000000000000000000000c1";
+    let mut stack = agentkeys_e2e::DevStack::start();
+    let session = stack.create_session(WALLET);
+    let tokens: Vec<String> = (0..4)
+        .map(|_| {
+            let (status, body) = stack.post("/v1/mint-oidc-jwt", Some(&session), "");
+            assert_eq!(status, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            v["jwt"].as_str().expect("jwt").to_owned()
+        })
+        .collect();
+    // What an auditor archives: an attested checkpoint and the JWKS; what a relying party
+    // keeps: the tokens it was given.
+    let dir = stack.tmp.as_ref().expect("tmp").path().to_path_buf();
+    let (status, checkpoint) = stack.get("/v1/audit/checkpoint?nonce=00ff");
+    assert_eq!(status, 200);
+    let (status, jwks) = stack.get("/.well-known/jwks.json");
+    assert_eq!(status, 200);
+    let files = [
+        ("checkpoint.json", checkpoint),
+        ("jwks.json", jwks),
+        ("tokens.txt", tokens.join("\n").into_bytes()),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(dir.join(name), bytes).expect("write");
+    }
+    let root = stack.info.mock_root_pem.display().to_string();
+    let measurements = stack.mock_measurements().display().to_string();
+    stack.stop();
+    let db = stack.info.audit_db.clone();
+    let pristine = db.with_extension("pristine");
+    std::fs::copy(&db, &pristine).expect("keep a copy");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let verify = |with_tokens: bool| {
+        let mut cmd = Command::new(binary("agentkeys-broker"));
+        cmd.args(["audit", "verify", "--db"]).arg(&db).args([
+            "--checkpoint",
+            &path("checkpoint.json"),
+            "--root",
+            &root,
+            "--allow-mock-root",
+            "--measurements",
+            &measurements,
+        ]);
+        if with_tokens {
+            cmd.args(["--token", &path("tokens.txt"), "--jwks", &path("jwks.json")]);
+        }
+        let out = cmd.output().expect("run audit verify");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = verify(true);
+    assert!(ok, "the untouched log verifies with every token: {text}");
+    assert!(text.contains("tokens: 4 of 4"), "{text}");
+
+    let edits: [(&str, Box<LogEdit>, bool, &str); 3] = [
+        (
+            "another wallet on a row",
+            Box::new(|rows| {
+                let i = row_of(rows, &jti_of(&tokens[1]));
+                rows[i].entry.wallet = Some("0x00000000000000000000000000000000000000e7".into());
+            }),
+            false,
+            "its wallet is 0x00000000000000000000000000000000000000e7, but the token the enclave signed says 0x00000000000000000000000000000000000000c1",
+        ),
+        (
+            "two rows' jti swapped",
+            Box::new(|rows| {
+                let (a, b) = (row_of(rows, &jti_of(&tokens[0])), row_of(rows, &jti_of(&tokens[2])));
+                let jti_a = rows[a].entry.jti.take();
+                rows[a].entry.jti = rows[b].entry.jti.replace(jti_a.unwrap_or_default());
+            }),
+            false,
+            "its jti is",
+        ),
+        (
+            "a used token relabelled mint_withheld",
+            Box::new(|rows| {
+                let i = row_of(rows, &jti_of(&tokens[3]));
+                rows[i].entry.event = agentkeys_broker::audit::AuditEvent::MintWithheld;
+                rows[i].entry.outcome = agentkeys_broker::audit::Outcome::Failure;
+                rows[i].entry.status = Some(500);
+            }),
+            true,
+            "is recorded as withheld",
+        ),
+    ];
+    for (what, edit, needs_tokens, named) in edits {
+        std::fs::copy(&pristine, &db).expect("restore");
+        rewrite_log(&db, |rows| edit(rows));
+        let (ok, text) = verify(needs_tokens);
+        assert!(!ok, "{what}: {text}");
+        assert!(text.contains(named), "{what}: expected {named:?} in {text}");
+        assert!(
+            !text.contains("its contents hash to"),
+            "{what}: the log's own chain was recomputed, so only the new checks can see it: {text}"
+        );
+        if needs_tokens {
+            let (ok, text) = verify(false);
+            assert!(
+                ok,
+                "{what}: without the token the log is consistent with the enclave's chain: {text}"
+            );
+        }
+    }
 }

@@ -38,6 +38,7 @@ fn minted() -> MintedJwt {
         epoch: 0x1234_5678_9abc_def0,
         seq: 42,
         jwt_sha256: [7; 32],
+        signing_input_sha256: [7; 32],
         head: [9; 32],
     }
 }

@@ -9,7 +9,7 @@
 //!   pure encode/decode functions (fuzzable) and async read/write helpers.
 //! * [`messages`]: [`Request`]/[`Response`] carried in [`RequestEnvelope`]/[`ResponseEnvelope`]
 //!   with a `u64` request id, and [`WireError`].
-//! * [`chain`]: the enclave audit chain.
+//! * [`chain`]: the enclave audit chain, over the signing input of every JWT.
 //! * [`statement`] and [`kms_key_arn`] (from `agentkeys-statement`): what the enclave
 //!   attests, and the key it is pinned to.
 //! * [`Wallet`]: the one wallet rule (`0x` + 40 hex digits, lower-cased) that the parent's
@@ -35,7 +35,10 @@ pub use address::{Address, AddressError, Listener, Stream};
 pub use agentkeys_statement::{kms_key_arn, statement};
 pub use agentkeys_statement::{CheckpointStatement, JwksStatement, StatementError};
 pub use agentkeys_statement::{KeyArnError, KmsKeyArn};
-pub use chain::{chain_genesis, chain_next};
+pub use chain::{
+    chain_genesis, chain_next, signing_input, signing_input_sha256, ChainVersion, EPOCH_CLAIM,
+    SEQ_CLAIM, WALLET_CLAIM,
+};
 pub use client::{ClientError, EnclaveClient, LateReplies};
 pub use frame::{FrameError, MAX_FRAME_BYTES};
 pub use messages::{

@@ -244,7 +244,11 @@ pub struct MintedJwt {
     /// SHA-256 of the JWT's ASCII bytes.
     #[serde(with = "serde_bytes")]
     pub jwt_sha256: [u8; 32],
-    /// Chain head after this JWT: `chain_next(prev, seq, jwt_sha256)`.
+    /// SHA-256 of the JWT's signing input (its header and claims, without the
+    /// signature): what the audit chain hashes at `seq`.
+    #[serde(with = "serde_bytes")]
+    pub signing_input_sha256: [u8; 32],
+    /// Chain head after this JWT: `chain_next(prev, seq, signing_input_sha256)`.
     #[serde(with = "serde_bytes")]
     pub head: [u8; 32],
 }

@@ -39,6 +39,7 @@ async fn toy(request: Request) -> Result<Response, WireError> {
                 epoch: 0,
                 seq: n,
                 jwt_sha256: [0; 32],
+                signing_input_sha256: [0; 32],
                 head: [0; 32],
             }))
         }

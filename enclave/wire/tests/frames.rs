@@ -84,6 +84,7 @@ fn all_responses() -> Vec<Result<Response, WireError>> {
             epoch: 3,
             seq: 4,
             jwt_sha256: [5; 32],
+            signing_input_sha256: [5; 32],
             head: [6; 32],
         })),
         Ok(Response::Attestation(Attestation {

@@ -7,9 +7,9 @@
 //!
 //! Rows are append-only (triggers refuse `UPDATE` and `DELETE`) and hash-chained:
 //! `row_hash = SHA-256(prev_hash ‖ canonical encoding of the row)`, the first
-//! `prev_hash` being 32 zero bytes (see [`row`]). Rows that carry the enclave's
-//! `(epoch, seq, jwt_sha256)` can be checked against the enclave's own attested chain
-//! with [`verify_chain`].
+//! `prev_hash` being 32 zero bytes (see [`row`]). Rows about a signed JWT carry the
+//! enclave's `(epoch, seq)` and the JWT's signing input, which the enclave's own attested
+//! chain hashes; [`verify_chain`] checks both.
 
 pub mod row;
 pub(crate) mod sqlite;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-pub use row::{row_hash, AuditRow, GENESIS_PREV_HASH};
+pub use row::{row_hash, AuditRow, RowFormat, GENESIS_PREV_HASH};
 pub use sqlite::{AuditStats, SqliteAuditStore, SCHEMA_VERSION};
 pub use verify::{
     checkpoint_from_document, checkpoint_from_json, load_checkpoint, verify_chain,
@@ -155,6 +155,9 @@ pub struct NewAuditRow {
     pub jwt_sha256: Option<[u8; 32]>,
     /// The enclave's chain head after this JWT.
     pub enclave_head: Option<[u8; 32]>,
+    /// The JWS signing input of the signed JWT (header and claims, no signature): what
+    /// the enclave's chain hashes, and what `audit verify` checks this row against.
+    pub signing_input: Option<String>,
     /// The HTTP status returned to the caller.
     pub status: Option<u16>,
     /// Free text for operators (never secrets).
@@ -175,6 +178,7 @@ impl NewAuditRow {
             enclave_seq: None,
             jwt_sha256: None,
             enclave_head: None,
+            signing_input: None,
             status: None,
             detail: String::new(),
         }
@@ -202,15 +206,19 @@ impl NewAuditRow {
         self
     }
 
-    /// Sets the key id and `jti`.
-    /// The fields of a JWT the enclave signed: its wallet, `kid`, `jti`, and its place in
-    /// the enclave's chain. Every row about a signed token is built through this.
+    /// The fields of a JWT the enclave signed: its wallet, `kid`, `jti`, its place in the
+    /// enclave's chain and its signing input. Every row about a signed token is built
+    /// through this.
     pub fn signed(self, minted: &agentkeys_wire::MintedJwt) -> NewAuditRow {
-        self.wallet(&*minted.wallet)
+        let mut row = self
+            .wallet(&*minted.wallet)
             .token_ids(&*minted.kid, &*minted.jti)
-            .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head)
+            .enclave(minted.epoch, minted.seq, minted.jwt_sha256, minted.head);
+        row.signing_input = agentkeys_wire::signing_input(&minted.jwt).map(str::to_owned);
+        row
     }
 
+    /// Sets the key id and `jti`.
     pub fn token_ids(mut self, kid: impl Into<String>, jti: impl Into<String>) -> NewAuditRow {
         self.kid = Some(kid.into());
         self.jti = Some(jti.into());

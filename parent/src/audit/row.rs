@@ -4,7 +4,7 @@
 //!
 //! | field | encoding |
 //! |---|---|
-//! | domain tag | the 22 bytes `agentkeys-audit-row-v1` |
+//! | domain tag | `agentkeys-audit-row-v2` (22 bytes; `-v1` for format 1) |
 //! | `id`, `ts_ms` | i64 big-endian, 8 bytes each |
 //! | `event`, `outcome`, `detail` (at its place below) | u32 big-endian length ‖ UTF-8 |
 //! | optional fields | `0x00` when absent; `0x01` ‖ value when present |
@@ -13,8 +13,14 @@
 //! | optional hashes | value = the 32 raw bytes |
 //!
 //! Field order: id, ts_ms, event, outcome, bearer_sha256, wallet, kid, jti,
-//! enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail.
-//! The first row's `prev_hash` is [`GENESIS_PREV_HASH`].
+//! enclave_epoch, enclave_seq, jwt_sha256, enclave_head, signing_input (format 2 only),
+//! status, detail. The first row's `prev_hash` is [`GENESIS_PREV_HASH`].
+//!
+//! Format 2 adds `signing_input`, the JWS signing input of the token a row is about (its
+//! header and claims without the signature, so not a usable token), which the enclave's
+//! chain hashes: `audit verify` checks the row's wallet, `kid`, `jti`, epoch and seq
+//! against the claims the enclave signed. Format 1 rows (logs written before format 2)
+//! have no such field and are walked with the format 1 encoding.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -24,14 +30,52 @@ use super::NewAuditRow;
 /// The `prev_hash` of the first row: 32 zero bytes.
 pub const GENESIS_PREV_HASH: [u8; 32] = [0u8; 32];
 
-/// Domain separation for the row encoding (version 1 of the row format).
-const ROW_DOMAIN: &[u8] = b"agentkeys-audit-row-v1";
+/// The encoding a stored row was hashed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RowFormat {
+    /// Without `signing_input`; rows of logs written before format 2.
+    V1,
+    /// With `signing_input`; every row this build writes.
+    V2,
+}
+
+impl RowFormat {
+    /// The format this build writes.
+    pub const CURRENT: RowFormat = RowFormat::V2;
+
+    /// The number stored in the `row_format` column.
+    pub fn number(self) -> i64 {
+        match self {
+            RowFormat::V1 => 1,
+            RowFormat::V2 => 2,
+        }
+    }
+
+    /// Parses a stored `row_format`.
+    pub fn from_number(n: i64) -> Option<RowFormat> {
+        match n {
+            1 => Some(RowFormat::V1),
+            2 => Some(RowFormat::V2),
+            _ => None,
+        }
+    }
+
+    /// Domain separation for the row encoding.
+    fn domain(self) -> &'static [u8] {
+        match self {
+            RowFormat::V1 => b"agentkeys-audit-row-v1",
+            RowFormat::V2 => b"agentkeys-audit-row-v2",
+        }
+    }
+}
 
 /// One row as stored: the appended entry, where it sits in the log and its chain hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
     /// Position in the log (1, 2, …).
     pub id: i64,
+    /// The encoding its hash covers.
+    pub format: RowFormat,
     /// When the row was appended (UNIX milliseconds).
     pub ts_ms: i64,
     /// What was appended.
@@ -57,6 +101,8 @@ pub struct AuditRowJson<'a> {
     enclave_seq: Option<u64>,
     jwt_sha256: Option<String>,
     enclave_head: Option<String>,
+    signing_input: Option<&'a str>,
+    row_format: i64,
     status: Option<u16>,
     detail: &'a str,
     prev_hash: String,
@@ -80,6 +126,8 @@ impl AuditRow {
             enclave_seq: entry.enclave_seq,
             jwt_sha256: entry.jwt_sha256.map(hex::encode),
             enclave_head: entry.enclave_head.map(hex::encode),
+            signing_input: entry.signing_input.as_deref(),
+            row_format: self.format.number(),
             status: entry.status,
             detail: &entry.detail,
             prev_hash: hex::encode(self.prev_hash),
@@ -92,17 +140,18 @@ impl AuditRow {
         row_hash(&self.prev_hash, &self.encode())
     }
 
-    /// The canonical encoding (see the module documentation).
+    /// The canonical encoding in the row's format (see the module documentation).
     pub fn encode(&self) -> Vec<u8> {
-        encode_row(self.id, self.ts_ms, &self.entry)
+        encode_row(self.format, self.id, self.ts_ms, &self.entry)
     }
 }
 
-/// The canonical encoding of `entry` stored as row `id` at `ts_ms` (see the module
-/// documentation).
-pub fn encode_row(id: i64, ts_ms: i64, entry: &NewAuditRow) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + entry.detail.len());
-    out.extend_from_slice(ROW_DOMAIN);
+/// The canonical encoding in `format` of `entry` stored as row `id` at `ts_ms` (see the
+/// module documentation). Format 1 leaves `signing_input` out.
+pub fn encode_row(format: RowFormat, id: i64, ts_ms: i64, entry: &NewAuditRow) -> Vec<u8> {
+    let signing_input_len = entry.signing_input.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(256 + signing_input_len + entry.detail.len());
+    out.extend_from_slice(format.domain());
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&ts_ms.to_be_bytes());
     put_str(&mut out, entry.event.as_str());
@@ -115,6 +164,9 @@ pub fn encode_row(id: i64, ts_ms: i64, entry: &NewAuditRow) -> Vec<u8> {
     put_opt_u64(&mut out, entry.enclave_seq);
     put_opt_hash(&mut out, entry.jwt_sha256.as_ref());
     put_opt_hash(&mut out, entry.enclave_head.as_ref());
+    if format >= RowFormat::V2 {
+        put_opt_str(&mut out, entry.signing_input.as_deref());
+    }
     match entry.status {
         None => out.push(0),
         Some(s) => {
@@ -180,6 +232,7 @@ mod tests {
     fn sample() -> AuditRow {
         AuditRow {
             id: 1,
+            format: RowFormat::V2,
             ts_ms: 1_700_000_000_000,
             entry: NewAuditRow {
                 event: AuditEvent::MintJwt,
@@ -192,6 +245,7 @@ mod tests {
                 enclave_seq: Some(1),
                 jwt_sha256: Some([2; 32]),
                 enclave_head: Some([3; 32]),
+                signing_input: Some("aGVhZA.Y2xhaW1z".into()),
                 status: Some(200),
                 detail: String::new(),
             },
@@ -242,6 +296,12 @@ mod tests {
         r.entry.enclave_head = None;
         variants.push(r);
         let mut r = base.clone();
+        r.entry.signing_input = Some("aGVhZA.Y2xhaW1Z".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.format = RowFormat::V1;
+        variants.push(r);
+        let mut r = base.clone();
         r.entry.status = Some(201);
         variants.push(r);
         let mut r = base.clone();
@@ -281,6 +341,32 @@ mod tests {
         h.update(r.encode());
         let expected: [u8; 32] = h.finalize().into();
         assert_eq!(r.compute_hash(), expected);
-        assert!(r.encode().starts_with(b"agentkeys-audit-row-v1"));
+        assert!(r.encode().starts_with(b"agentkeys-audit-row-v2"));
+    }
+
+    /// Format 1 is the format 2 encoding without `signing_input`, under its own domain, so
+    /// logs written before format 2 still verify.
+    #[test]
+    fn format_1_leaves_the_signing_input_out() {
+        let mut r = sample();
+        r.entry.signing_input = None;
+        let v2 = r.encode();
+        r.format = RowFormat::V1;
+        let v1 = r.encode();
+        assert!(v1.starts_with(b"agentkeys-audit-row-v1"));
+        // v2 has one more byte: the absent signing_input's 0x00.
+        assert_eq!(v2.len(), v1.len() + 1);
+        assert_eq!(
+            &v1[22..],
+            &{
+                let mut without = v2[22..].to_vec();
+                let at = without.len() - 1 - 4 - 2 - 1; // before status (0x01 ‖ u16) and detail
+                assert_eq!(without.remove(at), 0);
+                without
+            }[..]
+        );
+        assert_eq!(RowFormat::from_number(1), Some(RowFormat::V1));
+        assert_eq!(RowFormat::from_number(2), Some(RowFormat::V2));
+        assert_eq!(RowFormat::from_number(3), None);
     }
 }

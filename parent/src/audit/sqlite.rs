@@ -11,13 +11,17 @@ use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::row::{encode_row, row_hash, AuditRow, GENESIS_PREV_HASH};
+use super::row::{encode_row, row_hash, AuditRow, RowFormat, GENESIS_PREV_HASH};
 use super::{
     AuditError, AuditEvent, AuditReceipt, AuditStore, GroupCommitConfig, NewAuditRow, Outcome,
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The oldest schema version this build reads (and migrates when it opens the log to
+/// write).
+pub(crate) const OLDEST_SCHEMA_VERSION: i64 = 1;
 
 /// Schema version 1. `enclave_epoch`/`enclave_seq` are u64 values stored bit-for-bit in
 /// SQLite's signed 64-bit INTEGER. Hashes are lower-case hex.
@@ -48,14 +52,40 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused'); END;
 CREATE TABLE IF NOT EXISTS audit_probe (x INTEGER) STRICT;
 ";
 
+/// Schema version 2 over version 1: each row's JWS signing input, and the row format its
+/// hash covers (rows written before this migration keep format 1).
+const MIGRATE_V1_TO_V2: &str = "
+ALTER TABLE audit_log ADD COLUMN signing_input TEXT;
+ALTER TABLE audit_log ADD COLUMN row_format INTEGER NOT NULL DEFAULT 1;
+";
+
+/// The migrations from each version to the next, in order: entry `i` takes version `i`
+/// to `i + 1` (version 0 is an empty database).
+const MIGRATIONS: [&str; 2] = [SCHEMA_V1, MIGRATE_V1_TO_V2];
+
 /// The columns of `audit_log` in the order [`row_from_sql`] reads them.
 pub(crate) const ROW_COLUMNS: &str = "id, ts_ms, event, outcome, bearer_sha256, wallet, kid, \
-     jti, enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail, prev_hash, row_hash";
+     jti, enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail, prev_hash, \
+     row_hash, signing_input, row_format";
+
+/// [`ROW_COLUMNS`] of a schema version 1 log, read without migrating it.
+const ROW_COLUMNS_V1: &str = "id, ts_ms, event, outcome, bearer_sha256, wallet, kid, \
+     jti, enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail, prev_hash, \
+     row_hash, NULL, 1";
+
+/// The select list reading rows of a log at schema `version` in [`ROW_COLUMNS`] order.
+pub(crate) fn row_columns(version: i64) -> &'static str {
+    if version == 1 {
+        ROW_COLUMNS_V1
+    } else {
+        ROW_COLUMNS
+    }
+}
 
 const INSERT_ROW: &str = "INSERT INTO audit_log (id, ts_ms, event, outcome, bearer_sha256, \
      wallet, kid, jti, enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail, \
-     prev_hash, row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-     ?15, ?16)";
+     prev_hash, row_hash, signing_input, row_format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
 /// How long a reading connection waits for a lock held by another process (e.g.
 /// `audit verify` reading while the broker writes) before failing: 5 s is far above any
@@ -314,21 +344,27 @@ fn init_schema(conn: &Connection, path: &Path) -> Result<(), AuditError> {
         let found: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| open_error(path, e))?;
-        match found {
-            0 => {
-                conn.execute_batch(SCHEMA_V1)
-                    .map_err(|e| open_error(path, e))?;
-                conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(|e| open_error(path, e))?;
-                Ok(())
-            }
-            SCHEMA_VERSION => Ok(()),
-            other => Err(AuditError::UnsupportedSchema {
+        let from = usize::try_from(found)
+            .ok()
+            .filter(|v| *v <= MIGRATIONS.len())
+            .ok_or_else(|| AuditError::UnsupportedSchema {
                 path: path.to_path_buf(),
-                found: other,
+                found,
                 supported: SCHEMA_VERSION,
-            }),
+            })?;
+        // Every step runs in this one transaction: a failed migration changes nothing.
+        for (version, migration) in MIGRATIONS.iter().enumerate().skip(from) {
+            conn.execute_batch(migration)
+                .map_err(|e| open_error(path, e))?;
+            if found > 0 {
+                tracing::info!(path = %path.display(), from = version, to = version + 1, "audit log schema migrated");
+            }
         }
+        if from < MIGRATIONS.len() {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(|e| open_error(path, e))?;
+        }
+        Ok(())
     })();
     match result {
         Ok(()) => conn
@@ -501,7 +537,7 @@ fn write_batch(
         let mut stmt = tx.prepare_cached(INSERT_ROW).map_err(|e| e.to_string())?;
         for (i, (new, ts_ms)) in withheld.iter().chain(batch.iter()).enumerate() {
             let id = last_id + 1;
-            let hash = row_hash(&prev, &encode_row(id, *ts_ms, new));
+            let hash = row_hash(&prev, &encode_row(RowFormat::CURRENT, id, *ts_ms, new));
             let mut hex_buffers = HexBuffers::default();
             stmt.execute(params![
                 id,
@@ -520,6 +556,8 @@ fn write_batch(
                 new.detail,
                 hex_buffers.prev.encode(&prev),
                 hex_buffers.hash.encode(&hash),
+                new.signing_input,
+                RowFormat::CURRENT.number(),
             ])
             .map_err(|e| e.to_string())?;
             if i >= withheld.len() {
@@ -632,6 +670,8 @@ pub(crate) fn row_from_sql(
     let detail: String = r.get(13)?;
     let prev: String = r.get(14)?;
     let hash: String = r.get(15)?;
+    let signing_input: Option<String> = r.get(16)?;
+    let format: i64 = r.get(17)?;
     let bad = |column: &'static str, value: &str| RowDecodeError {
         id,
         column,
@@ -644,6 +684,8 @@ pub(crate) fn row_from_sql(
     let decoded = (|| {
         Ok(AuditRow {
             id,
+            format: RowFormat::from_number(format)
+                .ok_or_else(|| bad("row_format", &format.to_string()))?,
             ts_ms,
             entry: NewAuditRow {
                 event: AuditEvent::parse(&event).ok_or_else(|| bad("event", &event))?,
@@ -656,6 +698,7 @@ pub(crate) fn row_from_sql(
                 enclave_seq: seq.map(u64_from_sql),
                 jwt_sha256: opt_hash("jwt_sha256", jwt)?,
                 enclave_head: opt_hash("enclave_head", head)?,
+                signing_input,
                 status: match status {
                     None => None,
                     Some(s) => Some(u16::try_from(s).map_err(|_| bad("status", &s.to_string()))?),
@@ -742,6 +785,133 @@ mod tests {
         );
     }
 
+    /// Writes `rows` into a schema version 1 log at `path`, hashed in row format 1.
+    fn write_v1_log(path: &Path, rows: &[NewAuditRow]) {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch(SCHEMA_V1).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        let mut prev = GENESIS_PREV_HASH;
+        for (i, row) in rows.iter().enumerate() {
+            let id = i as i64 + 1;
+            let ts_ms = 1_700_000_000_000 + id;
+            let hash = row_hash(&prev, &encode_row(RowFormat::V1, id, ts_ms, row));
+            c.execute(
+                "INSERT INTO audit_log (id, ts_ms, event, outcome, bearer_sha256, wallet, kid, \
+                 jti, enclave_epoch, enclave_seq, jwt_sha256, enclave_head, status, detail, \
+                 prev_hash, row_hash) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8, ?9, ?10, \
+                 ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    id,
+                    ts_ms,
+                    row.event.as_str(),
+                    row.outcome.as_str(),
+                    row.wallet,
+                    row.kid,
+                    row.jti,
+                    row.enclave_epoch.map(u64_to_sql),
+                    row.enclave_seq.map(u64_to_sql),
+                    row.jwt_sha256.map(hex::encode),
+                    row.enclave_head.map(hex::encode),
+                    row.status,
+                    row.detail,
+                    hex::encode(prev),
+                    hex::encode(hash),
+                ],
+            )
+            .unwrap();
+            prev = hash;
+        }
+    }
+
+    /// A log written before row format 2 verifies as it is, is migrated when the broker
+    /// opens it (its rows untouched), and verifies afterwards with rows of both formats.
+    #[tokio::test]
+    async fn a_schema_1_log_is_migrated_and_still_verifies() {
+        use agentkeys_wire::{chain_next, ChainVersion};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let jwt_sha256 = [4u8; 32];
+        let head = chain_next(&ChainVersion::V1.genesis(3), 1, &jwt_sha256);
+        let v1_rows = [
+            NewAuditRow::new(AuditEvent::AuthFailed, Outcome::Failure).status(401),
+            NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success)
+                .wallet("0x00000000000000000000000000000000000000aa")
+                .token_ids("k", "j")
+                .enclave(3, 1, jwt_sha256, head)
+                .status(200),
+        ];
+        write_v1_log(&path, &v1_rows);
+        let before = crate::audit::verify_chain(&path, None).unwrap();
+        assert!(before.is_ok(), "{}", before.render());
+        assert_eq!(before.rows_checked, 2);
+
+        let store = SqliteAuditStore::open(&path, GroupCommitConfig::default()).unwrap();
+        store
+            .append(NewAuditRow::new(AuditEvent::AuthFailed, Outcome::Failure).status(401))
+            .await
+            .unwrap();
+        store.close();
+        let c = Connection::open(&path).unwrap();
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let formats: Vec<i64> = c
+            .prepare("SELECT row_format FROM audit_log ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(formats, [1, 1, 2]);
+        let after = crate::audit::verify_chain(&path, None).unwrap();
+        assert!(after.is_ok(), "{}", after.render());
+        assert_eq!(after.rows_checked, 3);
+        assert_eq!(after.last_row_hash.as_deref().map(str::len), Some(64));
+    }
+
+    /// A format 2 row rewritten as format 1 (to escape the checks against its signing
+    /// input), the parent's chain recomputed, is named.
+    #[tokio::test]
+    async fn a_row_rewritten_in_format_1_after_format_2_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = SqliteAuditStore::open(&path, GroupCommitConfig::default()).unwrap();
+        for _ in 0..2 {
+            store
+                .append(NewAuditRow::new(AuditEvent::AuthFailed, Outcome::Failure))
+                .await
+                .unwrap();
+        }
+        store.close();
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("DROP TRIGGER audit_log_no_update").unwrap();
+        let rows: Vec<AuditRow> = c
+            .prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id"))
+            .unwrap()
+            .query_map([], |r| Ok(row_from_sql(r).unwrap().unwrap()))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut prev = rows[0].row_hash;
+        let mut second = rows[1].clone();
+        second.format = RowFormat::V1;
+        second.prev_hash = prev;
+        prev = second.compute_hash();
+        c.execute(
+            "UPDATE audit_log SET row_format = 1, row_hash = ?1 WHERE id = 2",
+            [hex::encode(prev)],
+        )
+        .unwrap();
+        let report = crate::audit::verify_chain(&path, None).unwrap();
+        assert_eq!(
+            report.failures,
+            [crate::audit::VerifyFailure::FormatDowngrade { id: 2, after: 1 }],
+            "{}",
+            report.render()
+        );
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -756,7 +926,7 @@ mod tests {
                 err,
                 AuditError::UnsupportedSchema {
                     found: 99,
-                    supported: 1,
+                    supported: SCHEMA_VERSION,
                     ..
                 }
             ),

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::audit::row::AuditRow;
-use crate::audit::sqlite::{open_read_only, row_from_sql, ROW_COLUMNS};
+use crate::audit::sqlite::{row_columns, row_from_sql};
 use crate::audit::verify::{
     load_checkpoint, verify_chain, AuditVerifyError, CheckpointError, CheckpointTrust,
     VerifyFailure, VerifyReport,
@@ -98,6 +98,14 @@ pub struct VerifyArgs {
     /// The issuer's KMS key ARN (the one the enclave image is pinned to), for --cloudtrail.
     #[arg(long, value_name = "ARN")]
     pub kms_key_arn: Option<String>,
+    /// Tokens found outside the broker, one compact JWT per line; repeatable. Each must
+    /// verify with --jwks and have its row (named by its agentkeys_epoch and agentkeys_seq
+    /// claims), holding the same token and not marked mint_withheld.
+    #[arg(long = "token", value_name = "FILE", requires = "jwks")]
+    pub tokens: Vec<PathBuf>,
+    /// The issuer's JWKS (as `agentkeys-attest verify --issuer` checked it), for --token.
+    #[arg(long, value_name = "FILE")]
+    pub jwks: Option<PathBuf>,
 }
 
 /// Printed when a checkpoint is checked without a PCR policy.
@@ -213,6 +221,9 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if !args.cloudtrail.is_empty() {
         check_cloudtrail(&args, &mut report)?;
     }
+    if !args.tokens.is_empty() {
+        check_found_tokens(&args, &mut report)?;
+    }
     print!("{}", report.render());
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
@@ -260,23 +271,42 @@ fn check_cloudtrail(args: &VerifyArgs, report: &mut VerifyReport) -> anyhow::Res
     Ok(())
 }
 
+/// Adds a failure for every token in the --token files that is not accounted for by its
+/// row.
+fn check_found_tokens(args: &VerifyArgs, report: &mut VerifyReport) -> anyhow::Result<()> {
+    use crate::audit::verify::tokens::{check_tokens, read_tokens};
+    let jwks_path = args
+        .jwks
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--token needs --jwks FILE"))?;
+    let jwks_bytes = std::fs::read(jwks_path)
+        .map_err(|e| anyhow::anyhow!("--jwks: cannot read {}: {e}", jwks_path.display()))?;
+    let jwks = agentkeys_attestation::jwks::parse_jwks(&jwks_bytes)
+        .map_err(|e| anyhow::anyhow!("--jwks {}: {e}", jwks_path.display()))?;
+    let mut tokens = Vec::new();
+    for file in &args.tokens {
+        tokens.extend(read_tokens(file)?);
+    }
+    let accounted = check_tokens(&args.db, &tokens, &jwks, report)?;
+    eprintln!(
+        "tokens: {accounted} of {} found tokens have their row",
+        tokens.len()
+    );
+    Ok(())
+}
+
 /// The last `n` rows, oldest first.
 pub fn recent_rows(db: &Path, n: usize) -> Result<Vec<AuditRow>, AuditCliError> {
     let sql_err = |source| AuditCliError::Sqlite {
         path: db.to_path_buf(),
         source,
     };
-    if !db.exists() {
-        return Err(AuditVerifyError::Missing {
-            path: db.to_path_buf(),
-        }
-        .into());
-    }
-    let conn = open_read_only(db).map_err(sql_err)?;
+    let (conn, version) = crate::audit::verify::open_log(db)?;
     let limit = i64::try_from(n).unwrap_or(i64::MAX);
     let mut stmt = conn
         .prepare(&format!(
-            "SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ?1"
+            "SELECT {} FROM audit_log ORDER BY id DESC LIMIT ?1",
+            row_columns(version)
         ))
         .map_err(sql_err)?;
     let mut rows = stmt.query([limit]).map_err(sql_err)?;

@@ -327,7 +327,7 @@ fn sample_signing_input() -> Vec<u8> {
         r#"{"alg":"ES256","kid":"Zk0aPZVw2T7VxS0eW2lQj9eXb8yVQm6iKxqJm0n3cF8","typ":"JWT"}"#;
     let wallet = "0x00000000000000000000000000000000be7c0001";
     let claims = format!(
-        r#"{{"iss":"https://broker.example.com","sub":"agentkeys:agent:{wallet}","aud":"sts.amazonaws.com","iat":1700000000,"nbf":1700000000,"exp":1700000300,"jti":"6f1c0a3e5b7d49e8a2c4f6b8d0e1a3c5","agentkeys_user_wallet":"{wallet}","https://aws.amazon.com/tags":{{"principal_tags":{{"agentkeys_user_wallet":["{wallet}"]}},"transitive_tag_keys":["agentkeys_user_wallet"]}}}}"#
+        r#"{{"iss":"https://broker.example.com","sub":"agentkeys:agent:{wallet}","aud":"sts.amazonaws.com","iat":1700000000,"nbf":1700000000,"exp":1700000300,"jti":"6f1c0a3e5b7d49e8a2c4f6b8d0e1a3c5","agentkeys_user_wallet":"{wallet}","agentkeys_epoch":"18000000000000000007","agentkeys_seq":1,"https://aws.amazon.com/tags":{{"principal_tags":{{"agentkeys_user_wallet":["{wallet}"]}},"transitive_tag_keys":["agentkeys_user_wallet"]}}}}"#
     );
     format!(
         "{}.{}",

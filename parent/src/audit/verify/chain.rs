@@ -3,13 +3,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use agentkeys_wire::{chain_genesis, chain_next, CheckpointStatement};
+use agentkeys_wire::{chain_next, signing_input_sha256, ChainVersion, CheckpointStatement};
 use rusqlite::Connection;
 
+use super::signed::{disagreements, parse_signing_input};
 use super::{fmt_range, CheckpointSummary, EpochSummary, VerifyFailure, VerifyReport};
-use crate::audit::row::{AuditRow, GENESIS_PREV_HASH};
+use crate::audit::row::{AuditRow, RowFormat, GENESIS_PREV_HASH};
 use crate::audit::sqlite::{
-    decode_hash, open_read_only, row_from_sql, RowDecodeError, ROW_COLUMNS, SCHEMA_VERSION,
+    decode_hash, open_read_only, row_columns, row_from_sql, RowDecodeError, OLDEST_SCHEMA_VERSION,
+    SCHEMA_VERSION,
 };
 
 /// The first sequence number in every enclave epoch (the enclave counts from 1; a
@@ -19,7 +21,7 @@ const FIRST_SEQ: u64 = 1;
 /// At most this many failures are collected (the first one is what matters).
 const MAX_FAILURES: usize = 100;
 
-/// The column index of `row_hash` in [`ROW_COLUMNS`].
+/// The column index of `row_hash` in `ROW_COLUMNS`.
 const ROW_HASH_COLUMN: usize = 15;
 
 /// The database could not be read as an audit log at all.
@@ -41,21 +43,26 @@ pub enum AuditVerifyError {
         source: rusqlite::Error,
     },
     /// It is not an audit log of a supported version.
-    #[error("{path} is not an audit log this build can read (user_version {found}, expected {expected})")]
+    #[error("{path} is not an audit log this build can read (user_version {found}, expected {oldest} to {newest})")]
     WrongSchema {
         /// The path given.
         path: PathBuf,
         /// `PRAGMA user_version`.
         found: i64,
+        /// The oldest schema version this build reads.
+        oldest: i64,
         /// [`SCHEMA_VERSION`].
-        expected: i64,
+        newest: i64,
     },
 }
 
 /// One enclave-chain entry found in the log.
 struct SeqEntry {
     seq: u64,
-    jwt_sha256: [u8; 32],
+    /// What the chain hashes at `seq`: the signing input's hash (version 2) or the JWT's
+    /// (version 1).
+    entry_sha256: [u8; 32],
+    version: ChainVersion,
     head: Option<[u8; 32]>,
     id: i64,
 }
@@ -71,7 +78,7 @@ pub fn verify_chain(
     path: &Path,
     checkpoint: Option<&CheckpointStatement>,
 ) -> Result<VerifyReport, AuditVerifyError> {
-    let conn = open_log(path)?;
+    let (conn, version) = open_log(path)?;
     let mut report = VerifyReport {
         db: path.to_path_buf(),
         rows_checked: 0,
@@ -82,7 +89,7 @@ pub fn verify_chain(
         failures: Vec::new(),
         warnings: Vec::new(),
     };
-    let epochs = walk_log(&conn, path, &mut report)?;
+    let epochs = walk_log(&conn, version, path, &mut report)?;
     let checkpoint_entries = check_enclave_epochs(epochs, checkpoint, &mut report);
     if let Some(cp) = checkpoint {
         let entries = checkpoint_entries.unwrap_or_default();
@@ -106,8 +113,9 @@ fn fail(report: &mut VerifyReport, failure: VerifyFailure) {
     }
 }
 
-/// Opens the log read-only, checking that it exists and has the supported schema.
-fn open_log(path: &Path) -> Result<Connection, AuditVerifyError> {
+/// Opens the log read-only, checking that it exists and has a schema this build reads;
+/// returns the connection and the schema version.
+pub fn open_log(path: &Path) -> Result<(Connection, i64), AuditVerifyError> {
     if !path.exists() {
         return Err(AuditVerifyError::Missing {
             path: path.to_path_buf(),
@@ -117,25 +125,27 @@ fn open_log(path: &Path) -> Result<Connection, AuditVerifyError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(sqlite_error(path))?;
-    if version != SCHEMA_VERSION {
+    if !(OLDEST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&version) {
         return Err(AuditVerifyError::WrongSchema {
             path: path.to_path_buf(),
             found: version,
-            expected: SCHEMA_VERSION,
+            oldest: OLDEST_SCHEMA_VERSION,
+            newest: SCHEMA_VERSION,
         });
     }
-    Ok(conn)
+    Ok((conn, version))
 }
 
 /// Checks the parent's chain over one consistent snapshot of the log.
 fn walk_log(
     conn: &Connection,
+    version: i64,
     path: &Path,
     report: &mut VerifyReport,
 ) -> Result<EpochEntries, AuditVerifyError> {
     // One read transaction: a consistent snapshot even while the broker appends.
     conn.execute_batch("BEGIN").map_err(sqlite_error(path))?;
-    let epochs = walk_rows(conn, path, report)?;
+    let epochs = walk_rows(conn, version, path, report)?;
     // Read-only snapshot: ending it cannot lose anything.
     let _ = conn.execute_batch("COMMIT");
     Ok(epochs)
@@ -144,16 +154,19 @@ fn walk_log(
 /// Checks every row in id order against the one before it, collecting enclave entries.
 fn walk_rows(
     conn: &Connection,
+    version: i64,
     path: &Path,
     report: &mut VerifyReport,
 ) -> Result<EpochEntries, AuditVerifyError> {
     let sql_err = sqlite_error(path);
+    let columns = row_columns(version);
     let mut stmt = conn
-        .prepare(&format!("SELECT {ROW_COLUMNS} FROM audit_log ORDER BY id"))
+        .prepare(&format!("SELECT {columns} FROM audit_log ORDER BY id"))
         .map_err(&sql_err)?;
     let mut rows = stmt.query([]).map_err(&sql_err)?;
     let mut previous: ChainLink = None;
     let mut epochs = EpochEntries::new();
+    let mut first_format_2: Option<i64> = None;
     while let Some(r) = rows.next().map_err(&sql_err)? {
         let row = match row_from_sql(r).map_err(&sql_err)? {
             Ok(row) => row,
@@ -165,7 +178,8 @@ fn walk_rows(
         report.rows_checked += 1;
         check_link(&row, previous, report);
         check_row_hash(&row, report);
-        collect_enclave_entry(&row, &mut epochs);
+        check_format_order(&row, &mut first_format_2, report);
+        collect_enclave_entry(&row, &mut epochs, report);
         report.last_id = Some(row.id);
         report.last_row_hash = Some(hex::encode(row.row_hash));
         previous = Some((row.id, row.row_hash));
@@ -239,20 +253,73 @@ fn check_row_hash(row: &AuditRow, report: &mut VerifyReport) {
     }
 }
 
-/// Files the row's enclave `(epoch, seq, jwt_sha256)`, when it carries one, under its epoch.
-fn collect_enclave_entry(row: &AuditRow, epochs: &mut EpochEntries) {
-    if let (Some(epoch), Some(seq), Some(jwt)) = (
-        row.entry.enclave_epoch,
-        row.entry.enclave_seq,
-        row.entry.jwt_sha256,
-    ) {
-        epochs.entry(epoch).or_default().push(SeqEntry {
-            seq,
-            jwt_sha256: jwt,
-            head: row.entry.enclave_head,
-            id: row.id,
-        });
+/// Checks that no format 1 row follows a format 2 row: a row rewritten in format 1 would
+/// escape the checks against its signing input.
+fn check_format_order(row: &AuditRow, first_format_2: &mut Option<i64>, report: &mut VerifyReport) {
+    match (row.format, *first_format_2) {
+        (RowFormat::V2, None) => *first_format_2 = Some(row.id),
+        (RowFormat::V1, Some(after)) => {
+            fail(report, VerifyFailure::FormatDowngrade { id: row.id, after })
+        }
+        _ => {}
     }
+}
+
+/// Files the row's enclave chain entry, when it carries one, under its epoch. A format 2
+/// row must hold the signing input its entry hashes, and agree with the claims in it.
+fn collect_enclave_entry(row: &AuditRow, epochs: &mut EpochEntries, report: &mut VerifyReport) {
+    let entry = &row.entry;
+    let (Some(epoch), Some(seq)) = (entry.enclave_epoch, entry.enclave_seq) else {
+        return;
+    };
+    let (entry_sha256, version) = match row.format {
+        RowFormat::V1 => match entry.jwt_sha256 {
+            Some(jwt) => (jwt, ChainVersion::V1),
+            None => return,
+        },
+        RowFormat::V2 => {
+            let Some(signing_input) = entry.signing_input.as_deref() else {
+                fail(
+                    report,
+                    VerifyFailure::Unanchored {
+                        id: row.id,
+                        epoch,
+                        seq,
+                    },
+                );
+                return;
+            };
+            match parse_signing_input(signing_input) {
+                Ok(signed) => {
+                    for d in disagreements(entry, &signed) {
+                        let f = VerifyFailure::DisagreesWithSigned {
+                            id: row.id,
+                            field: d.field.to_owned(),
+                            row: d.row,
+                            signed: d.signed,
+                        };
+                        fail(report, f);
+                    }
+                }
+                Err(e) => fail(
+                    report,
+                    VerifyFailure::Malformed {
+                        id: row.id,
+                        column: "signing_input".to_owned(),
+                        value: e.to_string(),
+                    },
+                ),
+            }
+            (signing_input_sha256(signing_input), ChainVersion::V2)
+        }
+    };
+    epochs.entry(epoch).or_default().push(SeqEntry {
+        seq,
+        entry_sha256,
+        version,
+        head: entry.enclave_head,
+        id: row.id,
+    });
 }
 
 /// Checks the enclave chain of every epoch; returns the entries of the checkpoint's epoch.
@@ -284,7 +351,7 @@ fn dedup_seqs(epoch: u64, mut entries: Vec<SeqEntry>, report: &mut VerifyReport)
     for e in entries {
         match unique.last() {
             Some(last) if last.seq == e.seq => {
-                if last.jwt_sha256 != e.jwt_sha256 {
+                if last.entry_sha256 != e.entry_sha256 {
                     let f = VerifyFailure::ConflictingSeq {
                         epoch,
                         seq: e.seq,
@@ -314,8 +381,11 @@ fn check_epoch_chain(epoch: u64, unique: &[SeqEntry], report: &mut VerifyReport)
         max_seq: unique.last().map_or(0, |e| e.seq),
         gaps: Vec::new(),
     };
-    // Recompute while seqs are contiguous from FIRST_SEQ.
-    let mut head = chain_genesis(epoch);
+    // Recompute while seqs are contiguous from FIRST_SEQ, in the chain version of the
+    // epoch's first entry; an entry of another version is a row rewritten in another
+    // format.
+    let version = epoch_version(unique);
+    let mut head = version.genesis(epoch);
     let mut expected = FIRST_SEQ;
     let mut contiguous = true;
     for e in unique {
@@ -325,8 +395,14 @@ fn check_epoch_chain(epoch: u64, unique: &[SeqEntry], report: &mut VerifyReport)
             }
             contiguous = false;
         }
+        if e.version != version {
+            fail(
+                report,
+                VerifyFailure::MixedChainVersions { id: e.id, epoch },
+            );
+        }
         if contiguous {
-            head = chain_next(&head, e.seq, &e.jwt_sha256);
+            head = chain_next(&head, e.seq, &e.entry_sha256);
             if let Some(recorded) = e.head {
                 if recorded != head {
                     let f = VerifyFailure::EnclaveHeadMismatch {
@@ -341,6 +417,11 @@ fn check_epoch_chain(epoch: u64, unique: &[SeqEntry], report: &mut VerifyReport)
         expected = e.seq.saturating_add(1);
     }
     summary
+}
+
+/// The chain version of an epoch: its first entry's (the current one when it has none).
+fn epoch_version(entries: &[SeqEntry]) -> ChainVersion {
+    entries.first().map_or(ChainVersion::CURRENT, |e| e.version)
 }
 
 /// The warning for an epoch whose seq gaps no checkpoint decides.
@@ -365,7 +446,8 @@ fn check_checkpoint(
     entries: &[SeqEntry],
     report: &mut VerifyReport,
 ) -> CheckpointSummary {
-    let mut head = chain_genesis(cp.epoch);
+    // A checkpoint is attested by an enclave that keeps the current chain version.
+    let mut head = ChainVersion::CURRENT.genesis(cp.epoch);
     let mut expected = FIRST_SEQ;
     let mut complete = true;
     let mut rows_after = 0u64;
@@ -385,7 +467,7 @@ fn check_checkpoint(
                 },
             );
         }
-        head = chain_next(&head, e.seq, &e.jwt_sha256);
+        head = chain_next(&head, e.seq, &e.entry_sha256);
         expected = e.seq.saturating_add(1);
     }
     if expected <= cp.seq {

@@ -4,25 +4,32 @@
 //! 1. Rows are walked in id order; every `row_hash` is recomputed and every `prev_hash`
 //!    compared with the previous row's hash. Ids must run 1, 2, 3, … An edited row, a
 //!    removed row or a rewritten suffix is named by id.
-//! 2. Rows that carry the enclave's `(epoch, seq, jwt_sha256)` (mint rows, `sts_failed`,
-//!    `mint_withheld`) are grouped by epoch and sorted by seq; the enclave chain is
-//!    recomputed from `chain_genesis(epoch)` and compared with each row's recorded
-//!    `enclave_head`.
-//! 3. With the enclave's checkpoint `(epoch, seq, head)`, every seq `1..=seq` of that
+//! 2. Rows about a signed JWT (mint rows, `sts_failed`, `mint_withheld`) hold its JWS
+//!    signing input; its claims must say what the row says (wallet, `kid`, `jti`, epoch,
+//!    seq), so a row edited and the parent's chain recomputed is still named.
+//! 3. Those rows are grouped by epoch and sorted by seq; the enclave chain is recomputed
+//!    from the epoch's genesis over the signing inputs' hashes and compared with each
+//!    row's recorded `enclave_head`.
+//! 4. With the enclave's checkpoint `(epoch, seq, head)`, every seq `1..=seq` of that
 //!    epoch must have a row and the recomputed head must equal `head`. This is the only
-//!    way to catch the most recent rows being dropped: the parent's own chain stays valid
-//!    when its tail is cut.
+//!    way to catch the most recent rows being dropped, or a signing input rewritten: the
+//!    parent's own chain stays valid when it is recomputed.
+//! 5. Tokens found elsewhere (`--token`, checked against the JWKS) each name their row by
+//!    their `agentkeys_epoch` and `agentkeys_seq` claims: the row must exist, hold the
+//!    same signing input, and not say the token was withheld ([`tokens`]).
 
 mod chain;
 mod checkpoint;
 pub mod cloudtrail;
+pub mod signed;
+pub mod tokens;
 
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use chain::{verify_chain, AuditVerifyError};
+pub use chain::{open_log, verify_chain, AuditVerifyError};
 pub use checkpoint::{
     checkpoint_from_document, checkpoint_from_json, document_in_checkpoint_file, load_checkpoint,
     CheckpointError, CheckpointTrust,
@@ -109,6 +116,70 @@ pub enum VerifyFailure {
         /// When CloudTrail saw it.
         time: String,
     },
+    /// A format 2 row records an enclave seq without the signing input the chain hashed.
+    Unanchored {
+        /// Row id.
+        id: i64,
+        /// Epoch.
+        epoch: u64,
+        /// Seq.
+        seq: u64,
+    },
+    /// A row says something other than the token it is about.
+    DisagreesWithSigned {
+        /// Row id.
+        id: i64,
+        /// The column.
+        field: String,
+        /// What the row holds.
+        row: String,
+        /// What the signed token holds.
+        signed: String,
+    },
+    /// A format 1 row follows a format 2 row.
+    FormatDowngrade {
+        /// Row id.
+        id: i64,
+        /// The first format 2 row.
+        after: i64,
+    },
+    /// An epoch's rows are hashed in two chain versions.
+    MixedChainVersions {
+        /// The row whose version differs from its epoch's first.
+        id: i64,
+        /// Epoch.
+        epoch: u64,
+    },
+    /// A token found elsewhere is not a token of this issuer (its signature or shape).
+    TokenInvalid {
+        /// Where it was found (file and line).
+        source: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A signed token whose `(epoch, seq)` has no row.
+    TokenWithoutRow {
+        /// Where it was found.
+        source: String,
+        /// Epoch.
+        epoch: u64,
+        /// Seq.
+        seq: u64,
+    },
+    /// A signed token whose row says it was withheld.
+    TokenWithheld {
+        /// Where it was found.
+        source: String,
+        /// The `mint_withheld` row.
+        id: i64,
+    },
+    /// A signed token whose row holds another signing input.
+    TokenDisagrees {
+        /// Where it was found.
+        source: String,
+        /// The row.
+        id: i64,
+    },
     /// Every seq is present but the recomputed head differs from the attested one.
     CheckpointHeadMismatch {
         /// Epoch.
@@ -172,7 +243,38 @@ impl fmt::Display for VerifyFailure {
             ),
             VerifyFailure::CheckpointHeadMismatch { epoch, seq, attested, computed } => write!(
                 f,
-                "epoch {epoch} up to seq {seq}: the log's JWT hashes give head {computed}, the enclave attested {attested}: a JWT hash was changed"
+                "epoch {epoch} up to seq {seq}: the log's signed tokens give head {computed}, the enclave attested {attested}: a token's signing input was changed"
+            ),
+            VerifyFailure::Unanchored { id, epoch, seq } => write!(
+                f,
+                "row {id} records enclave seq {seq} in epoch {epoch} but not the signing input the enclave hashed: it cannot be checked against what was signed"
+            ),
+            VerifyFailure::DisagreesWithSigned { id, field, row, signed } => write!(
+                f,
+                "row {id} was edited: its {field} is {row}, but the token the enclave signed says {signed}"
+            ),
+            VerifyFailure::FormatDowngrade { id, after } => write!(
+                f,
+                "row {id} is in row format 1 after row {after} in format 2: it was rewritten to escape the checks against its signing input"
+            ),
+            VerifyFailure::MixedChainVersions { id, epoch } => write!(
+                f,
+                "row {id} hashes epoch {epoch}'s enclave chain in another version than the epoch's first row: it was rewritten"
+            ),
+            VerifyFailure::TokenInvalid { source, reason } => {
+                write!(f, "token at {source} is not one of this issuer's: {reason}")
+            }
+            VerifyFailure::TokenWithoutRow { source, epoch, seq } => write!(
+                f,
+                "token at {source} was signed by the enclave (epoch {epoch}, seq {seq}) but the log has no row for it"
+            ),
+            VerifyFailure::TokenWithheld { source, id } => write!(
+                f,
+                "token at {source} is recorded as withheld (row {id}, mint_withheld), yet it was found outside the broker: the row was relabelled, or the parent leaked the token"
+            ),
+            VerifyFailure::TokenDisagrees { source, id } => write!(
+                f,
+                "token at {source} is not the token row {id} records for its epoch and seq: the row was rewritten"
             ),
         }
     }
