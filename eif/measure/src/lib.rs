@@ -70,5 +70,5 @@ pub use measure::{
     measure_bytes, measure_file, measure_reader, CrcStatus, EifMeasurement, Pcr, SectionInfo,
     MAX_SMALL_SECTION_BYTES, PCR_LEN,
 };
-pub use report::{compare, ComparisonStatus, MeasureReport, PcrComparison};
+pub use report::{compare, BuildProvenance, ComparisonStatus, MeasureReport, PcrComparison};
 pub use signature::signing_certificate_from_signature_section;
