@@ -68,7 +68,8 @@ pub fn discovery_document(issuer: &str) -> serde_json::Value {
         "id_token_signing_alg_values_supported": ["ES256"],
         "claims_supported": [
             "iss", "sub", "aud", "iat", "nbf", "exp", "jti",
-            "agentkeys_user_wallet", "https://aws.amazon.com/tags"
+            agentkeys_wire::WALLET_CLAIM, agentkeys_wire::EPOCH_CLAIM, agentkeys_wire::SEQ_CLAIM,
+            "https://aws.amazon.com/tags"
         ],
         "nitro_attestation_uri": format!("{issuer}/.well-known/nitro-attestation"),
     })
