@@ -13,10 +13,12 @@
 //! | [`audit_faults`] | the audit fault switch (`POST /dev/faults/audit`) |
 //! | [`demo`] | `dev --demo`: the whole flow once, each step checked |
 //! | [`jwk`] | base64url and P-256 JWKs, for the STS stand-in and the demo |
+//! | [`siwe_wallet`] | a throwaway Ethereum wallet that writes and signs Sign-In with Ethereum messages |
 
 pub mod audit_faults;
 pub mod demo;
 pub mod enclave_child;
 pub mod jwk;
+pub mod siwe_wallet;
 pub mod stack;
 pub mod standins;

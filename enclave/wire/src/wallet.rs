@@ -25,11 +25,22 @@
 //! The normal form — what [`Wallet`] holds, what goes into the token's `sub` and
 //! `agentkeys_user_wallet` claims and into the audit log — is the whole address in lower
 //! case.
+//!
+//! # EIP-55 checksums
+//!
+//! [`Wallet::eip55`] writes a wallet in EIP-55 mixed case, and [`Wallet::from_bytes`]
+//! builds one from the 20 bytes of an address. They are here, beside the rule, so that
+//! every place that checks or writes a checksummed address uses the same code: the
+//! enclave's Sign-In with Ethereum check (EIP-4361 requires the message's address in
+//! EIP-55 form) and the dev stack's test signer. The rule above still does not verify
+//! checksums; code that must (such as SIWE) compares its input with [`Wallet::eip55`].
 
 use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::Arc;
+
+use sha3::{Digest, Keccak256};
 
 /// Bytes in an Ethereum address: the rightmost 160 bits of the Keccak-256 hash of the
 /// account's public key (Ethereum yellow paper, Appendix F, "Signing Transactions").
@@ -123,6 +134,37 @@ impl Wallet {
     /// The normal form as an owned string.
     pub fn into_string(self) -> String {
         self.0
+    }
+
+    /// The wallet whose 20 address bytes are `bytes` (for example the last 20 bytes of
+    /// the Keccak-256 hash of a public key), in normal form.
+    pub fn from_bytes(bytes: &[u8; WALLET_BYTES]) -> Wallet {
+        Wallet(format!("{WALLET_PREFIX}{}", hex::encode(bytes)))
+    }
+
+    /// The wallet in EIP-55 mixed-case checksum encoding: hex digit `i` of the address is
+    /// written in upper case when it is a letter (`a`–`f`) and nibble `i` of
+    /// Keccak-256(the 40 lower-case hex digits, as ASCII) is 8 or more; everything else,
+    /// the `0x` prefix included, is lower case.
+    ///
+    /// An address is correctly checksummed exactly when it equals this string; an address
+    /// without letters is its own EIP-55 form, any other all-lower-case or all-upper-case
+    /// address almost never is.
+    pub fn eip55(&self) -> String {
+        let digits = &self.0[WALLET_PREFIX.len()..];
+        let hash = Keccak256::digest(digits.as_bytes());
+        let mut out = String::with_capacity(WALLET_LEN);
+        out.push_str(WALLET_PREFIX);
+        for (i, c) in digits.chars().enumerate() {
+            let byte = hash[i / 2];
+            let nibble = if i % 2 == 0 { byte >> 4 } else { byte & 0x0f };
+            out.push(if nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            });
+        }
+        out
     }
 }
 
@@ -250,6 +292,46 @@ mod tests {
             "0x".parse::<Wallet>(),
             Err(WalletError::Length { digits: 0 })
         );
+    }
+
+    /// The test vectors of EIP-55 itself, and the address of a well-known test key.
+    #[test]
+    fn eip55_vectors() {
+        for checksummed in [
+            // All caps.
+            "0x52908400098527886E0F7030069857D2E4169EE7",
+            "0x8617E340B3D01FA5F11F306F4090FD50E238070D",
+            // All lower.
+            "0xde709f2102306220921060314715629080e2fb77",
+            "0x27b1fdb04752bbc536007a920d24acb045561c26",
+            // Normal.
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+            // Address of the private key 0x4c0883a6...3f362318.
+            "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23",
+        ] {
+            let w = Wallet::parse(checksummed).unwrap();
+            assert_eq!(w.eip55(), checksummed);
+            assert_eq!(w.as_str(), checksummed.to_ascii_lowercase());
+        }
+        // A wrong checksum is a different string.
+        let w = Wallet::parse("0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed").unwrap();
+        assert_ne!(w.eip55(), "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed");
+        // No letters: its own EIP-55 form.
+        let digits_only = format!("0x{}", "1234567890".repeat(4));
+        assert_eq!(Wallet::parse(&digits_only).unwrap().eip55(), digits_only);
+    }
+
+    #[test]
+    fn from_bytes_is_normal_form() {
+        let mut bytes = [0u8; WALLET_BYTES];
+        bytes[0] = 0xab;
+        bytes[19] = 0x01;
+        let w = Wallet::from_bytes(&bytes);
+        assert_eq!(w.as_str(), "0xab00000000000000000000000000000000000001");
+        assert_eq!(Wallet::parse(w.as_str()).unwrap(), w);
     }
 
     #[test]

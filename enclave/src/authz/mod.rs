@@ -1,0 +1,4 @@
+//! Who may have a token signed: the proofs the enclave verifies itself before it signs
+//! for a wallet.
+
+pub mod siwe;
