@@ -222,7 +222,7 @@ fn broker_config(
         daemon_credentials: DaemonCredentials::DefaultChain,
         backend_timeout: Duration::from_millis(args.backend_timeout_ms),
         session_cache: Duration::from_secs(args.session_cache_seconds),
-        audit_db: data_dir.join("audit.db"),
+        audit_db: data_dir.join("audit.db").into(),
         // The KMS encryption context binds the seed to the issuer, which contains the
         // port: one sealed seed per port, so a run on another port does not try to open it.
         sealed_seed: data_dir.join(format!("sealed-seed-{}.bin", bind.port())),
@@ -281,7 +281,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         mock_root_pem: mock_root.clone(),
         enclave_pid: enclave.pid(),
         enclave_socket: socket.clone(),
-        audit_db: config.audit_db.clone(),
+        audit_db: data_dir.join("audit.db"),
         sealed_seed: config.sealed_seed.clone(),
         kms_cloudtrail: data_dir.join(KMS_CLOUDTRAIL_FILE),
         data_dir: data_dir.clone(),

@@ -7,9 +7,7 @@ use std::time::Duration;
 use axum::http::HeaderValue;
 use bytes::Bytes;
 
-use crate::audit::{
-    AuditEvent, AuditStore, GroupCommitConfig, NewAuditRow, Outcome, SqliteAuditStore,
-};
+use crate::audit::{AuditBackend, AuditEvent, AuditStore, GroupCommitConfig, NewAuditRow, Outcome};
 use crate::config::{BrokerConfig, ServeArgs, DEFAULT_MAX_CONNECTIONS};
 use crate::enclave::{EnclaveManager, UnsealConfig};
 use crate::http::listener::{ServeError, SHUTDOWN_GRACE};
@@ -78,8 +76,8 @@ pub enum StartError {
 pub struct Broker {
     /// Handler state.
     pub state: Arc<AppState>,
-    /// The SQLite audit store underneath any layer (stats, close).
-    pub audit_store: Arc<SqliteAuditStore>,
+    /// The audit store underneath any layer (stats, close): SQLite or PostgreSQL.
+    pub audit_store: AuditBackend,
     /// The enclave supervisor task.
     pub supervisor: tokio::task::JoinHandle<()>,
 }
@@ -132,11 +130,8 @@ pub async fn build_with_audit_layer(
     audit_layer: impl FnOnce(Arc<dyn AuditStore>) -> Arc<dyn AuditStore>,
 ) -> Result<Broker, StartError> {
     install_crypto_provider();
-    let store = Arc::new(SqliteAuditStore::open(
-        &config.audit_db,
-        GroupCommitConfig::default(),
-    )?);
-    let audit = audit_layer(store.clone() as Arc<dyn AuditStore>);
+    let store = AuditBackend::open(&config.audit_db, GroupCommitConfig::default()).await?;
+    let audit = audit_layer(store.store());
     let http = reqwest::Client::builder()
         .timeout(config.backend_timeout)
         .connect_timeout(config.backend_timeout)
@@ -213,13 +208,14 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = router(broker.state.clone());
     serve_http_with_limits(listener, app, config.tls.clone(), limits, shutdown_signal()).await?;
     broker.finish_abandoned_requests(SHUTDOWN_GRACE).await;
-    broker.audit_store.close();
+    broker.audit_store.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::SqliteAuditStore;
 
     #[tokio::test]
     async fn late_mints_are_recorded_as_withheld_and_other_late_replies_are_not() {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::audit::db::{default_chain_id, AuditDb, AuditDbError};
+
 /// Lower bound of the JWT lifetime (`docs/architecture.md`, "Tokens": TTL in [60, 3600]).
 pub const JWT_TTL_MIN_SECONDS: u32 = 60;
 /// Upper bound of the JWT lifetime (`docs/architecture.md`, "Tokens").
@@ -120,9 +122,20 @@ pub struct ServeArgs {
     /// Seconds a validated bearer is remembered (keyed by its SHA-256); 0 disables.
     #[arg(long, env = "BROKER_SESSION_CACHE_SECONDS", default_value_t = 30)]
     pub session_cache_seconds: u64,
-    /// SQLite audit database path.
-    #[arg(long, env = "BROKER_AUDIT_DB", default_value = "agentkeys-audit.db")]
-    pub audit_db: PathBuf,
+    /// Audit log: a SQLite path (`sqlite:PATH` or a bare path; one host), or a
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` URL (a fleet sharing one log; see
+    /// docs/fleet.md).
+    #[arg(
+        long,
+        env = "BROKER_AUDIT_DB",
+        default_value = "agentkeys-audit.db",
+        value_parser = AuditDb::parse
+    )]
+    pub audit_db: AuditDb,
+    /// This host's row chain in a PostgreSQL audit log (default: the host name). Every
+    /// host of a fleet needs its own; ignored for SQLite.
+    #[arg(long, env = "BROKER_AUDIT_CHAIN", value_name = "ID")]
+    pub audit_chain: Option<String>,
     /// Sealed seed file (KMS `CiphertextBlob`), created on genesis with mode 0600.
     #[arg(
         long,
@@ -359,6 +372,14 @@ pub enum ConfigError {
     /// The body limit is zero.
     #[error("--body-limit-bytes must be at least 1")]
     BodyLimitZero,
+    /// The audit log's location or chain id is not usable.
+    #[error(transparent)]
+    AuditDb(#[from] AuditDbError),
+    /// A PostgreSQL audit log without a chain id, and no host name to default to.
+    #[error(
+        "--audit-chain is required with a PostgreSQL --audit-db: the host name could not be read"
+    )]
+    NoAuditChain,
 }
 
 /// Validated issuer and the warnings its normalisation produced.
@@ -557,8 +578,8 @@ pub struct BrokerConfig {
     pub backend_timeout: Duration,
     /// Positive session cache lifetime (zero disables).
     pub session_cache: Duration,
-    /// Audit DB path.
-    pub audit_db: PathBuf,
+    /// The audit log (for PostgreSQL, with this host's chain id).
+    pub audit_db: AuditDb,
     /// Sealed seed path.
     pub sealed_seed: PathBuf,
     /// KMS key id.
@@ -585,6 +606,20 @@ impl ServeArgs {
     pub fn validate(&self) -> Result<(BrokerConfig, Vec<String>), ConfigError> {
         let env = |k: &str| std::env::var(k).ok();
         self.validate_with_env(&env)
+    }
+
+    /// `--audit-db` with this host's chain: `--audit-chain`, or the host name.
+    fn audit_db_with_chain(&self) -> Result<AuditDb, ConfigError> {
+        match &self.audit_db {
+            AuditDb::Sqlite(_) => Ok(self.audit_db.clone()),
+            AuditDb::Postgres { .. } => {
+                let chain = match &self.audit_chain {
+                    Some(c) => c.clone(),
+                    None => default_chain_id().ok_or(ConfigError::NoAuditChain)?,
+                };
+                Ok(self.audit_db.clone().with_chain(&chain)?)
+            }
+        }
     }
 
     /// [`ServeArgs::validate`] with an explicit environment lookup (for tests).
@@ -698,7 +733,7 @@ impl ServeArgs {
                 daemon_credentials,
                 backend_timeout: Duration::from_millis(self.backend_timeout_ms),
                 session_cache: Duration::from_secs(self.session_cache_seconds),
-                audit_db: self.audit_db.clone(),
+                audit_db: self.audit_db_with_chain()?,
                 sealed_seed: self.sealed_seed.clone(),
                 kms_key_id: kms_key.to_string(),
                 kms_region: kms_key.region().to_string(),

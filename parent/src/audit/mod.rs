@@ -2,15 +2,23 @@
 //!
 //! Invariant: no token or credential leaves the broker unless its audit row is
 //! durable. [`AuditStore::append`] returns only after the row's transaction has been
-//! committed with `synchronous=FULL`; many concurrent appends share one commit
-//! (group commit), so durability does not cost throughput.
+//! committed durably (SQLite: `synchronous=FULL`; PostgreSQL: `synchronous_commit` and
+//! `fsync` on); many concurrent appends share one commit (group commit), so durability
+//! does not cost throughput.
 //!
-//! Rows are append-only (triggers refuse `UPDATE` and `DELETE`) and hash-chained:
+//! Two engines implement [`AuditStore`], chosen by `--audit-db` ([`AuditDb`]): a SQLite
+//! file for one host, and a PostgreSQL database for a fleet, where each host appends to its
+//! own row chain in one table ([`postgres`]).
+//!
+//! Rows are append-only (triggers refuse `UPDATE` and `DELETE`, and on PostgreSQL
+//! `TRUNCATE`) and hash-chained:
 //! `row_hash = SHA-256(prev_hash ‖ canonical encoding of the row)`, the first
 //! `prev_hash` being 32 zero bytes (see [`row`]). Rows about a signed JWT carry the
 //! enclave's `(epoch, seq)` and the JWT's signing input, which the enclave's own attested
 //! chain hashes; [`verify_chain`] checks both.
 
+pub mod db;
+pub mod postgres;
 pub mod row;
 pub(crate) mod sqlite;
 pub mod verify;
@@ -22,6 +30,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+pub use db::{AuditBackend, AuditDb, AuditDbError, PgUrl};
+pub use postgres::{PgAuditStore, PgError, PG_SCHEMA_VERSION};
 pub use row::{row_hash, AuditRow, RowFormat, GENESIS_PREV_HASH};
 pub use sqlite::{AuditStats, SqliteAuditStore, SCHEMA_VERSION};
 pub use verify::{
@@ -336,6 +346,9 @@ pub enum AuditError {
     /// Spawning the writer thread failed.
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The PostgreSQL store refused to start (or its server is not usable).
+    #[error(transparent)]
+    Postgres(#[from] PgError),
 }
 
 /// A durable, append-only audit log. Usable as `Arc<dyn AuditStore>`.

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::audit::db::{AuditDb, PgUrl};
 use crate::audit::row::AuditRow;
 use crate::audit::sqlite::{row_columns, row_from_sql};
 use crate::audit::verify::{
@@ -58,15 +59,17 @@ pub fn verify_with_trust(
 /// Flags of `agentkeys-broker audit verify`.
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// Audit database.
-    #[arg(long, env = "BROKER_AUDIT_DB")]
-    pub db: PathBuf,
+    /// Audit log: a SQLite path (`sqlite:PATH` or a bare path) or a `postgres://` URL
+    /// (every host's chain is verified and reported).
+    #[arg(long, env = "BROKER_AUDIT_DB", value_parser = AuditDb::parse)]
+    pub db: AuditDb,
     /// Checkpoint file (JSON from /v1/audit/checkpoint, or an attestation document).
     #[arg(long, conflicts_with = "broker_url")]
     pub checkpoint: Option<PathBuf>,
-    /// Fetch a fresh attested checkpoint from a running broker.
+    /// Fetch a fresh attested checkpoint from a running broker. With a PostgreSQL log,
+    /// repeat it for every host: each chain is checked against its own enclave's.
     #[arg(long)]
-    pub broker_url: Option<String>,
+    pub broker_url: Vec<String>,
     /// Root certificate (PEM) to verify the checkpoint document against, instead of the
     /// AWS Nitro Enclaves root.
     #[arg(long, alias = "root-pem", value_name = "PEM")]
@@ -174,27 +177,17 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let report = match (&args.broker_url, &args.checkpoint) {
+    let db = match &args.db {
+        AuditDb::Sqlite(path) => path.clone(),
+        AuditDb::Postgres { url, .. } => return run_verify_pg(&args, url, &anchor).await,
+    };
+    if args.broker_url.len() > 1 {
+        anyhow::bail!("a SQLite log has one enclave chain at a time: give one --broker-url");
+    }
+    let report = match (args.broker_url.first(), &args.checkpoint) {
         (Some(url), _) => {
-            let expected_pcrs = checkpoint_pcrs(&args)?;
-            let nonce: [u8; 32] = rand::random();
-            let fetched = crate::cli::creds::fetch_checkpoint(url, &nonce).await?;
-            let policy = agentkeys_attestation::Policy {
-                nonce: Some(nonce.to_vec()),
-                expected_pcrs,
-                ..Default::default()
-            };
-            let trust = CheckpointTrust {
-                anchor: &anchor,
-                policy: &policy,
-                at_unix_ms: agentkeys_attestation::now_unix_ms(),
-            };
-            let cp = crate::audit::verify::checkpoint_from_json(&fetched, Some(&trust))?;
-            eprintln!(
-                "enclave checkpoint (attested, fresh nonce): epoch {} seq {} module {}",
-                cp.epoch, cp.seq, cp.module_id
-            );
-            verify_chain(&args.db, Some(&cp))?
+            let cp = fetch_attested_checkpoint(&args, url, &anchor).await?;
+            verify_chain(&db, Some(&cp))?
         }
         (None, Some(path)) => {
             let policy = agentkeys_attestation::Policy {
@@ -206,7 +199,7 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 policy: &policy,
                 at_unix_ms: checkpoint_time(args.at.as_deref(), path)?,
             };
-            verify_with_trust(&args.db, Some(path), Some(&trust))?
+            verify_with_trust(&db, Some(path), Some(&trust))?
         }
         (None, None) => {
             if args.measurements.is_some() || args.no_pcr_policy || args.at.is_some() {
@@ -214,22 +207,93 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     "--measurements, --no-pcr-policy and --at apply to a checkpoint: give --checkpoint FILE or --broker-url URL"
                 );
             }
-            verify(&args.db, None)?
+            verify(&db, None)?
         }
     };
     let mut report = report;
     if !args.cloudtrail.is_empty() {
-        check_cloudtrail(&args, &mut report)?;
+        check_cloudtrail(&args, &db, &mut report)?;
     }
     if !args.tokens.is_empty() {
-        check_found_tokens(&args, &mut report)?;
+        check_found_tokens(&args, &db, &mut report)?;
     }
+    Ok(print_report(&report))
+}
+
+/// Prints the report; the exit code says whether it passed.
+fn print_report(report: &VerifyReport) -> ExitCode {
     print!("{}", report.render());
-    Ok(if report.is_ok() {
+    if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
+}
+
+/// A fresh checkpoint from the broker at `url`, its attestation document verified against
+/// `anchor`, the PCR policy and a nonce of ours.
+async fn fetch_attested_checkpoint(
+    args: &VerifyArgs,
+    url: &str,
+    anchor: &agentkeys_attestation::TrustAnchor,
+) -> anyhow::Result<agentkeys_wire::CheckpointStatement> {
+    let expected_pcrs = checkpoint_pcrs(args)?;
+    let nonce: [u8; 32] = rand::random();
+    let fetched = crate::cli::creds::fetch_checkpoint(url, &nonce).await?;
+    let policy = agentkeys_attestation::Policy {
+        nonce: Some(nonce.to_vec()),
+        expected_pcrs,
+        ..Default::default()
+    };
+    let trust = CheckpointTrust {
+        anchor,
+        policy: &policy,
+        at_unix_ms: agentkeys_attestation::now_unix_ms(),
+    };
+    let cp = crate::audit::verify::checkpoint_from_json(&fetched, Some(&trust))?;
+    eprintln!(
+        "enclave checkpoint (attested, fresh nonce): epoch {} seq {} module {} (from {url})",
+        cp.epoch, cp.seq, cp.module_id
+    );
+    Ok(cp)
+}
+
+/// `audit verify --db postgres://…`: every chain, against the checkpoints of every
+/// `--broker-url` (and `--checkpoint`).
+async fn run_verify_pg(
+    args: &VerifyArgs,
+    url: &PgUrl,
+    anchor: &agentkeys_attestation::TrustAnchor,
+) -> anyhow::Result<ExitCode> {
+    if !args.cloudtrail.is_empty() || !args.tokens.is_empty() {
+        anyhow::bail!(
+            "--cloudtrail and --token read a SQLite log; they do not support a PostgreSQL log yet"
+        );
+    }
+    let mut checkpoints = Vec::new();
+    for broker in &args.broker_url {
+        checkpoints.push(fetch_attested_checkpoint(args, broker, anchor).await?);
+    }
+    if let Some(path) = &args.checkpoint {
+        let policy = agentkeys_attestation::Policy {
+            expected_pcrs: checkpoint_pcrs(args)?,
+            ..Default::default()
+        };
+        let trust = CheckpointTrust {
+            anchor,
+            policy: &policy,
+            at_unix_ms: checkpoint_time(args.at.as_deref(), path)?,
+        };
+        checkpoints.push(load_checkpoint(path, Some(&trust))?);
+    } else if checkpoints.is_empty()
+        && (args.measurements.is_some() || args.no_pcr_policy || args.at.is_some())
+    {
+        anyhow::bail!(
+            "--measurements, --no-pcr-policy and --at apply to a checkpoint: give --checkpoint FILE or --broker-url URL"
+        );
+    }
+    let report = crate::audit::verify::verify_pg(url, &checkpoints).await?;
+    Ok(print_report(&report))
 }
 
 #[cfg(feature = "mock-root")]
@@ -244,7 +308,7 @@ fn mock_anchor(_pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor>
 
 /// Adds a failure for every attested unseal in the CloudTrail files whose enclave has no
 /// boot in the log.
-fn check_cloudtrail(args: &VerifyArgs, report: &mut VerifyReport) -> anyhow::Result<()> {
+fn check_cloudtrail(args: &VerifyArgs, db: &Path, report: &mut VerifyReport) -> anyhow::Result<()> {
     use crate::audit::verify::cloudtrail::{attested_unseals, boots_in_log, hidden_boots};
     let key = args
         .kms_key_arn
@@ -255,7 +319,7 @@ fn check_cloudtrail(args: &VerifyArgs, report: &mut VerifyReport) -> anyhow::Res
     for file in &args.cloudtrail {
         unseals.extend(attested_unseals(file, key)?);
     }
-    let boots = boots_in_log(&args.db)?;
+    let boots = boots_in_log(db)?;
     eprintln!(
         "cloudtrail: {} attested unseals of {key}; {} enclave boots in the log",
         unseals.len(),
@@ -273,7 +337,11 @@ fn check_cloudtrail(args: &VerifyArgs, report: &mut VerifyReport) -> anyhow::Res
 
 /// Adds a failure for every token in the --token files that is not accounted for by its
 /// row.
-fn check_found_tokens(args: &VerifyArgs, report: &mut VerifyReport) -> anyhow::Result<()> {
+fn check_found_tokens(
+    args: &VerifyArgs,
+    db: &Path,
+    report: &mut VerifyReport,
+) -> anyhow::Result<()> {
     use crate::audit::verify::tokens::{check_tokens, read_tokens};
     let jwks_path = args
         .jwks
@@ -287,7 +355,7 @@ fn check_found_tokens(args: &VerifyArgs, report: &mut VerifyReport) -> anyhow::R
     for file in &args.tokens {
         tokens.extend(read_tokens(file)?);
     }
-    let accounted = check_tokens(&args.db, &tokens, &jwks, report)?;
+    let accounted = check_tokens(db, &tokens, &jwks, report)?;
     eprintln!(
         "tokens: {accounted} of {} found tokens have their row",
         tokens.len()

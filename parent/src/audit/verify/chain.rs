@@ -57,7 +57,7 @@ pub enum AuditVerifyError {
 }
 
 /// One enclave-chain entry found in the log.
-struct SeqEntry {
+pub(super) struct SeqEntry {
     seq: u64,
     /// What the chain hashes at `seq`: the signing input's hash (version 2) or the JWT's
     /// (version 1).
@@ -68,7 +68,7 @@ struct SeqEntry {
 }
 
 /// The enclave-chain entries found in the log, by epoch.
-type EpochEntries = BTreeMap<u64, Vec<SeqEntry>>;
+pub(super) type EpochEntries = BTreeMap<u64, Vec<SeqEntry>>;
 
 /// `(id, stored row_hash)` of the row the next one must link to.
 type ChainLink = Option<(i64, [u8; 32])>;
@@ -79,22 +79,12 @@ pub fn verify_chain(
     checkpoint: Option<&CheckpointStatement>,
 ) -> Result<VerifyReport, AuditVerifyError> {
     let (conn, version) = open_log(path)?;
-    let mut report = VerifyReport {
-        db: path.to_path_buf(),
-        rows_checked: 0,
-        last_id: None,
-        last_row_hash: None,
-        epochs: Vec::new(),
-        checkpoint: None,
-        failures: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut report = VerifyReport::empty(path.to_path_buf());
     let epochs = walk_log(&conn, version, path, &mut report)?;
-    let checkpoint_entries = check_enclave_epochs(epochs, checkpoint, &mut report);
-    if let Some(cp) = checkpoint {
-        let entries = checkpoint_entries.unwrap_or_default();
-        report.checkpoint = Some(check_checkpoint(cp, &entries, &mut report));
-    }
+    let checkpoints: Vec<&CheckpointStatement> = checkpoint.into_iter().collect();
+    report.checkpoint = check_enclave_epochs(epochs, &checkpoints, &mut report)
+        .into_iter()
+        .next();
     Ok(report)
 }
 
@@ -107,7 +97,7 @@ fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> AuditVerifyError + '
 }
 
 /// Records `failure` unless [`MAX_FAILURES`] have been recorded already.
-fn fail(report: &mut VerifyReport, failure: VerifyFailure) {
+pub(super) fn fail(report: &mut VerifyReport, failure: VerifyFailure) {
     if report.failures.len() < MAX_FAILURES {
         report.failures.push(failure);
     }
@@ -164,48 +154,62 @@ fn walk_rows(
         .prepare(&format!("SELECT {columns} FROM audit_log ORDER BY id"))
         .map_err(&sql_err)?;
     let mut rows = stmt.query([]).map_err(&sql_err)?;
-    let mut previous: ChainLink = None;
-    let mut epochs = EpochEntries::new();
-    let mut first_format_2: Option<i64> = None;
+    let mut walker = ChainWalker::default();
     while let Some(r) = rows.next().map_err(&sql_err)? {
-        let row = match row_from_sql(r).map_err(&sql_err)? {
-            Ok(row) => row,
+        match row_from_sql(r).map_err(&sql_err)? {
+            Ok(row) => walker.row(&row, report),
             Err(e) => {
-                previous = record_malformed_row(r, e, report);
-                continue;
+                let stored: Option<String> = r.get(ROW_HASH_COLUMN).ok();
+                walker.malformed(e, stored.as_deref().and_then(decode_hash), report);
             }
-        };
-        report.rows_checked += 1;
-        check_link(&row, previous, report);
-        check_row_hash(&row, report);
-        check_format_order(&row, &mut first_format_2, report);
-        collect_enclave_entry(&row, &mut epochs, report);
-        report.last_id = Some(row.id);
-        report.last_row_hash = Some(hex::encode(row.row_hash));
-        previous = Some((row.id, row.row_hash));
+        }
     }
-    Ok(epochs)
+    Ok(walker.epochs)
 }
 
-/// Reports an undecodable row; returns its stored hash (if readable) as the next link.
-fn record_malformed_row(
-    r: &rusqlite::Row<'_>,
-    e: RowDecodeError,
-    report: &mut VerifyReport,
-) -> ChainLink {
-    let id = e.id;
-    fail(
-        report,
-        VerifyFailure::Malformed {
-            id,
-            column: e.column.to_string(),
-            value: e.value,
-        },
-    );
-    let stored: Option<String> = r.get(ROW_HASH_COLUMN).ok();
-    report.rows_checked += 1;
-    report.last_id = Some(id);
-    stored.as_deref().and_then(decode_hash).map(|h| (id, h))
+/// Walks one row chain, row by row in id order: links, hashes, format order, and the
+/// enclave entries it collects by epoch.
+#[derive(Default)]
+pub(super) struct ChainWalker {
+    previous: ChainLink,
+    first_format_2: Option<i64>,
+    /// The enclave-chain entries found so far, by epoch.
+    pub(super) epochs: EpochEntries,
+}
+
+impl ChainWalker {
+    /// Checks `row` against the one before it and collects its enclave entry.
+    pub(super) fn row(&mut self, row: &AuditRow, report: &mut VerifyReport) {
+        report.rows_checked += 1;
+        check_link(row, self.previous, report);
+        check_row_hash(row, report);
+        check_format_order(row, &mut self.first_format_2, report);
+        collect_enclave_entry(row, &mut self.epochs, report);
+        report.last_id = Some(row.id);
+        report.last_row_hash = Some(hex::encode(row.row_hash));
+        self.previous = Some((row.id, row.row_hash));
+    }
+
+    /// Reports an undecodable row; its stored hash (if readable) is the next link.
+    pub(super) fn malformed(
+        &mut self,
+        e: RowDecodeError,
+        stored_hash: Option<[u8; 32]>,
+        report: &mut VerifyReport,
+    ) {
+        let id = e.id;
+        fail(
+            report,
+            VerifyFailure::Malformed {
+                id,
+                column: e.column.to_string(),
+                value: e.value,
+            },
+        );
+        report.rows_checked += 1;
+        report.last_id = Some(id);
+        self.previous = stored_hash.map(|h| (id, h));
+    }
 }
 
 /// Checks that the row starts the chain or directly follows and links to `previous`.
@@ -322,25 +326,36 @@ fn collect_enclave_entry(row: &AuditRow, epochs: &mut EpochEntries, report: &mut
     });
 }
 
-/// Checks the enclave chain of every epoch; returns the entries of the checkpoint's epoch.
-fn check_enclave_epochs(
+/// Checks the enclave chain of every epoch, then the log against each checkpoint (in the
+/// order given; a checkpoint whose epoch has no rows finds every seq missing).
+pub(super) fn check_enclave_epochs(
     epochs: EpochEntries,
-    checkpoint: Option<&CheckpointStatement>,
+    checkpoints: &[&CheckpointStatement],
     report: &mut VerifyReport,
-) -> Option<Vec<SeqEntry>> {
-    let mut checkpoint_entries: Option<Vec<SeqEntry>> = None;
+) -> Vec<CheckpointSummary> {
+    let mut covered: BTreeMap<u64, Vec<SeqEntry>> = BTreeMap::new();
     for (epoch, entries) in epochs {
         let unique = dedup_seqs(epoch, entries, report);
         let summary = check_epoch_chain(epoch, &unique, report);
-        if !summary.gaps.is_empty() && checkpoint.is_none_or(|c| c.epoch != epoch) {
+        let has_checkpoint = checkpoints.iter().any(|c| c.epoch == epoch);
+        if !summary.gaps.is_empty() && !has_checkpoint {
             report.warnings.push(gap_warning(&summary));
         }
         report.epochs.push(summary);
-        if checkpoint.is_some_and(|c| c.epoch == epoch) {
-            checkpoint_entries = Some(unique);
+        if has_checkpoint {
+            covered.insert(epoch, unique);
         }
     }
-    checkpoint_entries
+    checkpoints
+        .iter()
+        .map(|cp| {
+            let entries = covered
+                .get(&cp.epoch)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            check_checkpoint(cp, entries, report)
+        })
+        .collect()
 }
 
 /// Checks that rows sharing an epoch's seq agree on the JWT hash; returns one entry per seq.

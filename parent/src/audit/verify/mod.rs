@@ -21,6 +21,7 @@
 mod chain;
 mod checkpoint;
 pub mod cloudtrail;
+pub mod postgres;
 pub mod signed;
 pub mod tokens;
 
@@ -34,6 +35,7 @@ pub use checkpoint::{
     checkpoint_from_document, checkpoint_from_json, document_in_checkpoint_file, load_checkpoint,
     CheckpointError, CheckpointTrust,
 };
+pub use postgres::{verify_pg, PgVerifyError};
 
 /// The first thing found wrong, naming the rows or sequence numbers involved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -180,6 +182,23 @@ pub enum VerifyFailure {
         /// The row.
         id: i64,
     },
+    /// A failure found in one host's row chain of a PostgreSQL log (its row ids are that
+    /// chain's `chain_seq`).
+    InChain {
+        /// The chain id.
+        chain: String,
+        /// What was found.
+        failure: Box<VerifyFailure>,
+    },
+    /// Rows of one enclave epoch are in two hosts' chains: one enclave boot serves one host.
+    EpochInTwoChains {
+        /// Epoch.
+        epoch: u64,
+        /// The first chain holding it.
+        first: String,
+        /// The other chain.
+        second: String,
+    },
     /// Every seq is present but the recomputed head differs from the attested one.
     CheckpointHeadMismatch {
         /// Epoch.
@@ -261,6 +280,11 @@ impl fmt::Display for VerifyFailure {
                 f,
                 "row {id} hashes epoch {epoch}'s enclave chain in another version than the epoch's first row: it was rewritten"
             ),
+            VerifyFailure::InChain { chain, failure } => write!(f, "chain {chain}: {failure}"),
+            VerifyFailure::EpochInTwoChains { epoch, first, second } => write!(
+                f,
+                "epoch {epoch} has rows in chains {first} and {second}: an enclave boot serves one host, so rows were copied or rewritten"
+            ),
             VerifyFailure::TokenInvalid { source, reason } => {
                 write!(f, "token at {source} is not one of this issuer's: {reason}")
             }
@@ -325,13 +349,54 @@ pub struct VerifyReport {
     pub epochs: Vec<EpochSummary>,
     /// The checkpoint comparison, when a checkpoint was given.
     pub checkpoint: Option<CheckpointSummary>,
+    /// PostgreSQL: the comparison with every checkpoint given, in chain order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<CheckpointSummary>,
+    /// PostgreSQL: what each host's row chain holds (empty for a SQLite log).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<ChainReport>,
     /// Failures found, first first (at most 100).
     pub failures: Vec<VerifyFailure>,
     /// Things worth knowing that are not failures by themselves.
     pub warnings: Vec<String>,
 }
 
+/// What one host's row chain of a PostgreSQL log holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// The chain id.
+    pub chain: String,
+    /// Rows walked.
+    pub rows: u64,
+    /// Last `chain_seq` seen.
+    pub last_id: Option<i64>,
+    /// Its row hash (hex).
+    pub last_row_hash: Option<String>,
+    /// The enclave epochs whose rows it holds.
+    pub epochs: Vec<EpochSummary>,
+    /// The comparisons with the checkpoints of its epochs.
+    pub checkpoints: Vec<CheckpointSummary>,
+    /// Failures found in it.
+    pub failures: usize,
+}
+
 impl VerifyReport {
+    /// A report on `db` with nothing checked yet.
+    pub fn empty(db: PathBuf) -> VerifyReport {
+        VerifyReport {
+            db,
+            rows_checked: 0,
+            last_id: None,
+            last_row_hash: None,
+            epochs: Vec::new(),
+            checkpoint: None,
+            checkpoints: Vec::new(),
+            chains: Vec::new(),
+            failures: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     /// True when nothing failed.
     pub fn is_ok(&self) -> bool {
         self.failures.is_empty()
@@ -347,6 +412,11 @@ impl VerifyReport {
         let mut out = String::new();
         out.push_str(&format!("audit log: {}\n", self.db.display()));
         out.push_str(&format!("rows checked: {}\n", self.rows_checked));
+        if !self.chains.is_empty() {
+            self.render_chains(&mut out);
+            self.render_outcome(&mut out);
+            return out;
+        }
         if let (Some(id), Some(h)) = (self.last_id, &self.last_row_hash) {
             out.push_str(&format!("chain tip: row {id}, row_hash {h}\n"));
         }
@@ -365,19 +435,42 @@ impl VerifyReport {
             None => out.push_str(
                 "checkpoint: none given (dropped most-recent rows cannot be detected without one)\n",
             ),
-            Some(c) => out.push_str(&format!(
-                "checkpoint: epoch {} seq {} head {}: {}{}\n",
-                c.epoch,
-                c.seq,
-                c.head,
-                if c.matched { "matches" } else { "DOES NOT MATCH" },
-                if c.rows_after > 0 {
-                    format!(" ({} newer rows not covered)", c.rows_after)
-                } else {
-                    String::new()
-                }
-            )),
+            Some(c) => out.push_str(&format!("{}\n", render_checkpoint(c))),
         }
+        self.render_outcome(&mut out);
+        out
+    }
+
+    /// The per-chain part of a PostgreSQL report.
+    fn render_chains(&self, out: &mut String) {
+        out.push_str(&format!("chains: {}\n", self.chains.len()));
+        for c in &self.chains {
+            out.push_str(&format!("chain {}: {} rows", c.chain, c.rows));
+            if let (Some(id), Some(h)) = (c.last_id, &c.last_row_hash) {
+                out.push_str(&format!(", tip row {id}, row_hash {h}"));
+            }
+            out.push_str(if c.failures == 0 {
+                ": OK\n"
+            } else {
+                ": FAILED\n"
+            });
+            for e in &c.epochs {
+                out.push_str(&format!(
+                    "  epoch {}: {} rows, seq {}..{}\n",
+                    e.epoch, e.rows, e.min_seq, e.max_seq
+                ));
+            }
+            for cp in &c.checkpoints {
+                out.push_str(&format!("  {}\n", render_checkpoint(cp)));
+            }
+            if c.checkpoints.is_empty() {
+                out.push_str("  checkpoint: none given for this chain's epochs\n");
+            }
+        }
+    }
+
+    /// Warnings, then the result and the failures.
+    fn render_outcome(&self, out: &mut String) {
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
         }
@@ -392,8 +485,27 @@ impl VerifyReport {
                 out.push_str(&format!("  - {f}\n"));
             }
         }
-        out
     }
+}
+
+/// One checkpoint comparison, as a line of a PostgreSQL report.
+fn render_checkpoint(c: &CheckpointSummary) -> String {
+    format!(
+        "checkpoint: epoch {} seq {} head {}: {}{}",
+        c.epoch,
+        c.seq,
+        c.head,
+        if c.matched {
+            "matches"
+        } else {
+            "DOES NOT MATCH"
+        },
+        if c.rows_after > 0 {
+            format!(" ({} newer rows not covered)", c.rows_after)
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// Formats an inclusive seq range, a one-seq range as that seq.
