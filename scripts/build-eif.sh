@@ -6,6 +6,8 @@
 # Usage:
 #   scripts/build-eif.sh --issuer https://issuer.example.com \
 #       --kms-key-arn arn:aws:kms:<region>:<account>:key/<key id> \
+#       [--auth-mode signed-session[,wallet-signature] | --auth-mode parent-vouched] \
+#       [--session-key-thumbprint <RFC 7638 thumbprint>[,<next>]] \
 #       [--output eif/agentkeys-enclave.eif] [--measurements eif/measurements.json] \
 #       [--tag agentkeys-enclave:<rev>] [--inputs eif/inputs.env] \
 #       [--signing-certificate cert.pem --private-key key.pem] [--check-reproducible]
@@ -44,6 +46,9 @@ EXIT_SKIPPED=77
 
 ISSUER=""
 KMS_KEY_ARN=""
+# The enclave's default: it signs only for the wallet a session the backend signed names.
+AUTH_MODES="signed-session"
+SESSION_KEYS=""
 INPUTS="$REPO_ROOT/eif/inputs.env"
 OUTPUT="$REPO_ROOT/eif/agentkeys-enclave.eif"
 MEASUREMENTS="$REPO_ROOT/eif/measurements.json"
@@ -61,6 +66,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --issuer) ISSUER="${2:?--issuer needs a value}"; shift 2 ;;
         --kms-key-arn) KMS_KEY_ARN="${2:?--kms-key-arn needs a value}"; shift 2 ;;
+        --auth-mode) AUTH_MODES="${2:?--auth-mode needs a value}"; shift 2 ;;
+        --session-key-thumbprint) SESSION_KEYS="${SESSION_KEYS:+$SESSION_KEYS,}${2:?--session-key-thumbprint needs a value}"; shift 2 ;;
         --inputs) INPUTS="${2:?--inputs needs a value}"; shift 2 ;;
         --rust-image) OVERRIDE_RUST_IMAGE="${2:?--rust-image needs a value}"; shift 2 ;;
         --rust-image-digest) OVERRIDE_RUST_IMAGE_DIGEST="${2:?--rust-image-digest needs a value}"; shift 2 ;;
@@ -85,6 +92,9 @@ fi
 [ -n "$KMS_KEY_ARN" ] || die "--kms-key-arn is required (the one KMS key the enclave unseals with; baked into the image and covered by PCR0)"
 if ! reason="$(validate_kms_key_arn "$KMS_KEY_ARN")"; then
     die "--kms-key-arn $reason"
+fi
+if ! reason="$(validate_auth_modes "$AUTH_MODES" "$SESSION_KEYS")"; then
+    die "$reason"
 fi
 if [ -n "$SIGNING_CERT" ] || [ -n "$PRIVATE_KEY" ]; then
     if [ -z "$SIGNING_CERT" ] || [ -z "$PRIVATE_KEY" ]; then
@@ -217,6 +227,8 @@ build_args=(
     --build-arg "SOURCE_DATE_EPOCH=$EIF_SOURCE_DATE_EPOCH"
     --build-arg "ISSUER=$ISSUER"
     --build-arg "KMS_KEY_ARN=$KMS_KEY_ARN"
+    --build-arg "AUTH_MODES=$AUTH_MODES"
+    --build-arg "SESSION_KEYS=$SESSION_KEYS"
 )
 
 # build_image TAG [docker build flags...]: the image, from the inputs above.

@@ -356,7 +356,7 @@ fi
 cat <<NEXT
 
 Next steps (docs/deploy-nitro.md):
-  1. scripts/build-eif.sh --issuer $ISSUER --rust-image-digest sha256:...   then copy the EIF to $EIF_PATH
+  1. scripts/build-eif.sh --issuer $ISSUER --kms-key-arn $KMS_KEY_ID --session-key-thumbprint <backend key>   then copy the EIF to $EIF_PATH
   2. agentkeys-broker kms-policy --measurements eif/measurements.json --account <id> --parent-role-arn <instance role ARN>
      aws kms put-key-policy --key-id $KMS_KEY_ID --policy-name default --policy file://key-policy.json
   3. agentkeys-broker iam-oidc --issuer $ISSUER --account <id> --role-name agentkeys-data-role

@@ -46,6 +46,8 @@ fn statement(jwks_sha256: [u8; 32]) -> Vec<u8> {
         key_version: 1,
         audit_epoch: 99,
         module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
+        auth_modes: vec!["signed-session".into()],
+        session_keys: vec![],
     }
     .encode()
 }

@@ -155,6 +155,56 @@ async fn step_verify_jwt(c: &mut Ctx<'_>) -> anyhow::Result<String> {
     Ok("ES256 signature verifies against the served JWKS; iss/aud/sub/tags ok".into())
 }
 
+/// A mint the wallet itself authorizes: a throwaway secp256k1 wallet signs a Sign-In
+/// with Ethereum message over a nonce from the broker, no bearer involved.
+async fn step_sign_in(c: &mut Ctx<'_>) -> anyhow::Result<String> {
+    use crate::siwe_wallet::{siwe_message, ThrowawayWallet};
+    let nonce: serde_json::Value = serde_json::from_slice(
+        &get_bytes(c.http, &format!("{}/v1/sign-in/nonce", c.u.broker)).await?,
+    )?;
+    let nonce = nonce["nonce"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no nonce in {nonce}"))?;
+    let domain =
+        c.u.broker
+            .split_once("://")
+            .map_or(c.u.broker.as_str(), |(_, rest)| rest);
+    let now = agentkeys_attestation::now_unix_ms() / 1000;
+    let wallet = ThrowawayWallet::new();
+    let message = siwe_message(
+        domain,
+        &wallet.address(),
+        &c.u.broker,
+        1,
+        nonce,
+        now,
+        now + 120,
+    );
+    let signature = format!("0x{}", hex::encode(wallet.sign(&message)));
+    let body = serde_json::json!({"sign_in": {"message": message, "signature": signature}});
+    let v = post_json(
+        c.http,
+        &format!("{}/v1/mint-oidc-jwt", c.u.broker),
+        None,
+        &body.to_string(),
+    )
+    .await?;
+    let jwt = v["jwt"].as_str().ok_or_else(|| anyhow!("no jwt"))?;
+    let jwks = get_bytes(c.http, &format!("{}/.well-known/jwks.json", c.u.broker)).await?;
+    let claims = verify_es256(jwt, &jwks)?;
+    let expected = wallet.wallet().to_string();
+    if claims["agentkeys_user_wallet"] != expected.as_str() {
+        bail!(
+            "token is for {}, the signer is {expected}",
+            claims["agentkeys_user_wallet"]
+        );
+    }
+    if claims["agentkeys_auth"] != "wallet-signature" {
+        bail!("agentkeys_auth is {}", claims["agentkeys_auth"]);
+    }
+    Ok(format!("token for the signer {}", wallet.address()))
+}
+
 async fn step_creds(c: &mut Ctx<'_>) -> anyhow::Result<String> {
     let v = post_json(
         c.http,
@@ -282,8 +332,9 @@ pub async fn run_demo(http: &reqwest::Client, urls: &DemoUrls) -> bool {
     step!("2. mint an OIDC JWT", step_mint);
     step!("3. verify the JWT against the JWKS", step_verify_jwt);
     step!("4. AWS credentials via STS", step_creds);
-    step!("5. verify the attestation", step_attest);
-    step!("6. verify the audit log", step_audit);
+    step!("5. mint with a wallet's own sign-in", step_sign_in);
+    step!("6. verify the attestation", step_attest);
+    step!("7. verify the audit log", step_audit);
     println!(
         "{}",
         if all {

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use agentkeys_broker::broker;
 use agentkeys_broker::config::{BrokerConfig, DaemonCredentials, KmsCredentials, StsMode};
 use agentkeys_broker::http::{router, serve_http, shutdown_signal};
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use tokio::sync::watch;
 
 use crate::audit_faults::AuditFaultSwitch;
 use crate::demo::{run_demo, DemoUrls};
 use crate::enclave_child::{socket_path, EnclaveChild};
+use crate::standins::backend::SessionSigner;
 use crate::standins::{bind_loopback, spawn_backend, spawn_kms, spawn_sts};
 
 /// Role ARN used by the dev stack (the STS stand-in accepts any well-formed ARN).
@@ -75,7 +76,21 @@ pub struct DevArgs {
     /// instead of re-running this program.
     #[arg(long)]
     pub enclave_bin: Option<PathBuf>,
+    /// The enclave's authorization modes (see `agentkeys-enclave --auth-mode`).
+    #[arg(
+        long = "auth-mode",
+        value_delimiter = ',',
+        default_value = "signed-session,wallet-signature"
+    )]
+    pub auth_modes: Vec<String>,
+    /// With --backend-url and `signed-session`: the RFC 7638 thumbprint of that backend's
+    /// session key (the stand-in's own key is used otherwise). Repeatable.
+    #[arg(long = "session-key-thumbprint", value_delimiter = ',')]
+    pub session_key_thumbprints: Vec<String>,
 }
+
+/// The file of the backend stand-in's session key, in the data directory.
+pub const SESSION_KEY_FILE: &str = "session-key.hex";
 
 /// Contents of `--ready-file`.
 #[derive(serde::Serialize, Clone)]
@@ -141,10 +156,16 @@ struct StandInUrls {
     kms: String,
     sts: String,
     backend: String,
+    /// The thumbprints of the session keys the enclave trusts.
+    session_keys: Vec<String>,
 }
 
 /// Starts the KMS stand-in, and the STS and backend stand-ins unless `args` names others.
-async fn start_stand_ins(args: &DevArgs, data_dir: &Path) -> anyhow::Result<StandInUrls> {
+async fn start_stand_ins(
+    args: &DevArgs,
+    data_dir: &Path,
+    issuer: &str,
+) -> anyhow::Result<StandInUrls> {
     let kms_l = bind_loopback(0)?;
     let kms = format!("http://{}", kms_l.local_addr()?);
     spawn_kms(
@@ -162,20 +183,41 @@ async fn start_stand_ins(args: &DevArgs, data_dir: &Path) -> anyhow::Result<Stan
             url
         }
     };
-    let backend = match &args.backend_url {
-        Some(u) => u.trim_end_matches('/').to_string(),
+    let signed_session = args.auth_modes.iter().any(|m| m == "signed-session");
+    let (backend, session_keys) = match &args.backend_url {
+        Some(u) => (
+            u.trim_end_matches('/').to_string(),
+            args.session_key_thumbprints.clone(),
+        ),
         None => {
             let l = bind_loopback(0)?;
             let url = format!("http://{}", l.local_addr()?);
-            spawn_backend(l)?;
-            url
+            let signer = signed_session
+                .then(|| SessionSigner::load_or_create(&data_dir.join(SESSION_KEY_FILE), issuer))
+                .transpose()?;
+            let keys = signer.iter().map(SessionSigner::thumbprint).collect();
+            spawn_backend(l, signer)?;
+            (url, keys)
         }
     };
-    Ok(StandInUrls { kms, sts, backend })
+    if signed_session && session_keys.is_empty() {
+        bail!("--auth-mode signed-session with --backend-url needs --session-key-thumbprint (that backend's session key), or choose --auth-mode parent-vouched");
+    }
+    Ok(StandInUrls {
+        kms,
+        sts,
+        backend,
+        session_keys,
+    })
 }
 
 /// The enclave child in mock mode on `socket`, for `issuer`.
-fn enclave_child(args: &DevArgs, socket: &Path, issuer: &str) -> anyhow::Result<EnclaveChild> {
+fn enclave_child(
+    args: &DevArgs,
+    socket: &Path,
+    issuer: &str,
+    session_keys: &[String],
+) -> anyhow::Result<EnclaveChild> {
     let (program, mut child_args) = match &args.enclave_bin {
         Some(p) => (p.clone(), vec![]),
         None => (
@@ -191,7 +233,12 @@ fn enclave_child(args: &DevArgs, socket: &Path, issuer: &str) -> anyhow::Result<
         issuer.to_string(),
         "--kms-key-arn".to_string(),
         DEV_KMS_KEY_ARN.to_string(),
+        "--auth-mode".to_string(),
+        args.auth_modes.join(","),
     ]);
+    for key in session_keys {
+        child_args.extend(["--session-key-thumbprint".to_string(), key.clone()]);
+    }
     Ok(EnclaveChild::new(program, child_args, socket.to_path_buf()))
 }
 
@@ -256,10 +303,10 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     // Listeners first, so every URL is known before anything starts.
     let broker_l = bind_loopback(args.port)?;
     let broker_addr = broker_l.local_addr()?;
-    let urls = start_stand_ins(&args, &data_dir).await?;
+    let urls = start_stand_ins(&args, &data_dir, &format!("http://{broker_addr}")).await?;
     let socket = socket_path(&data_dir);
     let config = broker_config(&args, broker_addr, &urls, &socket, &data_dir);
-    let enclave = enclave_child(&args, &socket, &config.issuer)?;
+    let enclave = enclave_child(&args, &socket, &config.issuer, &urls.session_keys)?;
     let first = enclave.spawn_once()?;
     let (stop_tx, stop_rx) = watch::channel(false);
 

@@ -8,7 +8,7 @@ const WALLET: &str = "0xABCDEF0000000000000000000000000000000001";
 async fn start() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(backend::serve(listener));
+    tokio::spawn(backend::serve(listener, None));
     url
 }
 

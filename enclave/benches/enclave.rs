@@ -1,10 +1,13 @@
 //! Enclave hot-path and unseal costs: ES256 signing with the enclave's signer (aws-lc-rs)
 //! next to pure-Rust `p256`, JWT build + sign, the audit chain append, and the unseal
 //! steps that run inside the enclave (RSA-2048 recipient key generation, BER/CMS unwrap
-//! of a KMS-style `CiphertextForRecipient`, key ring derivation). Unseal target:
-//! ≤ 500 ms excluding the KMS round trip.
+//! of a KMS-style `CiphertextForRecipient`, key ring derivation), and the cost of deciding
+//! whose token to sign: a session seen for the first time (ES256 verification) against a
+//! cached one (a lookup). Unseal target: ≤ 500 ms excluding the KMS round trip.
 
 use agentkeys_enclave::audit::{AuditChain, AuditError};
+use agentkeys_enclave::authz::nonce::NonceBook;
+use agentkeys_enclave::authz::{session, AuthPolicy, Authorizer};
 use agentkeys_enclave::cms::{parse_enveloped_data, unwrap_ciphertext_for_recipient, RecipientKey};
 use agentkeys_enclave::jwt::{mint, MintParams, TokenPolicy};
 use agentkeys_enclave::keys::{derive_secret, KeyRing, RingSpec, Seed, SigningKey};
@@ -26,6 +29,7 @@ fn signing_input() -> Vec<u8> {
         wallet: WALLET,
         ttl_seconds: None,
         audience: None,
+        ..Default::default()
     };
     let minted = mint(
         &policy,
@@ -71,6 +75,7 @@ fn bench_jwt(c: &mut Criterion) {
         wallet: WALLET,
         ttl_seconds: Some(300),
         audience: None,
+        ..Default::default()
     };
     let chain = AuditChain::new(7);
     let mut g = c.benchmark_group("jwt");
@@ -128,5 +133,72 @@ fn bench_unseal_steps(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_sign, bench_jwt, bench_unseal_steps);
+/// A session token the way a session backend signs one (ES256, its key in the header),
+/// issued at `now`, and the key's thumbprint.
+fn session_token(n: u32, now: u64) -> (String, String) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let key = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let point = key.verifying_key().to_encoded_point(false);
+    let (x, y) = (
+        URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+        URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+    );
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT",
+        "jwk": {"kty": "EC", "crv": "P-256", "x": x, "y": y}});
+    let claims = serde_json::json!({"sub": WALLET, "aud": "https://broker.example.com",
+        "iat": now, "exp": now + 3600, "jti": format!("s{n}")});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    (
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes())),
+        session::thumbprint(&x, &y),
+    )
+}
+
+fn bench_authorize(c: &mut Criterion) {
+    let now = 1_700_000_000;
+    let (token, thumbprint) = session_token(0, now);
+    let policy = AuthPolicy::new(
+        &["signed-session".to_string()],
+        &[thumbprint],
+        "https://broker.example.com",
+    )
+    .unwrap();
+    let nonces = NonceBook::new(&[1; 32]);
+    let request = |token: &str| agentkeys_wire::MintJwtRequest {
+        wallet: String::new(),
+        ttl_seconds: None,
+        audience: None,
+        proof: Some(agentkeys_wire::WalletProof::Session(token.to_string())),
+    };
+    let mut g = c.benchmark_group("authorize");
+    // First mint on a session: a fresh authorizer each time, so the ES256 verification runs.
+    let first = request(&token);
+    g.bench_function("session_first_mint", |b| {
+        b.iter(|| {
+            Authorizer::new(policy.clone())
+                .authorize(black_box(&first), now, &nonces)
+                .unwrap()
+        })
+    });
+    let cached = Authorizer::new(policy.clone());
+    cached.authorize(&first, now, &nonces).unwrap();
+    g.bench_function("session_cached", |b| {
+        b.iter(|| cached.authorize(black_box(&first), now, &nonces).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_sign,
+    bench_jwt,
+    bench_authorize,
+    bench_unseal_steps
+);
 criterion_main!(benches);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use agentkeys_wire::Address;
 use clap::Parser;
 
+use crate::authz::{AuthConfigError, AuthPolicy};
 use crate::jwt::{
     TokenPolicy, DEFAULT_AUDIENCE, DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
 };
@@ -55,6 +56,9 @@ pub enum ConfigError {
     /// `--mock` on a vsock listener: the mock NSM never serves the production transport.
     #[error("--mock needs --usock: the mock NSM never listens on vsock, where a parent would take it for a real enclave")]
     MockOnVsock,
+    /// The authorization modes or session keys are unusable.
+    #[error("{0}")]
+    Auth(#[from] AuthConfigError),
     /// `--mock` where a Nitro Secure Module exists.
     #[error("--mock refused: {device} exists, so this is a Nitro Enclave and must attest with its real NSM")]
     MockWithNsmDevice {
@@ -120,6 +124,28 @@ pub struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// How the enclave decides whose token it signs: `signed-session` (the session
+    /// backend's signed token), `wallet-signature` (a Sign-In with Ethereum message the
+    /// wallet signed) or `parent-vouched` (the parent's word, alone). Repeatable or
+    /// comma-separated; part of the measured image.
+    #[arg(
+        long = "auth-mode",
+        env = "AGENTKEYS_ENCLAVE_AUTH_MODES",
+        value_delimiter = ',',
+        default_value = "signed-session",
+        value_name = "MODE"
+    )]
+    pub auth_modes: Vec<String>,
+    /// RFC 7638 thumbprint (43 base64url characters) of an ES256 key the session backend
+    /// signs sessions with; repeatable (up to 4, for rotation with overlap). Part of the
+    /// measured image.
+    #[arg(
+        long = "session-key-thumbprint",
+        env = "AGENTKEYS_ENCLAVE_SESSION_KEYS",
+        value_delimiter = ',',
+        value_name = "THUMBPRINT"
+    )]
+    pub session_key_thumbprints: Vec<String>,
 }
 
 /// Mock NSM options.
@@ -136,6 +162,8 @@ pub struct MockOptions {
 /// Everything the enclave needs to run.
 #[derive(Debug, Clone)]
 pub struct EnclaveConfig {
+    /// Whose tokens the enclave signs.
+    pub auth: AuthPolicy,
     /// Where to listen.
     pub listen: Address,
     /// Mock NSM options.
@@ -270,6 +298,7 @@ impl Args {
             self.ttl_max,
         )
         .map_err(|e| ConfigError::Token(e.to_string()))?;
+        let auth = AuthPolicy::new(&self.auth_modes, &self.session_key_thumbprints, &issuer)?;
         let mut pcrs = BTreeMap::new();
         for v in &self.mock_pcr {
             let (i, p) = parse_mock_pcr(v)?;
@@ -287,6 +316,7 @@ impl Args {
                 pcrs,
             },
             policy,
+            auth,
             ring: RingSpec {
                 active: self.key_version,
                 publish_next: self.publish_next_key,
@@ -310,10 +340,15 @@ mod tests {
             "https://issuer.example.com",
             "--kms-key-arn",
             KEY_ARN,
+            "--session-key-thumbprint",
+            THUMBPRINT,
         ];
         v.extend_from_slice(extra);
         Args::try_parse_from(v)
     }
+
+    /// A session key thumbprint (RFC 7638 §3.1's example).
+    const THUMBPRINT: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
 
     const KEY_ARN: &str =
         "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -470,6 +505,79 @@ mod tests {
         );
         // Without --mock the device is what the enclave uses.
         assert!(args(&[]).unwrap().into_config_on(true).is_ok());
+    }
+
+    #[test]
+    fn authorization_modes_and_session_keys() {
+        use crate::authz::AuthMode;
+        let c = config(&[]).unwrap();
+        assert_eq!(c.auth.modes(), [AuthMode::SignedSession]);
+        assert_eq!(c.auth.session_keys(), [THUMBPRINT]);
+        assert_eq!(c.auth.domain(), "issuer.example.com");
+        let c = config(&["--auth-mode", "wallet-signature,signed-session"]).unwrap();
+        assert_eq!(
+            c.auth.modes(),
+            [AuthMode::SignedSession, AuthMode::WalletSignature]
+        );
+        let base = [
+            "agentkeys-enclave",
+            "--issuer",
+            "https://i.example.com:8443/x",
+            "--kms-key-arn",
+            KEY_ARN,
+        ];
+        let only = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v).unwrap().into_config_on(false)
+        };
+        let vouched = only(&["--auth-mode", "parent-vouched"]).unwrap();
+        assert_eq!(vouched.auth.modes(), [AuthMode::ParentVouched]);
+        assert_eq!(
+            only(&["--auth-mode", "wallet-signature"])
+                .unwrap()
+                .auth
+                .domain(),
+            "i.example.com:8443"
+        );
+        let refused = [
+            (vec![], AuthConfigError::NoSessionKey),
+            (
+                vec!["--auth-mode", "magic"],
+                AuthConfigError::UnknownMode("magic".into()),
+            ),
+            (
+                vec!["--auth-mode", "parent-vouched,wallet-signature"],
+                AuthConfigError::VouchedWithProof {
+                    other: "wallet-signature",
+                },
+            ),
+            (
+                vec![
+                    "--auth-mode",
+                    "parent-vouched",
+                    "--session-key-thumbprint",
+                    THUMBPRINT,
+                ],
+                AuthConfigError::SessionKeyUnused,
+            ),
+            (
+                vec!["--session-key-thumbprint", "abc"],
+                AuthConfigError::Thumbprint("abc".into()),
+            ),
+        ];
+        for (extra, expected) in refused {
+            assert_eq!(
+                only(&extra).unwrap_err(),
+                ConfigError::Auth(expected),
+                "{extra:?}"
+            );
+        }
+        let five = [THUMBPRINT; 5].join(",");
+        assert_eq!(
+            only(&["--session-key-thumbprint", &five]).unwrap_err(),
+            ConfigError::Auth(AuthConfigError::TooManySessionKeys { found: 5, max: 4 })
+        );
     }
 
     #[test]

@@ -246,6 +246,16 @@ pub struct Claims {
     /// ([`agentkeys_wire::SEQ_CLAIM`]): with the epoch it names the one audit row of this
     /// token.
     pub agentkeys_seq: u64,
+    /// The authorization mode that allowed the mint (`signed-session`,
+    /// `wallet-signature` or `parent-vouched`).
+    pub agentkeys_auth: String,
+    /// SHA-256 (hex) of the proof the caller gave: its session token, or its sign-in
+    /// message then signature. Absent in `parent-vouched` mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agentkeys_proof_sha256: Option<String>,
+    /// When that proof stops being valid (UNIX seconds). Absent in `parent-vouched` mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agentkeys_proof_exp: Option<u64>,
     /// AWS session tags.
     #[serde(rename = "https://aws.amazon.com/tags")]
     pub aws_tags: AwsTags,
@@ -272,11 +282,35 @@ pub struct Minted {
     pub signing_input_sha256: [u8; 32],
 }
 
-/// A mint request after the wire layer (what the parent vouches for).
+/// How a mint was authorized, as its claims state it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProofClaims {
+    /// The mode's name.
+    pub mode: &'static str,
+    /// SHA-256 of the proof.
+    pub proof_sha256: Option<[u8; 32]>,
+    /// When the proof expires.
+    pub proof_expires_at: Option<u64>,
+}
+
+impl Default for ProofClaims {
+    /// No proof: the parent's word.
+    fn default() -> Self {
+        ProofClaims {
+            mode: "parent-vouched",
+            proof_sha256: None,
+            proof_expires_at: None,
+        }
+    }
+}
+
+/// A mint request after authorization.
 #[derive(Debug, Clone, Default)]
 pub struct MintParams<'a> {
-    /// Wallet as sent by the parent; [`mint`] checks it with [`Wallet::parse`].
+    /// The authorized wallet; [`mint`] checks it with [`Wallet::parse`].
     pub wallet: &'a str,
+    /// How it was authorized.
+    pub proof: ProofClaims,
     /// Requested TTL.
     pub ttl_seconds: Option<u32>,
     /// Requested audience.
@@ -335,6 +369,9 @@ pub fn prepare(
         agentkeys_user_wallet: wallet.to_string(),
         agentkeys_epoch: String::new(),
         agentkeys_seq: 0,
+        agentkeys_auth: params.proof.mode.to_string(),
+        agentkeys_proof_sha256: params.proof.proof_sha256.map(hex::encode),
+        agentkeys_proof_exp: params.proof.proof_expires_at,
         aws_tags: AwsTags {
             principal_tags: PrincipalTags {
                 agentkeys_user_wallet: vec![wallet.into_string()],
@@ -496,6 +533,7 @@ mod tests {
             wallet: W,
             ttl_seconds: Some(600),
             audience: None,
+            ..Default::default()
         };
         let m = mint(&policy(), &k, &params, 1_700_000_000, &rng, POSITION).unwrap();
         let parts: Vec<&str> = m.jwt.split('.').collect();
@@ -518,6 +556,7 @@ mod tests {
             "agentkeys_user_wallet": w,
             "agentkeys_epoch": "18000000000000000007",
             "agentkeys_seq": 42,
+            "agentkeys_auth": "parent-vouched",
             "https://aws.amazon.com/tags": {
                 "principal_tags": {"agentkeys_user_wallet": [w]},
                 "transitive_tag_keys": ["agentkeys_user_wallet"]
@@ -552,6 +591,33 @@ mod tests {
         vk.verify(signed.as_bytes(), &s).unwrap();
     }
 
+    /// The claims state the rule and the proof that allowed the mint.
+    #[test]
+    fn proof_claims_are_signed() {
+        let params = MintParams {
+            wallet: W,
+            proof: ProofClaims {
+                mode: "signed-session",
+                proof_sha256: Some([0xab; 32]),
+                proof_expires_at: Some(1_700_000_900),
+            },
+            ..Default::default()
+        };
+        let m = mint(
+            &policy(),
+            &key(),
+            &params,
+            1_700_000_000,
+            &SystemRandom::new(),
+            POSITION,
+        )
+        .unwrap();
+        let claims: serde_json::Value = decode_part(m.jwt.split('.').nth(1).unwrap());
+        assert_eq!(claims["agentkeys_auth"], "signed-session");
+        assert_eq!(claims["agentkeys_proof_sha256"], "ab".repeat(32));
+        assert_eq!(claims["agentkeys_proof_exp"], 1_700_000_900u64);
+    }
+
     #[test]
     fn jti_distinct() {
         let k = key();
@@ -584,7 +650,7 @@ mod tests {
         let bad_ttl = MintParams {
             wallet: W,
             ttl_seconds: Some(10),
-            audience: None,
+            ..Default::default()
         };
         assert!(matches!(
             mint(&p, &k, &bad_ttl, 1, &rng, POSITION),
@@ -592,8 +658,8 @@ mod tests {
         ));
         let bad_aud = MintParams {
             wallet: W,
-            ttl_seconds: None,
             audience: Some("x"),
+            ..Default::default()
         };
         assert!(matches!(
             mint(&p, &k, &bad_aud, 1, &rng, POSITION),

@@ -158,6 +158,22 @@ pub fn derive_secret(seed: &Seed, version: u32) -> Result<p256::SecretKey, KeyEr
     })
 }
 
+/// The HKDF `info` of the key that tags Sign-In with Ethereum nonces
+/// (`authz::nonce`): its own label, so it shares nothing with the signing keys.
+pub const NONCE_KEY_INFO: &[u8] = b"siwe/nonce/v1";
+
+/// Derives the 32-byte key that tags sign-in nonces: the same for every enclave that
+/// unsealed the seed, so a fleet accepts each other's nonces.
+pub fn derive_nonce_key(seed: &Seed) -> Zeroizing<[u8; 32]> {
+    let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), seed.as_bytes());
+    let mut okm = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's 255*32 limit, so expand cannot fail.
+    if hk.expand(NONCE_KEY_INFO, &mut okm[..]).is_err() {
+        okm.fill(0);
+    }
+    okm
+}
+
 fn check_version(version: u32) -> Result<(), KeyError> {
     if version == 0 || version > MAX_KEY_VERSION {
         return Err(KeyError::Version {

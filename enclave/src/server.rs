@@ -19,10 +19,12 @@ use aws_lc_rs::rand::SystemRandom;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditChain, AuditError};
+use crate::authz::nonce::NonceBook;
+use crate::authz::{AuthError, AuthMode, AuthPolicy, Authorizer};
 use crate::cms::RecipientKey;
 use crate::config::EnclaveConfig;
-use crate::jwt::{self, MintParams, TokenError, TokenPolicy};
-use crate::keys::{KeyRing, RingSpec};
+use crate::jwt::{self, MintParams, ProofClaims, TokenError, TokenPolicy};
+use crate::keys::{self, KeyRing, RingSpec};
 use crate::kms::{self, KmsSettings};
 use crate::nsm::{self, NsmDevice, NsmError};
 
@@ -54,6 +56,8 @@ pub enum StartError {
 struct UnsealedState {
     ring: KeyRing,
     result: UnsealResult,
+    /// Sign-in nonces, keyed from the seed.
+    nonces: NonceBook,
 }
 
 /// The enclave's state and request handler.
@@ -61,6 +65,7 @@ pub struct Enclave {
     nsm: Arc<dyn NsmDevice>,
     recipient: RecipientKey,
     policy: TokenPolicy,
+    authorizer: Authorizer,
     ring_spec: RingSpec,
     kms: KmsSettings,
     chain: AuditChain,
@@ -101,6 +106,16 @@ fn audit_error(e: AuditError) -> WireError {
     }
 }
 
+/// A refused proof is `Unauthorized`; a parent-vouched wallet that breaks the wallet
+/// rule stays `InvalidWallet`.
+fn auth_error(e: AuthError) -> WireError {
+    let kind = match &e {
+        AuthError::Wallet(_) => WireErrorKind::InvalidWallet,
+        _ => WireErrorKind::Unauthorized,
+    };
+    wire(kind, e.to_string())
+}
+
 impl From<AuditError> for WireError {
     fn from(e: AuditError) -> WireError {
         audit_error(e)
@@ -117,6 +132,7 @@ impl Enclave {
     pub fn new(
         nsm: Arc<dyn NsmDevice>,
         policy: TokenPolicy,
+        auth: AuthPolicy,
         ring_spec: RingSpec,
         kms: KmsSettings,
     ) -> Result<Enclave, StartError> {
@@ -128,6 +144,7 @@ impl Enclave {
             nsm,
             recipient,
             policy,
+            authorizer: Authorizer::new(auth),
             ring_spec,
             kms,
             chain,
@@ -160,6 +177,7 @@ impl Enclave {
             Request::MintJwt(req) => self.mint(req),
             Request::Attest { nonce } => self.attest(nonce).await,
             Request::AuditCheckpoint { nonce } => self.checkpoint(nonce).await,
+            Request::SiweNonce => self.siwe_nonce(),
         };
         match &result {
             Ok(Response::Jwt(m)) => {
@@ -183,7 +201,32 @@ impl Enclave {
             epoch: position.epoch,
             seq: position.seq,
             module_id: self.module_id.clone(),
+            auth_modes: self.authorizer.policy().mode_names(),
         }))
+    }
+
+    fn siwe_nonce(&self) -> Result<Response, WireError> {
+        if !self
+            .authorizer
+            .policy()
+            .modes()
+            .contains(&AuthMode::WalletSignature)
+        {
+            return Err(wire(
+                WireErrorKind::Unauthorized,
+                format!(
+                    "this enclave does not take wallet-signature proofs (it runs {})",
+                    self.authorizer.policy().mode_names().join(", ")
+                ),
+            ));
+        }
+        let state = self.require_unsealed()?;
+        let now = jwt::now_unix().map_err(token_error)?;
+        let (nonce, expires_at) = state
+            .nonces
+            .issue(now, &self.rng)
+            .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))?;
+        Ok(Response::SiweNonce { nonce, expires_at })
     }
 
     async fn unseal(self: &Arc<Self>, req: UnsealRequest) -> Result<Response, WireError> {
@@ -214,6 +257,7 @@ impl Enclave {
             .map_err(|e| wire(e.wire_kind(), e.to_string()))?;
         let ring = KeyRing::derive(&unsealed.seed, self.ring_spec)
             .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))?;
+        let nonces = NonceBook::new(&keys::derive_nonce_key(&unsealed.seed));
         drop(unsealed.seed);
         let result = UnsealResult {
             sealed_seed: unsealed.sealed_seed,
@@ -225,6 +269,7 @@ impl Enclave {
         let state = Arc::new(UnsealedState {
             ring,
             result: result.clone(),
+            nonces,
         });
         *self.state.write().map_err(|_| poisoned())? = Some(state);
         Ok(Response::Unsealed(result))
@@ -233,8 +278,18 @@ impl Enclave {
     fn mint(&self, req: MintJwtRequest) -> Result<Response, WireError> {
         let state = self.require_unsealed()?;
         let now = jwt::now_unix().map_err(token_error)?;
+        // Before the chain is touched: a refused mint takes no seq.
+        let authorized = self
+            .authorizer
+            .authorize(&req, now, &state.nonces)
+            .map_err(auth_error)?;
         let params = MintParams {
-            wallet: &req.wallet,
+            wallet: authorized.wallet.as_str(),
+            proof: ProofClaims {
+                mode: authorized.mode.as_str(),
+                proof_sha256: authorized.proof_sha256,
+                proof_expires_at: authorized.proof_expires_at,
+            },
             ttl_seconds: req.ttl_seconds,
             audience: req.audience.as_deref(),
         };
@@ -273,6 +328,8 @@ impl Enclave {
             key_version: self.ring_spec.active,
             audit_epoch: self.chain.epoch(),
             module_id: self.module_id.clone(),
+            auth_modes: self.authorizer.policy().mode_names(),
+            session_keys: self.authorizer.policy().session_keys().to_vec(),
         }
         .encode();
         let user_data = statement.clone();
@@ -355,6 +412,7 @@ pub async fn run(config: EnclaveConfig) -> Result<(), StartError> {
     let enclave = Arc::new(Enclave::new(
         nsm,
         config.policy.clone(),
+        config.auth.clone(),
         config.ring,
         config.kms_settings(),
     )?);

@@ -49,6 +49,12 @@ impl EnclaveProcess {
             .arg("--kms-key-arn")
             .arg(KEY_ARN)
             .args(extra)
+            // The tests below that do not send proofs mint on the parent's word.
+            .args(if extra.iter().any(|a| a == "--auth-mode") {
+                &[][..]
+            } else {
+                &["--auth-mode", "parent-vouched"][..]
+            })
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -154,6 +160,7 @@ fn mint_request(wallet: &str, ttl: Option<u32>, audience: Option<&str>) -> Reque
         wallet: wallet.into(),
         ttl_seconds: ttl,
         audience: audience.map(str::to_string),
+        proof: None,
     })
 }
 
@@ -417,6 +424,7 @@ async fn minted_jwt_verifies_against_attested_jwks() {
         "agentkeys_user_wallet": WALLET_LC,
         "agentkeys_epoch": minted.epoch.to_string(),
         "agentkeys_seq": minted.seq,
+        "agentkeys_auth": "parent-vouched",
         "https://aws.amazon.com/tags": {
             "principal_tags": {"agentkeys_user_wallet": [WALLET_LC]},
             "transitive_tag_keys": ["agentkeys_user_wallet"]

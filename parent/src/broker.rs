@@ -255,6 +255,7 @@ mod tests {
                     epoch: 9,
                     seq: 7,
                     module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
+                    auth_modes: vec!["signed-session".into()],
                 },
             ))
             .await

@@ -366,6 +366,8 @@ fn build_eif_refuses_bad_issuer_and_unpinned_base_image() {
             "https://i.example.com",
             "--kms-key-arn",
             PINNED_KEY,
+            "--session-key-thumbprint",
+            THUMBPRINT,
         ])
         .arg("--inputs")
         .arg(&placeholder)
@@ -380,6 +382,8 @@ fn build_eif_refuses_bad_issuer_and_unpinned_base_image() {
             "https://i.example.com",
             "--kms-key-arn",
             PINNED_KEY,
+            "--session-key-thumbprint",
+            THUMBPRINT,
             "--rust-image-digest",
             "latest",
         ],
@@ -406,6 +410,68 @@ fn build_eif_pins_exactly_one_kms_key_arn() {
         let mut args = base.to_vec();
         args.extend(["--kms-key-arn", bad]);
         assert_fails(&bash("build-eif.sh", &args), "never an alias");
+    }
+}
+
+/// A session key thumbprint (RFC 7638 §3.1's example).
+const THUMBPRINT: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+
+/// The authorization modes go into the image as agentkeys-enclave would take them; a
+/// configuration the enclave would refuse is refused before anything is built.
+#[test]
+fn build_eif_checks_the_authorization_modes() {
+    let digest = test_digest('a');
+    let base = [
+        "--issuer",
+        "https://i.example.com",
+        "--kms-key-arn",
+        PINNED_KEY,
+        "--rust-image-digest",
+        &digest,
+    ];
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[],
+            "--auth-mode signed-session needs --session-key-thumbprint",
+        ),
+        (
+            &["--auth-mode", "magic"],
+            "is not signed-session, wallet-signature or parent-vouched",
+        ),
+        (
+            &["--auth-mode", "parent-vouched,signed-session"],
+            "cannot be combined",
+        ),
+        (
+            &[
+                "--auth-mode",
+                "parent-vouched",
+                "--session-key-thumbprint",
+                THUMBPRINT,
+            ],
+            "only used with --auth-mode signed-session",
+        ),
+        (&["--session-key-thumbprint", "short"], "43-character"),
+        (
+            &[
+                "--session-key-thumbprint",
+                THUMBPRINT,
+                "--session-key-thumbprint",
+                THUMBPRINT,
+                "--session-key-thumbprint",
+                THUMBPRINT,
+                "--session-key-thumbprint",
+                THUMBPRINT,
+                "--session-key-thumbprint",
+                THUMBPRINT,
+            ],
+            "at most 4",
+        ),
+    ];
+    for (extra, names) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        assert_fails(&bash("build-eif.sh", &args), names);
     }
 }
 
@@ -498,6 +564,8 @@ fn build_eif_refuses_a_malformed_inputs_file() {
                 "https://i.example.com",
                 "--kms-key-arn",
                 PINNED_KEY,
+                "--session-key-thumbprint",
+                THUMBPRINT,
             ])
             .arg("--inputs")
             .arg(&p)
@@ -566,6 +634,8 @@ fn build_eif_with(tools: &tempfile::TempDir, inputs: &std::path::Path, extra: &[
             "https://i.example.com",
             "--kms-key-arn",
             PINNED_KEY,
+            "--session-key-thumbprint",
+            THUMBPRINT,
             "--tag",
             "agentkeys-enclave:test",
         ])
@@ -610,6 +680,11 @@ fn build_eif_packs_only_a_binary_that_refuses_mock() {
     let calls = calls(&tools);
     assert!(
         calls.contains(&format!("KMS_KEY_ARN={PINNED_KEY}")),
+        "{calls}"
+    );
+    assert!(calls.contains("AUTH_MODES=signed-session"), "{calls}");
+    assert!(
+        calls.contains(&format!("SESSION_KEYS={THUMBPRINT}")),
         "{calls}"
     );
     assert!(
@@ -829,6 +904,8 @@ fn build_eif_names_the_missing_tool() {
             "https://i.example.com",
             "--kms-key-arn",
             PINNED_KEY,
+            "--session-key-thumbprint",
+            THUMBPRINT,
             "--rust-image-digest",
             &digest,
         ])

@@ -178,3 +178,40 @@ validate_eif_inputs() {
         || { echo "SOURCE_DATE_EPOCH '$EIF_SOURCE_DATE_EPOCH' is not a number of seconds"; return 1; }
     return 0
 }
+
+# validate_auth_modes MODES KEYS: the enclave's --auth-mode list and its session key
+# thumbprints (both comma-separated) as agentkeys-enclave accepts them; prints the reason
+# and fails otherwise.
+validate_auth_modes() {
+    local modes="$1" keys="$2" mode key signed_session=0 vouched=0 count=0
+    [ -n "$modes" ] || { echo "--auth-mode is empty"; return 1; }
+    IFS=',' read -r -a list <<<"$modes"
+    for mode in "${list[@]}"; do
+        case "$mode" in
+            signed-session) signed_session=1 ;;
+            wallet-signature) ;;
+            parent-vouched) vouched=1 ;;
+            *) echo "--auth-mode '$mode' is not signed-session, wallet-signature or parent-vouched"; return 1 ;;
+        esac
+    done
+    if [ "$vouched" = 1 ] && [ "${#list[@]}" -gt 1 ]; then
+        echo "--auth-mode parent-vouched cannot be combined with another mode: the parent could skip the proof"
+        return 1
+    fi
+    if [ -n "$keys" ]; then
+        IFS=',' read -r -a klist <<<"$keys"
+        for key in "${klist[@]}"; do
+            [[ "$key" =~ ^[A-Za-z0-9_-]{43}$ ]] || { echo "--session-key-thumbprint '$key' is not a 43-character base64url RFC 7638 thumbprint"; return 1; }
+            count=$((count + 1))
+        done
+        [ "$count" -le 4 ] || { echo "at most 4 --session-key-thumbprint values"; return 1; }
+    fi
+    if [ "$signed_session" = 1 ] && [ "$count" = 0 ]; then
+        echo "--auth-mode signed-session needs --session-key-thumbprint (the session backend's ES256 key)"
+        return 1
+    fi
+    if [ "$signed_session" = 0 ] && [ "$count" -gt 0 ]; then
+        echo "--session-key-thumbprint is only used with --auth-mode signed-session"
+        return 1
+    fi
+}

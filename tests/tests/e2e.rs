@@ -285,7 +285,12 @@ fn backend_401_is_401_with_auth_failed_row() {
 fn backend_down_is_502() {
     let port = closed_port();
     let stack = DevStack::start_with(DevOptions {
-        extra: vec!["--backend-url".into(), format!("http://127.0.0.1:{port}")],
+        extra: vec![
+            "--auth-mode".into(),
+            "parent-vouched".into(),
+            "--backend-url".into(),
+            format!("http://127.0.0.1:{port}"),
+        ],
         ..Default::default()
     });
     let (status, body) = stack.post("/v1/mint-oidc-jwt", Some("some-token"), "");
@@ -305,6 +310,8 @@ fn backend_slow_is_502_within_timeout() {
     let (port, _h) = blackhole();
     let stack = DevStack::start_with(DevOptions {
         extra: vec![
+            "--auth-mode".into(),
+            "parent-vouched".into(),
             "--backend-url".into(),
             format!("http://127.0.0.1:{port}"),
             "--backend-timeout-ms".into(),
@@ -699,4 +706,51 @@ fn data_dir_persists_the_key_across_runs() {
     assert_eq!(mode & 0o777, 0o600);
     let stack = DevStack::start_with(opts);
     assert_eq!(stack.served_kid(), first);
+}
+
+/// A wallet's own Sign-In with Ethereum message, through the broker: a nonce from
+/// `GET /v1/sign-in/nonce`, a mint with `sign_in` and no bearer, for exactly the signer.
+/// The same message again is refused by the enclave (401 `proof_refused`) and audited as
+/// `mint_failed`.
+#[test]
+fn a_sign_in_mints_for_its_signer_once() {
+    use agentkeys_dev::siwe_wallet::{siwe_message, ThrowawayWallet};
+    let stack = DevStack::start();
+    let (status, nonce) = stack.get("/v1/sign-in/nonce");
+    assert_eq!(status, 200);
+    let nonce: serde_json::Value = serde_json::from_slice(&nonce).unwrap();
+    let domain = stack.info.broker_url.trim_start_matches("http://");
+    let now = agentkeys_attestation::now_unix_ms() / 1000;
+    let wallet = ThrowawayWallet::new();
+    let message = siwe_message(
+        domain,
+        &wallet.address(),
+        &stack.info.broker_url,
+        1,
+        nonce["nonce"].as_str().unwrap(),
+        now,
+        now + 120,
+    );
+    let body = serde_json::json!({"sign_in": {
+        "message": message,
+        "signature": format!("0x{}", hex::encode(wallet.sign(&message))),
+    }})
+    .to_string();
+    let (status, answer) = stack.post("/v1/mint-oidc-jwt", None, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(json(&answer)["wallet"], wallet.wallet().to_string());
+    let (status, answer) = stack.post("/v1/mint-oidc-jwt", None, &body);
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(json(&answer)["error"], "proof_refused");
+    assert!(answer.contains("already used"), "{answer}");
+    let failed = rows_with_event(&stack, "mint_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("already used"));
+    // A malformed signature is the caller's mistake, named before the enclave.
+    let bad = body.replace("\"signature\":\"0x", "\"signature\":\"");
+    let (status, answer) = stack.post("/v1/mint-oidc-jwt", None, &bad);
+    assert_eq!(status, 400, "{answer}");
 }

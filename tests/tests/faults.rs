@@ -203,6 +203,8 @@ fn broker_sigkilled_under_load_loses_no_audited_token() {
 fn programmable_stack(p: &Programmable) -> DevStack {
     DevStack::start_with(DevOptions {
         extra: vec![
+            "--auth-mode".into(),
+            "parent-vouched".into(),
             "--backend-url".into(),
             p.url.clone(),
             "--sts-url".into(),
@@ -566,7 +568,9 @@ fn kms_down_at_start_is_retried_with_backoff_and_reported() {
     enclave_cmd
         .args(["enclave-child", "--", "--mock", "--usock"])
         .arg(&socket)
-        .args(["--issuer", &issuer, "--kms-key-arn", KMS_KEY_ARN]);
+        .args(["--issuer", &issuer, "--kms-key-arn", KMS_KEY_ARN])
+        // The backend stand-in here issues unsigned sessions: the parent's word.
+        .args(["--auth-mode", "parent-vouched"]);
     let _enclave = Group::spawn(enclave_cmd, &d.join("enclave.log")).expect("enclave");
 
     let mut serve = Command::new(&broker);

@@ -53,14 +53,22 @@ impl Enclave {
         Enclave::start_for(ISSUER, PINNED)
     }
 
-    /// The shipped enclave binary in mock mode for `issuer`, pinned to `key`.
+    /// The shipped enclave binary in mock mode for `issuer`, pinned to `key`, minting on
+    /// the parent's word.
     fn start_for(issuer: &str, key: &str) -> Enclave {
+        Enclave::start_with(issuer, key, &["--auth-mode", "parent-vouched"])
+    }
+
+    /// The shipped enclave binary in mock mode for `issuer`, pinned to `key`, with the
+    /// authorization flags `auth`.
+    fn start_with(issuer: &str, key: &str, auth: &[&str]) -> Enclave {
         let dir = tempfile::tempdir().expect("tmp");
         let socket = dir.path().join("enclave.sock");
         let child = Command::new(binary("agentkeys-enclave"))
             .args(["--mock", "--usock"])
             .arg(&socket)
             .args(["--issuer", issuer, "--kms-key-arn", key])
+            .args(auth)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -589,4 +597,388 @@ fn rows_rewritten_with_a_recomputed_chain_are_named_against_what_the_enclave_sig
             );
         }
     }
+}
+
+/// Runs `script` with `python3`, `input` on its stdin; its stdout. Fails with the command
+/// that installs what it needs when python3 or a package is missing.
+fn python(script: &str, input: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed: apt-get install python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write to python3");
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 failed (install its packages: python3 -m pip install pyjwt cryptography eth-account): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python3 printed JSON")
+}
+
+/// Session tokens as a session backend written with PyJWT and pyca/cryptography signs
+/// them (ES256, the key's JWK in the header), good and bad, and the RFC 7638 thumbprint
+/// of the trusted key as Python computes it.
+const PYJWT_SESSIONS: &str = r#"
+import base64, hashlib, json, sys
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+req = json.load(sys.stdin)
+def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+def key(n):
+    k = ec.derive_private_key(n, ec.SECP256R1())
+    p = k.public_key().public_numbers()
+    return k, {"kty": "EC", "crv": "P-256", "x": b64(p.x.to_bytes(32, "big")), "y": b64(p.y.to_bytes(32, "big"))}
+trusted, tjwk = key(0x5e55_1011)
+other, ojwk = key(0x0bad_2022)
+now, w = req["now"], req["wallet"]
+base = {"sub": w, "aud": req["issuer"], "iat": now - 5, "exp": now + 600, "jti": "session-1"}
+def es(claims, k=trusted, j=tjwk): return jwt.encode(claims, k, algorithm="ES256", headers={"jwk": j})
+canonical = json.dumps({"crv": "P-256", "kty": "EC", "x": tjwk["x"], "y": tjwk["y"]}, separators=(",", ":"), sort_keys=True)
+print(json.dumps({
+    "thumbprint": b64(hashlib.sha256(canonical.encode()).digest()),
+    "valid": es(base),
+    "for_other_wallet": es({**base, "sub": req["other_wallet"], "jti": "session-2"}),
+    "expired": es({**base, "iat": now - 4000, "exp": now - 3600}),
+    "not_yet_valid": es({**base, "nbf": now + 3600}),
+    "wrong_audience": es({**base, "aud": "https://attacker.example"}),
+    "other_key": es(base, other, ojwk),
+    "trusted_jwk_other_signer": es(base, other, tjwk),
+    "hs256": jwt.encode(base, "a-shared-secret-long-enough-for-hs256!", algorithm="HS256", headers={"jwk": tjwk}),
+    "none": jwt.encode(base, None, algorithm="none", headers={"jwk": tjwk}),
+}))
+"#;
+
+/// Unseals `client`'s enclave through the KMS stand-in (genesis).
+async fn unseal_genesis(client: &EnclaveClient) {
+    let (kms, _proxy) = start_kms().await;
+    match client.call(unseal(PINNED, "us-east-1", &kms)).await {
+        Ok(Response::Unsealed(_)) => {}
+        other => panic!("unseal: {other:?}"),
+    }
+}
+
+/// The enclave's current seq.
+async fn seq(client: &EnclaveClient) -> u64 {
+    match client.call(Request::Status).await {
+        Ok(Response::Status(s)) => s.seq,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+fn mint_with(wallet: &str, proof: Option<agentkeys_wire::WalletProof>) -> Request {
+    Request::MintJwt(agentkeys_wire::MintJwtRequest {
+        wallet: wallet.into(),
+        ttl_seconds: None,
+        audience: None,
+        proof,
+    })
+}
+
+/// The claims of a compact JWT.
+fn claims_of(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = jwt.split('.').nth(1).expect("claims");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+const WALLET_A: &str = "0x00000000000000000000000000000000000000a1";
+const WALLET_B: &str = "0x00000000000000000000000000000000000000b2";
+
+/// In `signed-session` mode the parent forwards the caller's session token; sessions
+/// signed by PyJWT with the trusted key verify inside the enclave, and the token is for
+/// the session's wallet whatever the parent names. Every session a hostile parent could
+/// bring instead is refused, with no signature made and no seq taken.
+#[tokio::test]
+async fn the_enclave_signs_only_for_the_wallet_a_verified_session_names() {
+    let now = agentkeys_attestation::now_unix_ms() / 1000;
+    let sessions = python(
+        PYJWT_SESSIONS,
+        &serde_json::json!({"now": now, "issuer": ISSUER, "wallet": WALLET_A, "other_wallet": WALLET_B}),
+    );
+    let s = |name: &str| sessions[name].as_str().expect(name).to_string();
+    let thumbprint = s("thumbprint");
+    let enclave = Enclave::start_with(
+        ISSUER,
+        PINNED,
+        &[
+            "--auth-mode",
+            "signed-session",
+            "--session-key-thumbprint",
+            &thumbprint,
+        ],
+    );
+    let client = enclave.client();
+    unseal_genesis(&client).await;
+    let session = |name: &str| Some(agentkeys_wire::WalletProof::Session(s(name)));
+
+    // The genuine session: a token for A, stating the rule and the proof.
+    let minted = match client.call(mint_with("", session("valid"))).await {
+        Ok(Response::Jwt(m)) => m,
+        other => panic!("mint: {other:?}"),
+    };
+    assert_eq!(minted.wallet, WALLET_A);
+    let claims = claims_of(&minted.jwt);
+    assert_eq!(claims["agentkeys_auth"], "signed-session");
+    assert_eq!(
+        claims["agentkeys_proof_sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            s("valid").as_bytes()
+        ))
+    );
+    assert_eq!(claims["agentkeys_proof_exp"], now + 600);
+    let taken = seq(&client).await;
+
+    let attempts: [(&str, Request, &str); 10] = [
+        (
+            "B's token with A's session",
+            mint_with(WALLET_B, session("valid")),
+            "proof is for",
+        ),
+        (
+            "B's token on the parent's word alone",
+            mint_with(WALLET_B, None),
+            "no proof",
+        ),
+        (
+            "an expired session",
+            mint_with("", session("expired")),
+            "expired",
+        ),
+        (
+            "a session not valid yet",
+            mint_with("", session("not_yet_valid")),
+            "not valid before",
+        ),
+        (
+            "a session for another issuer",
+            mint_with("", session("wrong_audience")),
+            "audience",
+        ),
+        (
+            "a session signed by another key",
+            mint_with("", session("other_key")),
+            "not a session key this enclave trusts",
+        ),
+        (
+            "the trusted key's JWK over another key's signature",
+            mint_with("", session("trusted_jwk_other_signer")),
+            "signature does not verify",
+        ),
+        ("an HS256 session", mint_with("", session("hs256")), "HS256"),
+        (
+            "an unsigned session (alg none)",
+            mint_with("", session("none")),
+            "\"none\"",
+        ),
+        (
+            "a sign-in the enclave does not take",
+            mint_with(
+                "",
+                Some(agentkeys_wire::WalletProof::WalletSignature {
+                    message: "m".into(),
+                    signature: vec![0; 65],
+                }),
+            ),
+            "does not take wallet-signature",
+        ),
+    ];
+    for (what, request, names) in attempts {
+        let e = refused(&client, request).await;
+        assert_eq!(e.kind, WireErrorKind::Unauthorized, "{what}: {e}");
+        assert!(e.message.contains(names), "{what}: {e}");
+        assert_eq!(
+            seq(&client).await,
+            taken,
+            "{what}: a refused mint took a seq"
+        );
+    }
+    // The session for B, genuinely signed, mints for B: the enclave follows the proof.
+    match client
+        .call(mint_with(WALLET_B, session("for_other_wallet")))
+        .await
+    {
+        Ok(Response::Jwt(m)) => assert_eq!(m.wallet, WALLET_B),
+        other => panic!("mint for B: {other:?}"),
+    }
+}
+
+/// Signs `messages` with eth-account (`personal_sign`) under `key`; the signer's address
+/// and the signatures.
+const ETH_ACCOUNT_SIGN: &str = r#"
+import json, sys
+from eth_account import Account
+from eth_account.messages import encode_defunct
+req = json.load(sys.stdin)
+acct = Account.from_key(req["key"])
+sigs = []
+for m in req["messages"]:
+    sig = Account.sign_message(encode_defunct(text=m), private_key=req["key"]).signature.hex()
+    sigs.append(sig if sig.startswith("0x") else "0x" + sig)
+print(json.dumps({"address": acct.address, "signatures": sigs}))
+"#;
+
+/// A private key whose address is 0x2c7536E3605D9C16a7a3D7b1898e529396a65c23.
+const SIGNER_KEY: &str = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+const SIGNER_ADDRESS: &str = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23";
+/// Another wallet's key.
+const INTRUDER_KEY: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+/// In `wallet-signature` mode the agent signs a Sign-In with Ethereum message with its
+/// wallet (here with eth-account, code we did not write) over a nonce the enclave made;
+/// the enclave recovers the signer and mints for exactly that address, once per nonce.
+/// Every message a hostile parent could relay instead is refused, with no seq taken.
+#[tokio::test]
+async fn the_enclave_signs_only_for_the_wallet_that_signed_the_sign_in() {
+    use agentkeys_dev::siwe_wallet::siwe_message;
+    let enclave = Enclave::start_with(ISSUER, PINNED, &["--auth-mode", "wallet-signature"]);
+    let client = enclave.client();
+    unseal_genesis(&client).await;
+    let nonce = || async {
+        match client.call(Request::SiweNonce).await {
+            Ok(Response::SiweNonce { nonce, .. }) => nonce,
+            other => panic!("nonce: {other:?}"),
+        }
+    };
+    let domain = "127.0.0.1:1";
+    let now = agentkeys_attestation::now_unix_ms() / 1000;
+    let message = |domain: &str, address: &str, nonce: &str, issued: u64, expires: u64| {
+        siwe_message(
+            domain,
+            address,
+            "http://127.0.0.1:1/",
+            1,
+            nonce,
+            issued,
+            expires,
+        )
+    };
+    let good_nonce = nonce().await;
+    let messages = [
+        message(domain, SIGNER_ADDRESS, &good_nonce, now - 5, now + 120),
+        message(
+            "attacker.example",
+            SIGNER_ADDRESS,
+            &nonce().await,
+            now - 5,
+            now + 120,
+        ),
+        message(domain, SIGNER_ADDRESS, &nonce().await, now - 900, now - 600),
+        message(domain, SIGNER_ADDRESS, &nonce().await, now - 5, now + 3600),
+        message(
+            domain,
+            SIGNER_ADDRESS,
+            "abcdef0123456789",
+            now - 5,
+            now + 120,
+        ),
+    ];
+    let signed = python(
+        ETH_ACCOUNT_SIGN,
+        &serde_json::json!({"key": SIGNER_KEY, "messages": messages}),
+    );
+    assert_eq!(signed["address"], SIGNER_ADDRESS);
+    // The same genuine message signed by another wallet's key.
+    let intruder = python(
+        ETH_ACCOUNT_SIGN,
+        &serde_json::json!({"key": INTRUDER_KEY, "messages": [messages[0].clone()]}),
+    );
+    let signature = |v: &serde_json::Value, i: usize| {
+        let hex_sig = v["signatures"][i].as_str().expect("signature");
+        hex::decode(hex_sig.trim_start_matches("0x")).expect("hex")
+    };
+    let sign_in = |message: &str, signature: Vec<u8>| {
+        Some(agentkeys_wire::WalletProof::WalletSignature {
+            message: message.to_string(),
+            signature,
+        })
+    };
+
+    let minted = match client
+        .call(mint_with("", sign_in(&messages[0], signature(&signed, 0))))
+        .await
+    {
+        Ok(Response::Jwt(m)) => m,
+        other => panic!("sign-in mint: {other:?}"),
+    };
+    assert_eq!(minted.wallet, SIGNER_ADDRESS.to_lowercase());
+    assert_eq!(claims_of(&minted.jwt)["agentkeys_auth"], "wallet-signature");
+    let taken = seq(&client).await;
+
+    let mut malformed = messages[0].replace("Version: 1", "Version: 2");
+    malformed.push_str("\nExtra: field");
+    let attempts = [
+        (
+            "the same message again (reused nonce)",
+            sign_in(&messages[0], signature(&signed, 0)),
+            "already used",
+        ),
+        (
+            "a message for another domain",
+            sign_in(&messages[1], signature(&signed, 1)),
+            "domain",
+        ),
+        (
+            "an expired message",
+            sign_in(&messages[2], signature(&signed, 2)),
+            "expired at",
+        ),
+        (
+            "a message living an hour",
+            sign_in(&messages[3], signature(&signed, 3)),
+            "more than the 300 s accepted",
+        ),
+        (
+            "a nonce the enclave never made",
+            sign_in(&messages[4], signature(&signed, 4)),
+            "not issued by this issuer",
+        ),
+        (
+            "another wallet's signature",
+            sign_in(&messages[0], signature(&intruder, 0)),
+            "not by its address",
+        ),
+        (
+            "a malformed message",
+            sign_in(&malformed, signature(&signed, 0)),
+            "SIWE message",
+        ),
+        (
+            "a 64-byte signature",
+            sign_in(&messages[0], vec![1; 64]),
+            "65 bytes",
+        ),
+        ("no proof at all", None, "no proof"),
+    ];
+    for (what, proof, names) in attempts {
+        let e = refused(&client, mint_with("", proof)).await;
+        assert_eq!(e.kind, WireErrorKind::Unauthorized, "{what}: {e}");
+        assert!(e.message.contains(names), "{what}: {e}");
+        assert_eq!(
+            seq(&client).await,
+            taken,
+            "{what}: a refused mint took a seq"
+        );
+    }
+    // The parent naming another wallet beside a genuine sign-in is refused too.
+    let fresh = nonce().await;
+    let m = message(domain, SIGNER_ADDRESS, &fresh, now - 5, now + 120);
+    let s = python(
+        ETH_ACCOUNT_SIGN,
+        &serde_json::json!({"key": SIGNER_KEY, "messages": [m.clone()]}),
+    );
+    let e = refused(&client, mint_with(WALLET_B, sign_in(&m, signature(&s, 0)))).await;
+    assert!(e.message.contains("proof is for"), "{e}");
 }

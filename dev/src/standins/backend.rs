@@ -2,13 +2,18 @@
 //!
 //! | route | request | answer |
 //! |---|---|---|
-//! | `POST /session/create` | `{"wallet":"0x…40 hex"}` (checked with `agentkeys_wire::Wallet::parse`, the broker's and the enclave's rule) | 200 `{"token": 32 random bytes base64url, "wallet": lower case}`; 400 `{"error":"bad_request","message":…}` |
+//! | `POST /session/create` | `{"wallet":"0x…40 hex"}` (checked with `agentkeys_wire::Wallet::parse`, the broker's and the enclave's rule) | 200 `{"token": …, "wallet": lower case}`; 400 `{"error":"bad_request","message":…}` |
 //! | `GET /session/validate` | `Authorization: Bearer T` | 200 `{"wallet":…}`; 401 `{"error":"unauthorized"}` |
 //! | `POST /session/revoke` | `Authorization: Bearer T` | 200 `{"revoked":true}`; 401 `{"error":"unauthorized"}` |
 //! | `GET /healthz` | | `ok` |
 //!
-//! Tokens are kept only as SHA-256 digests in a hash map, so a lookup never compares a
-//! secret byte by byte.
+//! With a [`SessionSigner`] (the dev stack's), a token is a signed session: a compact JWS,
+//! ES256, whose header carries the signing key as a `jwk` and whose claims are `sub` (the
+//! wallet), `aud` (the issuer), `iat`, `exp` ([`SESSION_LIFETIME_SECONDS`] later) and a
+//! random `jti`: what an enclave in `signed-session` mode verifies. Without one, a token is
+//! 32 random bytes, base64url (for `parent-vouched` deployments). Either way, tokens are
+//! kept only as SHA-256 digests in a hash map, so a lookup never compares a secret byte
+//! by byte, and revoking one makes `validate` refuse it.
 //!
 //! Slow, failing or garbage backend answers for the broker's fault tests come from the
 //! end-to-end suite's programmable server (`tests/src/faults.rs`), not from here.
@@ -32,6 +37,103 @@ use sha2::{Digest, Sha256};
 /// Size of a session token in random bytes (256 bits).
 const TOKEN_BYTES: usize = 32;
 
+/// How long a signed session lives: one hour, a working session's length.
+pub const SESSION_LIFETIME_SECONDS: u64 = 3600;
+
+/// Signs session tokens with the backend's ES256 key.
+#[derive(Clone)]
+pub struct SessionSigner {
+    key: p256::ecdsa::SigningKey,
+    issuer: String,
+}
+
+impl std::fmt::Debug for SessionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSigner")
+            .field("thumbprint", &self.thumbprint())
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+impl SessionSigner {
+    /// The key kept at `path` (32 bytes of hex, the P-256 scalar; created with mode 0600
+    /// when missing), signing sessions for `issuer`.
+    pub fn load_or_create(path: &std::path::Path, issuer: &str) -> anyhow::Result<SessionSigner> {
+        use anyhow::Context;
+        let key = if path.exists() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read session key {}", path.display()))?;
+            let bytes = hex::decode(text.trim())
+                .ok()
+                .filter(|b| b.len() == 32)
+                .with_context(|| format!("{} is not 32 bytes of hex", path.display()))?;
+            p256::ecdsa::SigningKey::from_slice(&bytes)
+                .with_context(|| format!("{} is not a P-256 private key", path.display()))?
+        } else {
+            let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+            let hex_key = zeroize::Zeroizing::new(hex::encode(key.to_bytes()));
+            write_private(path, hex_key.as_bytes())
+                .with_context(|| format!("cannot write session key {}", path.display()))?;
+            key
+        };
+        Ok(SessionSigner {
+            key,
+            issuer: issuer.to_string(),
+        })
+    }
+
+    fn jwk_xy(&self) -> (String, String) {
+        let point = self.key.verifying_key().to_encoded_point(false);
+        let b64 = |c: Option<&p256::FieldBytes>| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c.map_or(&[][..], |c| &c[..]))
+        };
+        (b64(point.x()), b64(point.y()))
+    }
+
+    /// The RFC 7638 thumbprint an enclave is started with (`--session-key-thumbprint`).
+    pub fn thumbprint(&self) -> String {
+        let (x, y) = self.jwk_xy();
+        agentkeys_enclave::authz::session::thumbprint(&x, &y)
+    }
+
+    /// A session token for `wallet`, issued now.
+    pub fn sign(&self, wallet: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use p256::ecdsa::signature::Signer;
+        let (x, y) = self.jwk_xy();
+        let header = json!({"alg": "ES256", "typ": "JWT",
+            "jwk": {"kty": "EC", "crv": "P-256", "x": x, "y": y}});
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut jti = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut jti);
+        let claims = json!({"sub": wallet, "aud": self.issuer, "iat": now,
+            "exp": now + SESSION_LIFETIME_SECONDS, "jti": hex::encode(jti)});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature: p256::ecdsa::Signature = self.key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+}
+
+/// Writes `bytes` to a new file only its owner can read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// Largest request body accepted (a wallet JSON is ~60 bytes).
 const MAX_BODY_BYTES: usize = 4096;
 
@@ -44,17 +146,23 @@ struct Sessions {
 #[derive(Clone)]
 struct AppState {
     sessions: Arc<Mutex<Sessions>>,
+    signer: Option<SessionSigner>,
 }
 
-/// Serves the stand-in on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router()).await
+/// Serves the stand-in on `listener` until the task is dropped; with `signer`, it issues
+/// signed sessions.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    signer: Option<SessionSigner>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(signer)).await
 }
 
 /// The stand-in's routes, for embedding.
-pub fn router() -> Router {
+pub fn router(signer: Option<SessionSigner>) -> Router {
     let state = AppState {
         sessions: Arc::new(Mutex::new(Sessions::default())),
+        signer,
     };
     Router::new()
         .route("/session/create", post(create))
@@ -107,9 +215,14 @@ async fn create(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(w) => w.into_string(),
         Err(e) => return bad_request(format!("invalid wallet: {e}")),
     };
-    let mut raw = [0u8; TOKEN_BYTES];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let token = match &state.signer {
+        Some(signer) => signer.sign(&wallet),
+        None => {
+            let mut raw = [0u8; TOKEN_BYTES];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        }
+    };
     match state.sessions.lock() {
         Ok(mut s) => {
             s.by_hash.insert(token_hash(&token), wallet.clone());
@@ -160,6 +273,7 @@ mod tests {
         let cases: &[&str] = include!("../../../enclave/wire/tests/data/wallet_cases.rs");
         let state = AppState {
             sessions: Arc::new(Mutex::new(Sessions::default())),
+            signer: None,
         };
         for &input in cases {
             let body = serde_json::to_vec(&json!({ "wallet": input })).unwrap();
@@ -180,6 +294,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A signed session verifies in the enclave's own check, for the wallet and issuer it
+    /// names; the key survives a restart (same file, same thumbprint).
+    #[test]
+    fn signed_sessions_verify_with_the_enclaves_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session-key.hex");
+        let signer = SessionSigner::load_or_create(&path, "http://127.0.0.1:8090").unwrap();
+        let wallet = "0x00000000000000000000000000000000000000aa";
+        let token = signer.sign(wallet);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let verified = agentkeys_enclave::authz::session::verify(
+            &token,
+            &[signer.thumbprint()],
+            "http://127.0.0.1:8090",
+            now,
+        )
+        .unwrap();
+        assert_eq!(verified.wallet.as_str(), wallet);
+        assert!(agentkeys_enclave::authz::session::verify(
+            &token,
+            &[signer.thumbprint()],
+            "http://other",
+            now
+        )
+        .is_err());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = SessionSigner::load_or_create(&path, "http://127.0.0.1:8090").unwrap();
+        assert_eq!(again.thumbprint(), signer.thumbprint());
+        std::fs::write(&path, "zz").unwrap();
+        let e = SessionSigner::load_or_create(&path, "i").unwrap_err();
+        assert!(e.to_string().contains("32 bytes of hex"), "{e}");
     }
 
     #[test]

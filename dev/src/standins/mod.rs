@@ -37,6 +37,14 @@ pub struct StandInArgs {
     /// KMS stand-in: write the CloudTrail records of attested calls to this file.
     #[arg(long)]
     pub cloudtrail_file: Option<PathBuf>,
+    /// Backend stand-in: sign sessions with the P-256 key in this file (32 bytes of hex,
+    /// created when missing), for this issuer (`--session-issuer`). Without it, sessions
+    /// are random tokens (for `parent-vouched` enclaves).
+    #[arg(long, requires = "session_issuer")]
+    pub session_key: Option<PathBuf>,
+    /// Backend stand-in: the issuer signed sessions name as their `aud`.
+    #[arg(long, requires = "session_key")]
+    pub session_issuer: Option<String>,
 }
 
 /// A non-blocking listener on 127.0.0.1:`port` (0 = any free port).
@@ -82,10 +90,11 @@ pub fn spawn_sts(listener: std::net::TcpListener) -> anyhow::Result<tokio::task:
 /// Serves the session-backend stand-in on `listener`.
 pub fn spawn_backend(
     listener: std::net::TcpListener,
+    signer: Option<backend::SessionSigner>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let l = tokio_listener(listener)?;
     Ok(tokio::spawn(async move {
-        if let Err(e) = standin_backend(l).await {
+        if let Err(e) = standin_backend(l, signer).await {
             tracing::error!(error = %e, "backend stand-in stopped");
         }
     }))
@@ -95,8 +104,11 @@ async fn standin_sts(l: tokio::net::TcpListener) -> std::io::Result<()> {
     sts::serve(l, Default::default()).await
 }
 
-async fn standin_backend(l: tokio::net::TcpListener) -> std::io::Result<()> {
-    backend::serve(l).await
+async fn standin_backend(
+    l: tokio::net::TcpListener,
+    signer: Option<backend::SessionSigner>,
+) -> std::io::Result<()> {
+    backend::serve(l, signer).await
 }
 
 /// `agentkeys-dev stand-in KIND --listen ADDR`.
@@ -111,7 +123,17 @@ pub async fn run_stand_in(args: StandInArgs) -> anyhow::Result<()> {
     println!("{:?} stand-in listening on http://{addr}", args.kind);
     let task = match args.kind {
         StandInKind::Sts => spawn_sts(l)?,
-        StandInKind::Backend => spawn_backend(l)?,
+        StandInKind::Backend => {
+            let signer = match (&args.session_key, &args.session_issuer) {
+                (Some(key), Some(issuer)) => {
+                    let signer = backend::SessionSigner::load_or_create(key, issuer)?;
+                    println!("session key thumbprint {}", signer.thumbprint());
+                    Some(signer)
+                }
+                _ => None,
+            };
+            spawn_backend(l, signer)?
+        }
         StandInKind::Kms => spawn_kms(l, args.state_file, args.cloudtrail_file).await?,
     };
     tokio::select! {

@@ -10,6 +10,8 @@
 //! key_version=<decimal>                 module_id=<NSM module id>
 //! audit_epoch=<decimal>
 //! module_id=<NSM module id>
+//! auth_modes=<mode>[,<mode>…]
+//! session_keys=[<thumbprint>[,<thumbprint>…]]
 //! ```
 //!
 //! Every line ends with `\n`; hex is lower case; decimals have no sign and no leading
@@ -96,7 +98,16 @@ pub struct JwksStatement {
     pub audit_epoch: u64,
     /// The NSM module id of this enclave.
     pub module_id: String,
+    /// The authorization modes the enclave runs (`signed-session`, `wallet-signature`,
+    /// `parent-vouched`), comma-separated in the statement.
+    pub auth_modes: Vec<String>,
+    /// RFC 7638 thumbprints of the session backend keys it trusts (empty unless
+    /// `signed-session`), comma-separated.
+    pub session_keys: Vec<String>,
 }
+
+/// Most session key thumbprints a statement carries.
+pub const MAX_SESSION_KEYS: usize = 4;
 
 /// An audit chain checkpoint: the chain position `(epoch, seq, head)` of one enclave.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -125,6 +136,8 @@ impl JwksStatement {
         line(&mut s, "key_version", &self.key_version.to_string());
         line(&mut s, "audit_epoch", &self.audit_epoch.to_string());
         line(&mut s, "module_id", &self.module_id);
+        line(&mut s, "auth_modes", &self.auth_modes.join(","));
+        line(&mut s, "session_keys", &self.session_keys.join(","));
         s.into_bytes()
     }
 
@@ -146,6 +159,8 @@ impl JwksStatement {
         })?;
         let audit_epoch = decimal("audit_epoch", fields.next("audit_epoch")?)?;
         let module_id = module_id(fields.next("module_id")?)?;
+        let auth_modes = auth_modes(fields.next("auth_modes")?)?;
+        let session_keys = session_keys(fields.next("session_keys")?)?;
         fields.end()?;
         Ok(JwksStatement {
             jwks_sha256,
@@ -154,6 +169,8 @@ impl JwksStatement {
             key_version,
             audit_epoch,
             module_id,
+            auth_modes,
+            session_keys,
         })
     }
 }
@@ -278,6 +295,49 @@ fn decimal(field: &'static str, value: &str) -> Result<u64, StatementError> {
     })
 }
 
+/// A non-empty comma-separated list of mode names (lower-case letters and hyphens).
+fn auth_modes(value: &str) -> Result<Vec<String>, StatementError> {
+    let modes: Vec<String> = value.split(',').map(str::to_string).collect();
+    let ok = modes.len() <= 3
+        && modes.iter().all(|m| {
+            !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        });
+    if !ok {
+        return Err(StatementError::Value {
+            field: "auth_modes",
+            reason: format!(
+                "{:?} is not 1 to 3 comma-separated mode names",
+                excerpt(value)
+            ),
+        });
+    }
+    Ok(modes)
+}
+
+/// A comma-separated list (possibly empty) of 43-character base64url thumbprints.
+fn session_keys(value: &str) -> Result<Vec<String>, StatementError> {
+    if value.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = value.split(',').map(str::to_string).collect();
+    let ok = keys.len() <= MAX_SESSION_KEYS
+        && keys.iter().all(|k| {
+            k.len() == 43
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !ok {
+        return Err(StatementError::Value {
+            field: "session_keys",
+            reason: format!(
+                "{:?} is not up to {MAX_SESSION_KEYS} comma-separated RFC 7638 thumbprints",
+                excerpt(value)
+            ),
+        });
+    }
+    Ok(keys)
+}
+
 fn module_id(value: &str) -> Result<String, StatementError> {
     let ok = !value.is_empty()
         && value.chars().count() <= MAX_MODULE_ID_CHARS
@@ -311,6 +371,8 @@ mod tests {
             key_version: 2,
             audit_epoch: 17,
             module_id: MODULE.into(),
+            auth_modes: vec!["signed-session".into(), "wallet-signature".into()],
+            session_keys: vec!["NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()],
         }
     }
 
@@ -329,7 +391,7 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "agentkeys/jwks/v1\njwks_sha256={}\nkms_key_arn={ARN}\nsealed_seed_sha256={}\nkey_version=2\naudit_epoch=17\nmodule_id={MODULE}\n",
+                "agentkeys/jwks/v1\njwks_sha256={}\nkms_key_arn={ARN}\nsealed_seed_sha256={}\nkey_version=2\naudit_epoch=17\nmodule_id={MODULE}\nauth_modes=signed-session,wallet-signature\nsession_keys=NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs\n",
                 "ab".repeat(32),
                 "01".repeat(32)
             )
@@ -449,13 +511,58 @@ mod tests {
     }
 
     #[test]
+    fn auth_modes_and_session_keys_are_checked() {
+        let good = jwks().encode();
+        let decoded = JwksStatement::decode(&good).unwrap();
+        assert_eq!(decoded, jwks());
+        let none = JwksStatement {
+            auth_modes: vec!["parent-vouched".into()],
+            session_keys: vec![],
+            ..jwks()
+        };
+        assert_eq!(JwksStatement::decode(&none.encode()).unwrap(), none);
+        for (from, to, field) in [
+            (
+                "auth_modes=signed-session,wallet-signature",
+                "auth_modes=",
+                "auth_modes",
+            ),
+            (
+                "auth_modes=signed-session,wallet-signature",
+                "auth_modes=Signed",
+                "auth_modes",
+            ),
+            (
+                "auth_modes=signed-session,wallet-signature",
+                "auth_modes=a,b,c,d",
+                "auth_modes",
+            ),
+            (
+                "session_keys=NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
+                "session_keys=short",
+                "session_keys",
+            ),
+            (
+                "session_keys=NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
+                "session_keys=NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9X+",
+                "session_keys",
+            ),
+        ] {
+            let e = JwksStatement::decode(&edited(&good, from, to)).unwrap_err();
+            assert!(e.to_string().contains(field), "{to}: {e}");
+        }
+    }
+
+    #[test]
     fn the_largest_statement_fits_the_nsm_limit() {
         let s = JwksStatement {
             module_id: "m".repeat(MAX_MODULE_ID_CHARS),
             key_version: u32::MAX,
             audit_epoch: u64::MAX,
+            auth_modes: vec!["signed-session".into(), "wallet-signature".into()],
+            session_keys: vec!["k".repeat(43); MAX_SESSION_KEYS],
             ..jwks()
         };
-        assert!(s.encode().len() < MAX_STATEMENT_BYTES / 2);
+        assert!(s.encode().len() < MAX_STATEMENT_BYTES);
     }
 }

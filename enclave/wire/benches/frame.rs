@@ -11,7 +11,7 @@ use agentkeys_wire::frame::{
 };
 use agentkeys_wire::{
     serve, Address, EnclaveClient, MintJwtRequest, MintedJwt, Request, RequestEnvelope, Response,
-    ResponseEnvelope,
+    ResponseEnvelope, WalletProof,
 };
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
@@ -22,6 +22,8 @@ fn mint_request(id: u64) -> RequestEnvelope {
             wallet: "0x00000000000000000000000000000000be7c0001".into(),
             ttl_seconds: Some(300),
             audience: None,
+            // A signed session as the broker forwards it (about 600 bytes).
+            proof: Some(WalletProof::Session("s".repeat(600))),
         }),
     }
 }

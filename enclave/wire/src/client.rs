@@ -449,6 +449,14 @@ impl EnclaveClient {
             other => Err(unexpected("Checkpoint", &other)),
         }
     }
+
+    /// [`Request::SiweNonce`]: a nonce and the last UNIX second it is accepted.
+    pub async fn siwe_nonce(&self) -> Result<(String, u64), ClientError> {
+        match self.call(Request::SiweNonce).await? {
+            Response::SiweNonce { nonce, expires_at } => Ok((nonce, expires_at)),
+            other => Err(unexpected("SiweNonce", &other)),
+        }
+    }
 }
 
 fn unexpected(expected: &str, actual: &Response) -> ClientError {

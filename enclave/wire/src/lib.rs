@@ -43,8 +43,8 @@ pub use client::{ClientError, EnclaveClient, LateReplies};
 pub use frame::{FrameError, MAX_FRAME_BYTES};
 pub use messages::{
     Attestation, AuditCheckpoint, AwsCredentials, EnclaveStatus, MintJwtRequest, MintedJwt,
-    Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest, UnsealResult, WireError,
-    WireErrorKind,
+    Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest, UnsealResult, WalletProof,
+    WireError, WireErrorKind,
 };
 pub use server::{serve, serve_connection, MAX_IN_FLIGHT_PER_CONNECTION};
 pub use wallet::{Wallet, WalletError};

@@ -60,6 +60,8 @@ pub enum Request {
         #[serde(default, with = "serde_bytes")]
         nonce: Option<Vec<u8>>,
     },
+    /// A nonce for a Sign-In with Ethereum message. Answered by [`Response::SiweNonce`].
+    SiweNonce,
 }
 
 impl Request {
@@ -71,6 +73,7 @@ impl Request {
             Request::MintJwt(_) => "MintJwt",
             Request::Attest { .. } => "Attest",
             Request::AuditCheckpoint { .. } => "AuditCheckpoint",
+            Request::SiweNonce => "SiweNonce",
         }
     }
 }
@@ -142,12 +145,15 @@ impl fmt::Debug for AwsCredentials {
     }
 }
 
-/// Parameters of [`Request::MintJwt`]: only what the parent vouches for. The enclave
-/// builds the claims with its own clock, issuer and TTL bounds; it never signs
-/// caller-supplied bytes.
+/// Parameters of [`Request::MintJwt`]. The enclave builds the claims with its own clock,
+/// issuer and TTL bounds; it never signs caller-supplied bytes. Whose token it signs
+/// depends on its authorization modes: with a `proof`, the wallet is the one the proof
+/// shows (the enclave verifies it); without one, in `parent-vouched` mode only, the
+/// parent's `wallet`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MintJwtRequest {
-    /// The authenticated wallet (becomes `sub`).
+    /// The wallet the parent vouches for, or expects the proof to show (empty when it
+    /// does not know it).
     pub wallet: String,
     /// Requested lifetime; the enclave applies its own bounds.
     #[serde(default)]
@@ -155,6 +161,38 @@ pub struct MintJwtRequest {
     /// Audience choice; `None` = the enclave's default audience.
     #[serde(default)]
     pub audience: Option<String>,
+    /// The caller's proof that it controls the wallet, forwarded unchanged.
+    #[serde(default)]
+    pub proof: Option<WalletProof>,
+}
+
+/// A caller's proof that it controls a wallet, as the caller sent it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalletProof {
+    /// The caller's session token, a compact JWS the session backend signed (the bearer
+    /// bytes as received).
+    Session(String),
+    /// An EIP-4361 (Sign-In with Ethereum) message and its EIP-191 `personal_sign`
+    /// signature (65 bytes `r ‖ s ‖ v`).
+    WalletSignature {
+        /// The message text.
+        message: String,
+        /// The signature.
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for WalletProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // A session token is a credential: never printed.
+            WalletProof::Session(token) => write!(f, "Session(<{} bytes>)", token.len()),
+            WalletProof::WalletSignature { message, .. } => {
+                write!(f, "WalletSignature(<{} byte message>)", message.len())
+            }
+        }
+    }
 }
 
 /// What the enclave can answer.
@@ -170,6 +208,13 @@ pub enum Response {
     Attestation(Attestation),
     /// Answer to [`Request::AuditCheckpoint`].
     Checkpoint(AuditCheckpoint),
+    /// Answer to [`Request::SiweNonce`].
+    SiweNonce {
+        /// The nonce (alphanumeric, as EIP-4361 requires).
+        nonce: String,
+        /// Last second (UNIX) a message with it is accepted.
+        expires_at: u64,
+    },
 }
 
 impl Response {
@@ -181,6 +226,7 @@ impl Response {
             Response::Jwt(_) => "Jwt",
             Response::Attestation(_) => "Attestation",
             Response::Checkpoint(_) => "Checkpoint",
+            Response::SiweNonce { .. } => "SiweNonce",
         }
     }
 }
@@ -205,6 +251,10 @@ pub struct EnclaveStatus {
     /// The NSM module id of this enclave boot (AWS CloudTrail names it in the records of
     /// the enclave's attested KMS calls).
     pub module_id: String,
+    /// The authorization modes the enclave runs (`signed-session`, `wallet-signature`,
+    /// `parent-vouched`): which proofs a mint needs.
+    #[serde(default)]
+    pub auth_modes: Vec<String>,
 }
 
 /// Result of a successful unseal.
@@ -321,6 +371,8 @@ pub enum WireErrorKind {
     InvalidWallet,
     /// A request field is out of range or inconsistent.
     InvalidRequest,
+    /// The proof of the wallet was missing or refused: no token was signed.
+    Unauthorized,
     /// The KMS call failed.
     Kms,
     /// KMS (or a policy) refused access.
@@ -342,6 +394,7 @@ impl fmt::Display for WireErrorKind {
             WireErrorKind::AlreadyUnsealed => "already unsealed",
             WireErrorKind::InvalidWallet => "invalid wallet",
             WireErrorKind::InvalidRequest => "invalid request",
+            WireErrorKind::Unauthorized => "unauthorized",
             WireErrorKind::Kms => "KMS error",
             WireErrorKind::AccessDenied => "access denied",
             WireErrorKind::Nsm => "NSM error",

@@ -25,6 +25,7 @@ async fn toy(request: Request) -> Result<Response, WireError> {
             epoch: 0,
             seq: 0,
             module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
+            auth_modes: vec!["parent-vouched".into()],
         })),
         Request::MintJwt(m) => {
             let n: u64 = m.wallet.parse().unwrap_or(0);
@@ -55,6 +56,7 @@ async fn toy(request: Request) -> Result<Response, WireError> {
             panic!("toy handler panics")
         }
         Request::Unseal(_) => Err(WireError::new(WireErrorKind::Kms, "toy")),
+        Request::SiweNonce => Err(WireError::new(WireErrorKind::Unauthorized, "toy")),
     }
 }
 
@@ -99,6 +101,7 @@ async fn concurrent_calls_are_multiplexed_over_two_connections() {
                     wallet: i.to_string(),
                     ttl_seconds: None,
                     audience: None,
+                    proof: None,
                 })
                 .await
                 .unwrap();
@@ -379,6 +382,7 @@ async fn a_reply_after_the_timeout_goes_to_the_late_queue() {
         wallet: "0".into(),
         ttl_seconds: None,
         audience: None,
+        proof: None,
     };
     match client.mint_jwt(request).await {
         Err(ClientError::Timeout { request, .. }) => assert_eq!(request, "MintJwt"),

@@ -39,12 +39,24 @@ fn all_requests() -> Vec<Request> {
             wallet: "0xabc".into(),
             ttl_seconds: Some(900),
             audience: Some("sts.amazonaws.com".into()),
+            proof: Some(WalletProof::Session("header.claims.signature".into())),
         }),
         Request::MintJwt(MintJwtRequest {
             wallet: "0xabc".into(),
             ttl_seconds: None,
             audience: None,
+            proof: Some(WalletProof::WalletSignature {
+                message: "example.com wants you to sign in".into(),
+                signature: vec![1; 65],
+            }),
         }),
+        Request::MintJwt(MintJwtRequest {
+            wallet: "0xabc".into(),
+            ttl_seconds: None,
+            audience: None,
+            proof: None,
+        }),
+        Request::SiweNonce,
         Request::Attest { nonce: None },
         Request::Attest {
             nonce: Some(vec![0xde, 0xad]),
@@ -67,7 +79,12 @@ fn all_responses() -> Vec<Result<Response, WireError>> {
             epoch: 42,
             seq: 7,
             module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
+            auth_modes: vec!["signed-session".into(), "wallet-signature".into()],
         })),
+        Ok(Response::SiweNonce {
+            nonce: "ab".repeat(28),
+            expires_at: 1_700_000_599,
+        }),
         Ok(Response::Unsealed(UnsealResult {
             sealed_seed: vec![9; 200],
             genesis: true,
@@ -153,7 +170,11 @@ fn every_response_round_trips() {
 #[test]
 fn byte_fields_are_cbor_byte_strings() {
     // A 32-byte hash must be one CBOR byte string (0x58 0x20 ...), not an array of ints.
-    let frame = encode_frame(&all_responses()[2].clone().unwrap()).unwrap();
+    let jwt = all_responses()
+        .into_iter()
+        .find_map(|r| r.ok().filter(|r| matches!(r, Response::Jwt(_))))
+        .unwrap();
+    let frame = encode_frame(&jwt).unwrap();
     let needle = [0x58, 0x20, 5, 5, 5];
     assert!(frame.windows(needle.len()).any(|w| w == needle));
 }
@@ -173,6 +194,23 @@ fn secrets_are_redacted_in_debug() {
         assert!(!text.contains("IQoJb3JpZ2lu"), "{text}");
         assert!(text.contains("AKIAEXAMPLE"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");
+    }
+}
+
+/// A caller's session token is a credential: `Debug` never prints it.
+#[test]
+fn a_session_proof_is_redacted_in_debug() {
+    let request = Request::MintJwt(MintJwtRequest {
+        wallet: String::new(),
+        ttl_seconds: None,
+        audience: None,
+        proof: Some(WalletProof::Session(
+            "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0.c2ln".into(),
+        )),
+    });
+    for text in [format!("{request:?}"), format!("{request:#?}")] {
+        assert!(!text.contains("eyJhbGciOiJFUzI1NiJ9"), "{text}");
+        assert!(text.contains("Session(<34 bytes>)"), "{text}");
     }
 }
 

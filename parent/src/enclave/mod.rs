@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agentkeys_wire::{
     Attestation, AuditCheckpoint, AwsCredentials, ClientError, EnclaveClient, EnclaveStatus,
-    MintJwtRequest, MintedJwt, UnsealRequest, WireErrorKind,
+    MintJwtRequest, MintedJwt, UnsealRequest, WalletProof, WireErrorKind,
 };
 use base64::Engine;
 use bytes::Bytes;
@@ -114,6 +114,9 @@ pub struct EnclaveManager {
     interval: Duration,
     ready: AtomicBool,
     mock: AtomicBool,
+    /// Whether the enclave takes the parent's word for the wallet (`parent-vouched`
+    /// only), as its last `Status` said.
+    vouched_only: AtomicBool,
     epoch: AtomicU64,
     unseals: AtomicU64,
     published: RwLock<Option<Arc<Published>>>,
@@ -163,6 +166,7 @@ impl EnclaveManager {
             interval,
             ready: AtomicBool::new(false),
             mock: AtomicBool::new(false),
+            vouched_only: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             unseals: AtomicU64::new(0),
             published: RwLock::new(None),
@@ -245,6 +249,8 @@ impl EnclaveManager {
         let enclave = |step| move |source| SuperviseError::Enclave { step, source };
         let mut status = self.client.status().await.map_err(enclave("Status"))?;
         self.mock.store(status.mock, Ordering::Relaxed);
+        self.vouched_only
+            .store(status.auth_modes == ["parent-vouched"], Ordering::Relaxed);
         if !status.unsealed {
             if self.ready.load(Ordering::Acquire) {
                 tracing::warn!("enclave restarted (sealed); re-unsealing");
@@ -386,6 +392,7 @@ impl EnclaveManager {
                 WireErrorKind::InvalidWallet | WireErrorKind::InvalidRequest => {
                     ApiError::EnclaveRefused(w.to_string())
                 }
+                WireErrorKind::Unauthorized => ApiError::ProofRefused(w.message),
                 _ => {
                     let msg = w.to_string();
                     if w.kind == WireErrorKind::NotUnsealed {
@@ -410,15 +417,38 @@ impl EnclaveManager {
         }
     }
 
-    /// Mints a JWT for `wallet`.
-    pub async fn mint(&self, wallet: &str, ttl_seconds: u32) -> Result<MintedJwt, ApiError> {
+    /// Whether the enclave wants the caller's session token with a mint (it runs a mode
+    /// other than `parent-vouched`).
+    pub fn takes_session_proofs(&self) -> bool {
+        !self.vouched_only.load(Ordering::Relaxed)
+    }
+
+    /// Mints a JWT for the caller: for the wallet `proof` shows, or in `parent-vouched`
+    /// mode for `wallet`.
+    pub async fn mint(
+        &self,
+        wallet: &str,
+        ttl_seconds: u32,
+        proof: Option<WalletProof>,
+    ) -> Result<MintedJwt, ApiError> {
         self.require_ready()?;
         self.client
             .mint_jwt(MintJwtRequest {
                 wallet: wallet.to_string(),
                 ttl_seconds: Some(ttl_seconds),
                 audience: None,
+                proof,
             })
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+
+    /// A nonce for a Sign-In with Ethereum message, and the last UNIX second it is
+    /// accepted.
+    pub async fn siwe_nonce(&self) -> Result<(String, u64), ApiError> {
+        self.require_ready()?;
+        self.client
+            .siwe_nonce()
             .await
             .map_err(|e| self.map_error(e))
     }

@@ -45,6 +45,13 @@ pub enum ApiError {
     /// The enclave refused the request (e.g. an invalid wallet from the backend).
     #[error("enclave refused the request: {0}")]
     EnclaveRefused(String),
+    /// The enclave refused the caller's proof of its wallet (session token or sign-in
+    /// message): no token was signed.
+    #[error("the enclave refused the proof of the wallet: {0}")]
+    ProofRefused(String),
+    /// The sign-in fields of the body are malformed.
+    #[error("{0}")]
+    BadSignIn(String),
     /// Too many mints whose clients left are still finishing: new mints wait until they
     /// have drained, so that such clients cannot pile up unbounded work.
     #[error("{running} mints whose clients disconnected are still finishing (limit {limit}); retry in a moment")]
@@ -96,7 +103,10 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::MissingBearer(_) | ApiError::BearerRejected => StatusCode::UNAUTHORIZED,
+            ApiError::MissingBearer(_) | ApiError::BearerRejected | ApiError::ProofRefused(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::BadSignIn(_) => StatusCode::BAD_REQUEST,
             ApiError::Backend(_) | ApiError::Sts { .. } | ApiError::EnclaveRefused(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -115,6 +125,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::MissingBearer(_) | ApiError::BearerRejected => "unauthorized",
+            ApiError::ProofRefused(_) => "proof_refused",
+            ApiError::BadSignIn(_) => "bad_request",
             ApiError::Backend(_) => "backend_error",
             ApiError::Sts { .. } => "sts_error",
             ApiError::EnclaveUnavailable(_) => "enclave_unavailable",
@@ -179,6 +191,12 @@ mod tests {
             ),
             (ApiError::MissingBearer("m"), 401, "unauthorized"),
             (ApiError::BearerRejected, 401, "unauthorized"),
+            (
+                ApiError::ProofRefused("expired".into()),
+                401,
+                "proof_refused",
+            ),
+            (ApiError::BadSignIn("x".into()), 400, "bad_request"),
             (ApiError::Backend("x".into()), 502, "backend_error"),
             (
                 ApiError::Sts {

@@ -17,11 +17,12 @@ use tokio_util::task::TaskTracker;
 use crate::audit::{AuditEvent, NewAuditRow, Outcome};
 use crate::config::{StsMode, DEFAULT_MAX_CONNECTIONS, JWT_TTL_MAX_SECONDS, JWT_TTL_MIN_SECONDS};
 use crate::config::{STS_DURATION_MAX_SECONDS, STS_DURATION_MIN_SECONDS};
+use crate::http::caller::{identify, Caller, SignIn};
 use crate::http::error::{ApiError, BodyReadTimeout};
 use crate::http::routes::{json_ok_sized, AppState};
 use crate::http::run_to_completion::RunToCompletion;
 use crate::metrics::Metrics;
-use crate::session::{bearer_from_headers, Bearer, SessionChecker, SessionError};
+use crate::session::SessionChecker;
 
 /// Room for a mint answer's fields besides the token or credentials (wallet, expiration,
 /// kid, audit id, names and quotes are under 200 bytes together).
@@ -32,6 +33,8 @@ const MINT_BODY_FIELDS_CAPACITY: usize = 256;
 #[serde(deny_unknown_fields)]
 struct MintJwtBody {
     ttl_seconds: Option<u32>,
+    /// A Sign-In with Ethereum message and signature, instead of a bearer.
+    sign_in: Option<SignIn>,
 }
 
 /// Body of `POST /v1/mint-aws-creds` (optional).
@@ -39,6 +42,8 @@ struct MintJwtBody {
 #[serde(deny_unknown_fields)]
 struct MintCredsBody {
     duration_seconds: Option<u32>,
+    /// A Sign-In with Ethereum message and signature, instead of a bearer.
+    sign_in: Option<SignIn>,
 }
 
 fn parse_body<T: for<'a> Deserialize<'a> + Default>(
@@ -79,38 +84,11 @@ async fn audit_failure(s: &AppState, row: NewAuditRow) {
     }
 }
 
-/// Bearer → wallet, auditing failures after a bearer was presented.
-async fn authenticate(s: &AppState, headers: &HeaderMap) -> Result<(Bearer, Arc<str>), ApiError> {
-    // No (usable) bearer: 401 and no row.
-    let bearer = bearer_from_headers(headers).map_err(ApiError::MissingBearer)?;
-    match s.session.check_counted(&bearer, &s.metrics).await {
-        Ok(wallet) => Ok((bearer, wallet)),
-        Err(e) => {
-            let (event, status, api) = match &e {
-                SessionError::Rejected => (AuditEvent::AuthFailed, 401, ApiError::BearerRejected),
-                other => (
-                    AuditEvent::BackendFailed,
-                    502,
-                    ApiError::Backend(other.to_string()),
-                ),
-            };
-            let mut row = NewAuditRow::new(event, Outcome::Failure)
-                .status(status)
-                .detail(e.to_string());
-            row.bearer_sha256 = Some(bearer.sha256);
-            audit_failure(s, row).await;
-            Err(api)
-        }
-    }
-}
-
-fn mint_failed_row(bearer: &Bearer, wallet: &str, e: &ApiError) -> NewAuditRow {
-    let mut row = NewAuditRow::new(AuditEvent::MintFailed, Outcome::Failure)
-        .wallet(wallet)
+fn mint_failed_row(caller: &Caller, e: &ApiError) -> NewAuditRow {
+    caller
+        .row(AuditEvent::MintFailed, Outcome::Failure)
         .status(e.status().as_u16())
-        .detail(e.to_string());
-    row.bearer_sha256 = Some(bearer.sha256);
-    row
+        .detail(e.to_string())
 }
 
 #[derive(Serialize)]
@@ -157,24 +135,27 @@ pub async fn mint_oidc_jwt(
             )))
         }
     };
-    let (bearer, wallet) = authenticate(&s, &headers).await?;
+    let caller = identify(&s, &headers, req.sign_in).await?;
     // From here on the enclave may count a seq: finish and record it even if the client
     // leaves.
     let abandoned = s.abandoned_requests.clone();
-    RunToCompletion::new(mint_oidc_jwt_recorded(s, bearer, wallet, ttl), abandoned).await
+    RunToCompletion::new(mint_oidc_jwt_recorded(s, caller, ttl), abandoned).await
 }
 
 /// The part of `POST /v1/mint-oidc-jwt` that signs and records.
 async fn mint_oidc_jwt_recorded(
     s: Arc<AppState>,
-    bearer: Bearer,
-    wallet: Arc<str>,
+    mut caller: Caller,
     ttl: u32,
 ) -> Result<Response, ApiError> {
-    let minted = match s.enclave.mint(&wallet, ttl).await {
+    let minted = match s
+        .enclave
+        .mint(&caller.wallet, ttl, caller.proof.take())
+        .await
+    {
         Ok(m) => m,
         Err(e) => {
-            audit_failure(&s, mint_failed_row(&bearer, &wallet, &e)).await;
+            audit_failure(&s, mint_failed_row(&caller, &e)).await;
             return Err(e);
         }
     };
@@ -183,7 +164,7 @@ async fn mint_oidc_jwt_recorded(
         let mut row = NewAuditRow::new(AuditEvent::MintJwt, Outcome::Success)
             .signed(&minted)
             .status(200);
-        row.bearer_sha256 = Some(bearer.sha256);
+        row.bearer_sha256 = caller.bearer_sha256;
         row
     };
     let receipt = match s.audit.append(success_row()).await {
@@ -235,12 +216,17 @@ pub async fn mint_aws_creds(
             )));
         }
     }
-    let (bearer, wallet) = authenticate(&s, &headers).await?;
+    if req.sign_in.is_some() && s.sts.mode() == StsMode::AssumeRole {
+        return Err(ApiError::BadSignIn(
+            "sign_in needs the web-identity STS mode: in assume-role mode the broker, not the enclave, names the wallet to STS".into(),
+        ));
+    }
+    let caller = identify(&s, &headers, req.sign_in).await?;
     // From here on the enclave may count a seq and STS may issue credentials: finish and
     // record them even if the client leaves.
     let abandoned = s.abandoned_requests.clone();
     RunToCompletion::new(
-        mint_aws_creds_recorded(s, bearer, wallet, req.duration_seconds),
+        mint_aws_creds_recorded(s, caller, req.duration_seconds),
         abandoned,
     )
     .await
@@ -249,34 +235,43 @@ pub async fn mint_aws_creds(
 /// The part of `POST /v1/mint-aws-creds` that mints, exchanges and records.
 async fn mint_aws_creds_recorded(
     s: Arc<AppState>,
-    bearer: Bearer,
-    wallet: Arc<str>,
+    mut caller: Caller,
     duration_seconds: Option<u32>,
 ) -> Result<Response, ApiError> {
     let minted = match s.sts.mode() {
-        StsMode::WebIdentity => match s.enclave.mint(&wallet, s.jwt_ttl_seconds).await {
-            Ok(m) => Some(m),
-            Err(e) => {
-                audit_failure(&s, mint_failed_row(&bearer, &wallet, &e)).await;
-                return Err(e);
+        StsMode::WebIdentity => {
+            let proof = caller.proof.take();
+            match s
+                .enclave
+                .mint(&caller.wallet, s.jwt_ttl_seconds, proof)
+                .await
+            {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    audit_failure(&s, mint_failed_row(&caller, &e)).await;
+                    return Err(e);
+                }
             }
-        },
+        }
         StsMode::AssumeRole => None,
     };
+    // The wallet STS tags the session with: the one the enclave signed for, or in
+    // assume-role mode the one the session backend named.
+    let wallet: &str = minted.as_ref().map_or(&caller.wallet, |m| &m.wallet);
     let base = |event, outcome| {
         let mut row = NewAuditRow::new(event, outcome);
         row = match &minted {
             Some(m) => row.signed(m),
-            None => row.wallet(&*wallet),
+            None => row.wallet(wallet),
         };
-        row.bearer_sha256 = Some(bearer.sha256);
+        row.bearer_sha256 = caller.bearer_sha256;
         row
     };
     let creds = match s
         .sts
         .exchange(
             minted.as_ref().map(|m| m.jwt.as_str()),
-            &wallet,
+            wallet,
             duration_seconds,
         )
         .await
@@ -330,12 +325,14 @@ async fn mint_aws_creds_recorded(
             secret_access_key: &creds.secret_access_key,
             session_token: &creds.session_token,
             expiration: &creds.expiration,
-            wallet: &wallet,
+            wallet,
             audit_id: receipt.id,
         },
         capacity,
     )
 }
+
+use crate::session::{Bearer, SessionError};
 
 impl SessionChecker {
     /// [`SessionChecker::check`], counting cache hits and backend calls.

@@ -2,6 +2,7 @@
 //! shutdown), the routes and their handlers, the mint path, and the one mapping of API
 //! errors to HTTP answers.
 
+pub mod caller;
 pub mod error;
 pub mod front;
 pub mod listener;

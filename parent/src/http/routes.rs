@@ -88,6 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/mint-oidc-jwt", post(mint_oidc_jwt))
         .route("/v1/mint-aws-creds", post(mint_aws_creds))
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
+        .route("/v1/sign-in/nonce", get(sign_in_nonce))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(limit))
@@ -283,6 +284,16 @@ async fn audit_checkpoint(
         module_id: cp.module_id,
         document: base64::engine::general_purpose::STANDARD.encode(&cp.document),
     })?;
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// `GET /v1/sign-in/nonce`: a nonce for a Sign-In with Ethereum message, made by the
+/// enclave (which alone can check it), and the last UNIX second it is accepted.
+async fn sign_in_nonce(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let (nonce, expires_at) = s.enclave.siwe_nonce().await?;
+    let mut r = json_ok(&serde_json::json!({"nonce": nonce, "expires_at": expires_at}))?;
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
