@@ -69,7 +69,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(m.version, "1");
             assert!(m.nonce.len() >= MIN_NONCE_CHARS);
             assert!(m.nonce.bytes().all(|b| b.is_ascii_alphanumeric()));
-            assert!(m.request_id.as_deref().is_none_or(|s| !s.contains(['\n', ' ', '/'])));
+            assert!(m
+                .request_id
+                .as_deref()
+                .is_none_or(|s| !s.contains(['\n', ' ', '/'])));
             for r in &m.resources {
                 assert!(r.contains(':') && !r.contains(['\n', ' ']));
             }
