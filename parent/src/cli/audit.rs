@@ -32,6 +32,15 @@ pub enum AuditCliError {
     /// A stored row is malformed.
     #[error(transparent)]
     Row(#[from] crate::audit::sqlite::RowDecodeError),
+    /// A PostgreSQL log could not be read.
+    #[error(transparent)]
+    Postgres(#[from] crate::audit::verify::PgVerifyError),
+    /// `--db` is neither a SQLite path nor a valid `postgres://` URL.
+    #[error(transparent)]
+    Db(#[from] crate::audit::db::AuditDbError),
+    /// No runtime to read a PostgreSQL log with.
+    #[error("cannot start the runtime to read PostgreSQL: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// `audit verify --db DB [--checkpoint FILE]`. The checkpoint file may be JSON
@@ -103,7 +112,8 @@ pub struct VerifyArgs {
     pub kms_key_arn: Option<String>,
     /// Tokens found outside the broker, one compact JWT per line; repeatable. Each must
     /// verify with --jwks and have its row (named by its agentkeys_epoch and agentkeys_seq
-    /// claims), holding the same token and not marked mint_withheld.
+    /// claims; in a PostgreSQL log, in whichever host's chain), holding the same token and
+    /// not marked mint_withheld.
     #[arg(long = "token", value_name = "FILE", requires = "jwks")]
     pub tokens: Vec<PathBuf>,
     /// The issuer's JWKS (as `agentkeys-attest verify --issuer` checked it), for --token.
@@ -265,10 +275,8 @@ async fn run_verify_pg(
     url: &PgUrl,
     anchor: &agentkeys_attestation::TrustAnchor,
 ) -> anyhow::Result<ExitCode> {
-    if !args.cloudtrail.is_empty() || !args.tokens.is_empty() {
-        anyhow::bail!(
-            "--cloudtrail and --token read a SQLite log; they do not support a PostgreSQL log yet"
-        );
+    if !args.cloudtrail.is_empty() {
+        anyhow::bail!("--cloudtrail reads a SQLite log; it does not support a PostgreSQL log yet");
     }
     let mut checkpoints = Vec::new();
     for broker in &args.broker_url {
@@ -292,7 +300,17 @@ async fn run_verify_pg(
             "--measurements, --no-pcr-policy and --at apply to a checkpoint: give --checkpoint FILE or --broker-url URL"
         );
     }
-    let report = crate::audit::verify::verify_pg(url, &checkpoints).await?;
+    let mut report = crate::audit::verify::verify_pg(url, &checkpoints).await?;
+    if !args.tokens.is_empty() {
+        let (tokens, jwks) = found_tokens(args)?;
+        let accounted =
+            crate::audit::verify::postgres::check_tokens_pg(url, &tokens, &jwks, &mut report)
+                .await?;
+        eprintln!(
+            "tokens: {accounted} of {} found tokens have their row",
+            tokens.len()
+        );
+    }
     Ok(print_report(&report))
 }
 
@@ -342,7 +360,23 @@ fn check_found_tokens(
     db: &Path,
     report: &mut VerifyReport,
 ) -> anyhow::Result<()> {
-    use crate::audit::verify::tokens::{check_tokens, read_tokens};
+    let (tokens, jwks) = found_tokens(args)?;
+    let accounted = crate::audit::verify::tokens::check_tokens(db, &tokens, &jwks, report)?;
+    eprintln!(
+        "tokens: {accounted} of {} found tokens have their row",
+        tokens.len()
+    );
+    Ok(())
+}
+
+/// The tokens of every --token file, and the --jwks keys to check them with.
+fn found_tokens(
+    args: &VerifyArgs,
+) -> anyhow::Result<(
+    Vec<crate::audit::verify::tokens::FoundToken>,
+    Vec<agentkeys_attestation::jwks::Jwk>,
+)> {
+    use crate::audit::verify::tokens::read_tokens;
     let jwks_path = args
         .jwks
         .as_deref()
@@ -355,12 +389,7 @@ fn check_found_tokens(
     for file in &args.tokens {
         tokens.extend(read_tokens(file)?);
     }
-    let accounted = check_tokens(db, &tokens, &jwks, report)?;
-    eprintln!(
-        "tokens: {accounted} of {} found tokens have their row",
-        tokens.len()
-    );
-    Ok(())
+    Ok((tokens, jwks))
 }
 
 /// The last `n` rows, oldest first.
@@ -386,19 +415,65 @@ pub fn recent_rows(db: &Path, n: usize) -> Result<Vec<AuditRow>, AuditCliError> 
     Ok(out)
 }
 
+/// The last `n` rows of all chains of a PostgreSQL log, oldest first, each with its chain.
+pub fn recent_rows_pg(url: &PgUrl, n: usize) -> Result<Vec<(String, AuditRow)>, AuditCliError> {
+    // A runtime of its own on a thread of its own (made and dropped there): the caller
+    // may itself run on an async runtime.
+    let rows = std::thread::scope(|s| {
+        s.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(AuditCliError::Runtime)?;
+            Ok::<_, AuditCliError>(
+                runtime.block_on(crate::audit::verify::postgres::recent_rows_pg(url, n))?,
+            )
+        })
+        .join()
+    })
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    rows.into_iter()
+        .map(|(chain, row)| Ok((chain, row?)))
+        .collect()
+}
+
 /// `audit tail --db DB [-n N] [--json]`: the last `n` rows as a table, or as JSON lines.
+/// `DB` is a SQLite path (`sqlite:PATH` or a bare path) or a `postgres://` URL; the rows of
+/// a PostgreSQL log come from every host's chain, ordered by time, each naming its chain
+/// (`chain` in JSON; its `id` is the row's place in that chain).
 pub fn tail(db: &Path, n: usize, json: bool) -> Result<String, AuditCliError> {
-    let rows = recent_rows(db, n)?;
+    let pg = match db.to_str().map(AuditDb::parse) {
+        Some(Ok(AuditDb::Postgres { url, .. })) => Some(url),
+        Some(Err(e)) => return Err(e.into()),
+        Some(Ok(AuditDb::Sqlite(_))) | None => None,
+    };
+    let (rows, chains): (Vec<AuditRow>, Option<Vec<String>>) = match pg {
+        Some(url) => {
+            let (chains, rows) = recent_rows_pg(&url, n)?.into_iter().unzip();
+            (rows, Some(chains))
+        }
+        None => {
+            let path = match db.to_str().map(AuditDb::parse) {
+                Some(Ok(AuditDb::Sqlite(p))) => p,
+                _ => db.to_path_buf(),
+            };
+            (recent_rows(&path, n)?, None)
+        }
+    };
     if json {
         let mut out = String::new();
-        for r in &rows {
+        for (i, r) in rows.iter().enumerate() {
             // Serializing plain strings and numbers cannot fail.
-            out.push_str(&serde_json::to_string(&r.to_json()).unwrap_or_default());
+            let mut v = serde_json::to_value(r.to_json()).unwrap_or_default();
+            if let (Some(chains), Some(obj)) = (&chains, v.as_object_mut()) {
+                obj.insert("chain".into(), chains[i].clone().into());
+            }
+            out.push_str(&v.to_string());
             out.push('\n');
         }
         return Ok(out);
     }
-    Ok(render_table(&rows))
+    Ok(render(&rows, chains.as_deref()))
 }
 
 fn short(h: &Option<[u8; 32]>) -> String {
@@ -420,7 +495,12 @@ fn fmt_ts(ts_ms: i64) -> String {
 
 /// Renders rows as an aligned table.
 pub fn render_table(rows: &[AuditRow]) -> String {
-    let header = [
+    render(rows, None)
+}
+
+/// Renders rows as an aligned table; with `chains` (one per row), a CHAIN column first.
+fn render(rows: &[AuditRow], chains: Option<&[String]>) -> String {
+    let mut header = vec![
         "ID",
         "TIME (UTC)",
         "EVENT",
@@ -433,9 +513,12 @@ pub fn render_table(rows: &[AuditRow]) -> String {
         "ROW_HASH",
         "DETAIL",
     ];
+    if chains.is_some() {
+        header.insert(0, "CHAIN");
+    }
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for r in rows {
-        table.push(vec![
+    for (i, r) in rows.iter().enumerate() {
+        let mut line = vec![
             r.id.to_string(),
             fmt_ts(r.ts_ms),
             r.entry.event.to_string(),
@@ -450,7 +533,11 @@ pub fn render_table(rows: &[AuditRow]) -> String {
             short(&r.entry.bearer_sha256),
             hex::encode(&r.row_hash[..6]),
             r.entry.detail.replace(['\n', '\r', '\t'], " "),
-        ]);
+        ];
+        if let Some(chains) = chains {
+            line.insert(0, chains.get(i).cloned().unwrap_or_default());
+        }
+        table.push(line);
     }
     let cols = header.len();
     let widths: Vec<usize> = (0..cols)

@@ -3,17 +3,25 @@
 //! epochs), each against the checkpoints of its own enclaves, and reported per chain.
 //! One read-only REPEATABLE READ transaction gives a consistent snapshot while the fleet
 //! appends.
+//!
+//! Also the other readers of a PostgreSQL log: tokens found outside the broker, each
+//! checked against the rows of its `(epoch, seq)` in whatever chain holds them
+//! (`audit verify --token`), and the most recent rows of all chains (`audit tail`).
 
 use std::collections::BTreeMap;
 
+use agentkeys_attestation::jwks::Jwk;
 use agentkeys_wire::CheckpointStatement;
 use futures::{pin_mut, TryStreamExt};
-use tokio_postgres::NoTls;
+use tokio_postgres::{GenericClient, NoTls};
 
 use super::chain::{check_enclave_epochs, fail, ChainWalker};
+use super::tokens::{judge, verify_token, FoundToken};
 use super::{ChainReport, VerifyFailure, VerifyReport};
 use crate::audit::db::PgUrl;
 use crate::audit::postgres::{describe, row_from_pg, PG_ROW_COLUMNS, PG_SCHEMA_VERSION};
+use crate::audit::row::AuditRow;
+use crate::audit::sqlite::{u64_to_sql, RowDecodeError};
 
 /// A PostgreSQL log that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -56,15 +64,7 @@ pub async fn verify_pg(
         url: shown.clone(),
         reason: describe(&e),
     };
-    let (mut client, connection) =
-        url.config()
-            .connect(NoTls)
-            .await
-            .map_err(|e| PgVerifyError::Connect {
-                url: shown.clone(),
-                reason: describe(&e),
-            })?;
-    let driver = tokio::spawn(connection);
+    let (mut client, driver) = connect(url).await?;
     let result = async {
         let tx = client
             .build_transaction()
@@ -73,32 +73,7 @@ pub async fn verify_pg(
             .start()
             .await
             .map_err(read)?;
-        let has_schema: bool = tx
-            .query_one(
-                "SELECT to_regclass('agentkeys_audit_schema') IS NOT NULL",
-                &[],
-            )
-            .await
-            .map_err(read)?
-            .get(0);
-        let found: i32 = if has_schema {
-            tx.query_one(
-                "SELECT COALESCE(MAX(version), 0) FROM agentkeys_audit_schema",
-                &[],
-            )
-            .await
-            .map_err(read)?
-            .get(0)
-        } else {
-            0
-        };
-        if !(1..=PG_SCHEMA_VERSION).contains(&found) {
-            return Err(PgVerifyError::WrongSchema {
-                url: shown.clone(),
-                found,
-                newest: PG_SCHEMA_VERSION,
-            });
-        }
+        check_schema(&tx, &shown).await?;
         let sql = format!("SELECT {PG_ROW_COLUMNS} FROM audit_log ORDER BY chain_id, chain_seq");
         let rows = tx
             .query_raw(&sql, std::iter::empty::<i32>())
@@ -199,4 +174,159 @@ fn finish_chain(
         checkpoints: summaries,
         failures: sub.failures.len(),
     });
+}
+
+/// A connection to the log at `url`, and the task driving it (abort it when done).
+async fn connect(
+    url: &PgUrl,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), PgVerifyError> {
+    let (client, connection) =
+        url.config()
+            .connect(NoTls)
+            .await
+            .map_err(|e| PgVerifyError::Connect {
+                url: url.redacted().to_string(),
+                reason: describe(&e),
+            })?;
+    let driver = tokio::spawn(async move {
+        // The connection's end is seen by the queries that needed it.
+        let _ = connection.await;
+    });
+    Ok((client, driver))
+}
+
+/// Checks that the database holds an audit log this build can read.
+async fn check_schema(client: &impl GenericClient, shown: &str) -> Result<(), PgVerifyError> {
+    let read = |e: tokio_postgres::Error| PgVerifyError::Read {
+        url: shown.to_owned(),
+        reason: describe(&e),
+    };
+    let has_schema: bool = client
+        .query_one(
+            "SELECT to_regclass('agentkeys_audit_schema') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(read)?
+        .get(0);
+    let found: i32 = if has_schema {
+        client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM agentkeys_audit_schema",
+                &[],
+            )
+            .await
+            .map_err(read)?
+            .get(0)
+    } else {
+        0
+    };
+    if !(1..=PG_SCHEMA_VERSION).contains(&found) {
+        return Err(PgVerifyError::WrongSchema {
+            url: shown.to_owned(),
+            found,
+            newest: PG_SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// [`super::tokens::check_tokens`] on a PostgreSQL log: every found token against the rows
+/// of its `(epoch, seq)`, in whichever host's chain they are. A failure naming a row names
+/// its chain. Returns how many tokens were accounted for.
+pub async fn check_tokens_pg(
+    url: &PgUrl,
+    tokens: &[FoundToken],
+    jwks: &[Jwk],
+    report: &mut VerifyReport,
+) -> Result<usize, PgVerifyError> {
+    let shown = url.redacted().to_string();
+    let read = |e: tokio_postgres::Error| PgVerifyError::Read {
+        url: shown.clone(),
+        reason: describe(&e),
+    };
+    let (client, driver) = connect(url).await?;
+    let result = async {
+        check_schema(&client, &shown).await?;
+        let stmt = client
+            .prepare(&format!(
+                "SELECT {PG_ROW_COLUMNS} FROM audit_log WHERE enclave_epoch = $1 AND \
+                 enclave_seq = $2 ORDER BY chain_id, chain_seq"
+            ))
+            .await
+            .map_err(read)?;
+        let mut accounted = 0;
+        for token in tokens {
+            let verified = match verify_token(token, jwks) {
+                Ok(v) => v,
+                Err(reason) => {
+                    report.failures.push(VerifyFailure::TokenInvalid {
+                        source: token.source.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let (epoch, seq) = (u64_to_sql(verified.epoch), u64_to_sql(verified.seq));
+            let mut chains = Vec::new();
+            let mut rows = Vec::new();
+            for r in client.query(&stmt, &[&epoch, &seq]).await.map_err(read)? {
+                // An undecodable row is named by the walk of the whole log.
+                if let (chain, Ok(row)) = row_from_pg(&r).map_err(read)? {
+                    chains.push(chain);
+                    rows.push(row);
+                }
+            }
+            match judge(&token.source, &verified, &rows) {
+                None => accounted += 1,
+                Some((failure, None)) => report.failures.push(failure),
+                Some((failure, Some(i))) => report.failures.push(VerifyFailure::InChain {
+                    chain: chains[i].clone(),
+                    failure: Box::new(failure),
+                }),
+            }
+        }
+        Ok(accounted)
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// The most recent `n` rows of all chains (by time, then chain and row), oldest first,
+/// each with its chain id.
+pub async fn recent_rows_pg(
+    url: &PgUrl,
+    n: usize,
+) -> Result<Vec<(String, Result<AuditRow, RowDecodeError>)>, PgVerifyError> {
+    let shown = url.redacted().to_string();
+    let read = |e: tokio_postgres::Error| PgVerifyError::Read {
+        url: shown.clone(),
+        reason: describe(&e),
+    };
+    let (client, driver) = connect(url).await?;
+    let result = async {
+        check_schema(&client, &shown).await?;
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {PG_ROW_COLUMNS} FROM audit_log \
+                     ORDER BY ts_ms DESC, chain_id DESC, chain_seq DESC LIMIT $1"
+                ),
+                &[&limit],
+            )
+            .await
+            .map_err(read)?;
+        let mut out = rows
+            .iter()
+            .map(row_from_pg)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read)?;
+        out.reverse();
+        Ok(out)
+    }
+    .await;
+    driver.abort();
+    result
 }

@@ -76,15 +76,20 @@ pub fn read_tokens(path: &Path) -> Result<Vec<FoundToken>, TokensFileError> {
 }
 
 /// A token that verified: its signing input, hash and place in the chain.
-struct Verified<'a> {
+pub(super) struct Verified<'a> {
     signing_input: &'a str,
     jwt_sha256: [u8; 32],
-    epoch: u64,
-    seq: u64,
+    /// Its `agentkeys_epoch` claim.
+    pub(super) epoch: u64,
+    /// Its `agentkeys_seq` claim.
+    pub(super) seq: u64,
 }
 
 /// Checks that `token` is a token `jwks` signed; returns what names its row.
-fn verify_token<'a>(token: &'a FoundToken, jwks: &[Jwk]) -> Result<Verified<'a>, String> {
+pub(super) fn verify_token<'a>(
+    token: &'a FoundToken,
+    jwks: &[Jwk],
+) -> Result<Verified<'a>, String> {
     let (signing_input, signature) = token
         .jwt
         .rsplit_once('.')
@@ -160,33 +165,55 @@ pub fn check_tokens(
                 rows.push(row);
             }
         }
-        let matching: Vec<&AuditRow> = rows.iter().filter(|r| records(r, &verified)).collect();
-        let failure = if rows.is_empty() {
-            Some(VerifyFailure::TokenWithoutRow {
-                source: token.source.clone(),
-                epoch: verified.epoch,
-                seq: verified.seq,
-            })
-        } else if let Some(withheld) = matching
-            .iter()
-            .find(|r| r.entry.event == AuditEvent::MintWithheld)
-        {
-            Some(VerifyFailure::TokenWithheld {
-                source: token.source.clone(),
-                id: withheld.id,
-            })
-        } else if matching.is_empty() {
-            Some(VerifyFailure::TokenDisagrees {
-                source: token.source.clone(),
-                id: rows[0].id,
-            })
-        } else {
-            None
-        };
+        let failure = judge(&token.source, &verified, &rows).map(|(f, _)| f);
         match failure {
             Some(f) => report.failures.push(f),
             None => accounted += 1,
         }
     }
     Ok(accounted)
+}
+
+/// What the rows of a token's `(epoch, seq)` say about it: `None` when one of them
+/// records this very token as sent; otherwise the failure, with the index in `rows` of
+/// the row it names (a withheld row, or the row that records another token).
+pub(super) fn judge(
+    source: &str,
+    token: &Verified<'_>,
+    rows: &[AuditRow],
+) -> Option<(VerifyFailure, Option<usize>)> {
+    let matching: Vec<usize> = (0..rows.len())
+        .filter(|i| records(&rows[*i], token))
+        .collect();
+    if rows.is_empty() {
+        Some((
+            VerifyFailure::TokenWithoutRow {
+                source: source.to_owned(),
+                epoch: token.epoch,
+                seq: token.seq,
+            },
+            None,
+        ))
+    } else if let Some(withheld) = matching
+        .iter()
+        .find(|i| rows[**i].entry.event == AuditEvent::MintWithheld)
+    {
+        Some((
+            VerifyFailure::TokenWithheld {
+                source: source.to_owned(),
+                id: rows[*withheld].id,
+            },
+            Some(*withheld),
+        ))
+    } else if matching.is_empty() {
+        Some((
+            VerifyFailure::TokenDisagrees {
+                source: source.to_owned(),
+                id: rows[0].id,
+            },
+            Some(0),
+        ))
+    } else {
+        None
+    }
 }
