@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
 pub mod faults;
+pub mod fleet;
+pub mod postgres;
 
 /// The wallet most tests use.
 pub const WALLET: &str = "0x00000000000000000000000000000000000000aa";
