@@ -331,7 +331,14 @@ pub enum AuditError {
     /// The batch holding this row could not be committed; the row is not in the log.
     #[error("audit commit failed, row not recorded: {reason}")]
     Commit {
-        /// What SQLite said.
+        /// What the database said.
+        reason: String,
+    },
+    /// The audit database cannot be reached (a PostgreSQL server down or restarting); the
+    /// row is not in the log. The store reconnects by itself.
+    #[error("audit database unreachable, row not recorded: {reason}")]
+    Unreachable {
+        /// Why the connection failed.
         reason: String,
     },
     /// The writer thread is gone (the store was closed or the thread panicked).

@@ -64,6 +64,10 @@ pub enum ApiError {
     /// The audit row could not be made durable: nothing is returned.
     #[error("audit log write failed; nothing was issued: {0}")]
     Audit(String),
+    /// The audit database cannot be reached (it is down or restarting): nothing is
+    /// returned, and the broker reconnects by itself.
+    #[error("audit database unreachable; nothing was issued: {0}")]
+    AuditUnreachable(String),
     /// Unknown route.
     #[error("no such route")]
     NotFound,
@@ -97,6 +101,17 @@ impl BodyReadTimeout {
 }
 
 impl ApiError {
+    /// The answer to a mint whose audit row could not be made durable: 503 while the
+    /// audit database is unreachable, 500 otherwise.
+    pub fn from_audit(e: &crate::audit::AuditError) -> ApiError {
+        match e {
+            crate::audit::AuditError::Unreachable { .. } => {
+                ApiError::AuditUnreachable(e.to_string())
+            }
+            other => ApiError::Audit(other.to_string()),
+        }
+    }
+
     /// HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -110,9 +125,9 @@ impl ApiError {
             ApiError::Backend(_) | ApiError::Sts { .. } | ApiError::EnclaveRefused(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            ApiError::EnclaveUnavailable(_) | ApiError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::EnclaveUnavailable(_)
+            | ApiError::Overloaded { .. }
+            | ApiError::AuditUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Audit(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound => StatusCode::NOT_FOUND,
         }
@@ -133,6 +148,7 @@ impl ApiError {
             ApiError::EnclaveRefused(_) => "enclave_error",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Audit(_) => "audit_failure",
+            ApiError::AuditUnreachable(_) => "audit_unavailable",
             ApiError::NotFound => "not_found",
             ApiError::Internal(_) => "internal",
         }
@@ -142,7 +158,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let overloaded = matches!(self, ApiError::Overloaded { .. });
+        // Both pass by themselves: the caller may retry in a moment.
+        let overloaded = matches!(
+            self,
+            ApiError::Overloaded { .. } | ApiError::AuditUnreachable(_)
+        );
         let body = serde_json::json!({"error": self.kind(), "message": self.to_string()});
         let mut response = (status, body.to_string()).into_response();
         response.headers_mut().insert(
@@ -220,6 +240,11 @@ mod tests {
                 "overloaded",
             ),
             (ApiError::Audit("x".into()), 500, "audit_failure"),
+            (
+                ApiError::AuditUnreachable("x".into()),
+                503,
+                "audit_unavailable",
+            ),
             (ApiError::NotFound, 404, "not_found"),
         ];
         for (e, status, kind) in cases {

@@ -175,7 +175,7 @@ async fn mint_oidc_jwt_recorded(
                 .queue_withheld(success_row().detail(format!("success row failed: {e}")));
             s.metrics.tokens_withheld.inc();
             tracing::error!(error = %e, seq = minted.seq, "audit append failed; token withheld");
-            return Err(ApiError::Audit(e.to_string()));
+            return Err(ApiError::from_audit(&e));
         }
     };
     s.metrics.tokens_issued.inc();
@@ -309,7 +309,7 @@ async fn mint_aws_creds_recorded(
             }
             s.metrics.tokens_withheld.inc();
             tracing::error!(error = %e, "audit append failed; credentials withheld");
-            return Err(ApiError::Audit(e.to_string()));
+            return Err(ApiError::from_audit(&e));
         }
     };
     s.metrics.credentials_issued.inc();

@@ -515,11 +515,9 @@ impl Writer {
                             let _ = reply.send(Ok(receipt));
                         }
                     }
-                    Err(reason) => {
+                    Err(failure) => {
                         for reply in replies.drain(..) {
-                            let _ = reply.send(Err(AuditError::Commit {
-                                reason: reason.clone(),
-                            }));
+                            let _ = reply.send(Err(failure.to_audit_error()));
                         }
                     }
                 }
@@ -563,7 +561,10 @@ impl Writer {
 
     /// Writes the pending withheld rows then `batch` in one transaction; returns the
     /// receipts of `batch`, in order, once the commit returned.
-    async fn commit(&mut self, batch: &[(NewAuditRow, i64)]) -> Result<Vec<AuditReceipt>, String> {
+    async fn commit(
+        &mut self,
+        batch: &[(NewAuditRow, i64)],
+    ) -> Result<Vec<AuditReceipt>, CommitFailure> {
         let withheld = std::mem::take(&mut self.withheld);
         let result = self.write(&withheld, batch).await;
         match result {
@@ -596,21 +597,34 @@ impl Writer {
         &mut self,
         withheld: &[(NewAuditRow, i64)],
         batch: &[(NewAuditRow, i64)],
-    ) -> Result<(Tip, Vec<AuditReceipt>), String> {
+    ) -> Result<(Tip, Vec<AuditReceipt>), CommitFailure> {
         let tip = self.tip;
         let chain = self.chain.clone();
         let timeout = self.commit_timeout;
-        let live = self.connection().await?;
+        let live = self
+            .connection()
+            .await
+            .map_err(CommitFailure::Unreachable)?;
         let outcome = tokio::time::timeout(
             timeout,
             write_batch(&live.client, &live.insert, &chain, tip, withheld, batch),
         )
         .await;
+        // A connection the server closed (it stopped or restarted) is an outage, not a
+        // failed transaction: the caller may retry once the writer has reconnected.
+        let closed = live.client.is_closed();
+        let failure = move |reason: String| {
+            if closed {
+                CommitFailure::Unreachable(reason)
+            } else {
+                CommitFailure::Failed(reason)
+            }
+        };
         let result = match outcome {
-            Ok(r) => r,
-            Err(_) => Err(format!(
+            Ok(r) => r.map_err(failure),
+            Err(_) => Err(failure(format!(
                 "PostgreSQL did not complete the commit within {timeout:?}"
-            )),
+            ))),
         };
         if result.is_err() {
             self.live = None;
@@ -622,9 +636,9 @@ impl Writer {
     /// the server is a writable primary and that its commits are still durable.
     async fn probe(&mut self) -> Result<(), AuditError> {
         if !self.withheld.is_empty() {
-            self.commit(&[])
-                .await
-                .map_err(|reason| AuditError::Unhealthy { reason })?;
+            self.commit(&[]).await.map_err(|f| AuditError::Unhealthy {
+                reason: f.to_string(),
+            })?;
         }
         let timeout = self.commit_timeout;
         let live = self
@@ -715,6 +729,38 @@ async fn write_batch(
     match committed {
         Ok(()) => Ok(((last_seq, prev), receipts)),
         Err(e) => Err(format!("PostgreSQL: {}", describe(&e))),
+    }
+}
+
+/// Why a batch was not committed: the server could not be reached (mints answer 503 and
+/// the writer reconnects), or the transaction failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CommitFailure {
+    /// No connection could be made.
+    Unreachable(String),
+    /// The transaction failed or timed out.
+    Failed(String),
+}
+
+impl std::fmt::Display for CommitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitFailure::Unreachable(r) | CommitFailure::Failed(r) => f.write_str(r),
+        }
+    }
+}
+
+impl CommitFailure {
+    /// The error each caller of the batch gets.
+    fn to_audit_error(&self) -> AuditError {
+        match self {
+            CommitFailure::Unreachable(reason) => AuditError::Unreachable {
+                reason: reason.clone(),
+            },
+            CommitFailure::Failed(reason) => AuditError::Commit {
+                reason: reason.clone(),
+            },
+        }
     }
 }
 
