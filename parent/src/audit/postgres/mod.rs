@@ -610,19 +610,9 @@ impl Writer {
             write_batch(&live.client, &live.insert, &chain, tip, withheld, batch),
         )
         .await;
-        // A connection the server closed (it stopped or restarted) is an outage, not a
-        // failed transaction: the caller may retry once the writer has reconnected.
-        let closed = live.client.is_closed();
-        let failure = move |reason: String| {
-            if closed {
-                CommitFailure::Unreachable(reason)
-            } else {
-                CommitFailure::Failed(reason)
-            }
-        };
         let result = match outcome {
-            Ok(r) => r.map_err(failure),
-            Err(_) => Err(failure(format!(
+            Ok(r) => r,
+            Err(_) => Err(CommitFailure::Failed(format!(
                 "PostgreSQL did not complete the commit within {timeout:?}"
             ))),
         };
@@ -693,14 +683,16 @@ async fn write_batch(
     tip: Option<Tip>,
     withheld: &[(NewAuditRow, i64)],
     batch: &[(NewAuditRow, i64)],
-) -> Result<(Tip, Vec<AuditReceipt>), String> {
+) -> Result<(Tip, Vec<AuditReceipt>), CommitFailure> {
     client
         .batch_execute("BEGIN")
         .await
-        .map_err(|e| format!("PostgreSQL: {}", describe(&e)))?;
+        .map_err(|e| CommitFailure::of(&e))?;
     let (mut last_seq, mut prev) = match tip {
         Some(t) => t,
-        None => read_tip(client, chain).await.map_err(|e| e.to_string())?,
+        None => read_tip(client, chain)
+            .await
+            .map_err(|e| CommitFailure::Failed(e.to_string()))?,
     };
     let mut values = Vec::with_capacity(withheld.len() + batch.len());
     let mut receipts = Vec::with_capacity(batch.len());
@@ -728,7 +720,7 @@ async fn write_batch(
     };
     match committed {
         Ok(()) => Ok(((last_seq, prev), receipts)),
-        Err(e) => Err(format!("PostgreSQL: {}", describe(&e))),
+        Err(e) => Err(CommitFailure::of(&e)),
     }
 }
 
@@ -751,6 +743,24 @@ impl std::fmt::Display for CommitFailure {
 }
 
 impl CommitFailure {
+    /// Classifies a driver error: a connection the server closed, or an error of SQLSTATE
+    /// class 08 (connection exception) or 57 (operator intervention: the server shutting
+    /// down or not yet accepting connections; PostgreSQL docs, Appendix A) is an outage,
+    /// after which the caller may retry once the writer has reconnected; anything else is a
+    /// failed transaction.
+    fn of(e: &tokio_postgres::Error) -> CommitFailure {
+        let reason = format!("PostgreSQL: {}", describe(e));
+        let outage_class = e
+            .as_db_error()
+            .map(|db| db.code().code())
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57"));
+        if e.is_closed() || outage_class {
+            CommitFailure::Unreachable(reason)
+        } else {
+            CommitFailure::Failed(reason)
+        }
+    }
+
     /// The error each caller of the batch gets.
     fn to_audit_error(&self) -> AuditError {
         match self {
