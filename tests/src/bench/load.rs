@@ -13,6 +13,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::cpu::Snapshot;
 use super::histogram::Histogram;
 
 /// What to drive.
@@ -27,14 +28,19 @@ pub struct LoadSpec {
     /// One bearer per connection (`None`: no `Authorization` header). Its length is the
     /// connection count.
     pub bearers: Vec<Option<String>>,
-    /// Request body (sent as `application/json`).
+    /// Request body.
     pub body: Bytes,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
     /// Requests before the measurement starts (counted for errors and audit ids, not timed).
     pub warmup: Duration,
     /// Measured period.
     pub duration: Duration,
     /// Pull `"audit_id"` out of every 200 response body.
     pub collect_audit_ids: bool,
+    /// Processes whose CPU is read ([`Snapshot`]) when the measured period starts and
+    /// when it ends (empty: none).
+    pub cpu_pids: Vec<Option<u32>>,
 }
 
 /// The outcome of one load run.
@@ -62,6 +68,8 @@ pub struct LoadResult {
     pub audit_ids: Vec<i64>,
     /// 200 responses whose body carried no integer `audit_id` (when collected).
     pub missing_audit_ids: u64,
+    /// CPU of [`LoadSpec::cpu_pids`] at the start and at the end of the measured period.
+    pub cpu_window: Option<(Snapshot, Snapshot)>,
 }
 
 impl LoadResult {
@@ -143,6 +151,17 @@ pub async fn run(spec: LoadSpec) -> LoadResult {
     let start = Instant::now();
     let measure_start = start + spec.warmup;
     let end = measure_start + spec.duration;
+    // The CPU sampler: its window is the measured period, whose requests are counted
+    // by when they start; at most one request per connection straddles each edge.
+    let sampler = (!spec.cpu_pids.is_empty()).then(|| {
+        let pids = spec.cpu_pids.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_start.into()).await;
+            let before = Snapshot::take(&pids);
+            tokio::time::sleep_until(end.into()).await;
+            (before, Snapshot::take(&pids))
+        })
+    });
     let mut tasks = Vec::with_capacity(spec.bearers.len());
     for i in 0..spec.bearers.len() {
         let spec = spec.clone();
@@ -167,6 +186,9 @@ pub async fn run(spec: LoadSpec) -> LoadResult {
                     .get_or_insert(format!("load task failed: {e}"));
             }
         }
+    }
+    if let Some(s) = sampler {
+        result.cpu_window = s.await.ok();
     }
     result.measured_elapsed = last_done.saturating_duration_since(measure_start);
     if result.measured_elapsed < spec.duration / 2 {
@@ -227,7 +249,7 @@ async fn connection(spec: &LoadSpec, i: usize, measure_start: Instant, end: Inst
             .method(Method::POST)
             .uri(spec.path.as_str())
             .header(HOST, spec.host.as_str())
-            .header(CONTENT_TYPE, "application/json");
+            .header(CONTENT_TYPE, spec.content_type);
         if let Some(a) = &auth {
             req = req.header(AUTHORIZATION, a.as_str());
         }

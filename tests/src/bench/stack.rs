@@ -20,6 +20,9 @@ pub struct ReadyInfo {
     pub broker_url: String,
     /// The session-backend stand-in.
     pub backend_url: String,
+    /// The STS stand-in (in the `dev` process), when the file says so.
+    #[serde(default)]
+    pub sts_url: Option<String>,
     /// The enclave child process.
     pub enclave_pid: u32,
     /// The SQLite audit log.
@@ -99,6 +102,7 @@ impl DevStack {
             info: ReadyInfo {
                 broker_url: String::new(),
                 backend_url: String::new(),
+                sts_url: None,
                 enclave_pid: 0,
                 audit_db: PathBuf::new(),
                 pid: None,
@@ -221,5 +225,6 @@ mod tests {
         let r: ReadyInfo = serde_json::from_str(j).unwrap();
         assert_eq!(r.enclave_pid, 5);
         assert_eq!(r.pid, Some(4));
+        assert_eq!(r.sts_url.as_deref(), Some("http://127.0.0.1:3"));
     }
 }

@@ -9,9 +9,18 @@
 //! every core and (b) a minimal axum JSON endpoint driven by the same load generator, and
 //! prints the broker's throughput as a ratio of each.
 //!
+//! Every run also reports the CPU a mint costs: user + system time of the broker's
+//! process and of the enclave's process over the measured period (`/proc/PID/stat`),
+//! divided by the successful mints, against the floor measured in the same run (the CPU
+//! of one ES256 signature plus the server-side CPU of one request to the minimal axum
+//! route, plus, for `mint-aws-creds`, the dev process's CPU for one request to the STS
+//! stand-in). Module `cpu` says how and why.
+//!
 //! `--short` is the CI mode: about two seconds a phase; it never judges speed, only that
 //! the run completed with zero errors and every audit row accounted for.
 
+#[path = "../bench/cpu.rs"]
+mod cpu;
 #[path = "../bench/histogram.rs"]
 mod histogram;
 #[path = "../bench/load.rs"]
@@ -39,6 +48,19 @@ use stack::DevStack;
 const SHORT_DURATION: Duration = Duration::from_secs(2);
 /// Warm-up in `--short` mode.
 const SHORT_WARMUP: Duration = Duration::from_millis(500);
+/// Name of the minimal axum server's runtime threads (at most 15 bytes: Linux keeps the
+/// first 15 of a thread's name in `comm`), by which their CPU is found in `/proc`.
+const AXUM_THREADS: &str = "axum-ceiling";
+/// Name of the load generator's runtime threads.
+const LOAD_THREADS: &str = "bench-load";
+/// Name of the broker's audit writer thread (parent/src/audit/sqlite.rs,
+/// `std::thread::Builder::new().name("audit-writer")`).
+const AUDIT_WRITER_THREAD: &str = "audit-writer";
+/// The role the dev stack's broker assumes (dev/src/stack.rs `DEV_ROLE_ARN`), for the bare
+/// requests to the STS stand-in.
+const DEV_ROLE_ARN: &str = "arn:aws:iam::000000000000:role/agentkeys-data-role";
+/// The STS API version every request names (the stand-in checks it when present).
+const STS_VERSION: &str = "2011-06-15";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Route {
@@ -171,6 +193,8 @@ fn cores() -> usize {
 struct Target {
     broker_url: String,
     backend_url: String,
+    /// The STS stand-in, when this run started the stack.
+    sts_url: Option<String>,
     audit_db: Option<PathBuf>,
     broker_pid: Option<u32>,
     enclave_pid: Option<u32>,
@@ -189,6 +213,7 @@ fn start_target(args: &Args) -> anyhow::Result<Target> {
                 .ok_or_else(|| anyhow!("--url needs --backend-url"))?
                 .trim_end_matches('/')
                 .to_string(),
+            sts_url: None,
             audit_db: args.audit_db.clone(),
             broker_pid: args.broker_pid,
             enclave_pid: args.enclave_pid,
@@ -215,6 +240,11 @@ fn start_target(args: &Args) -> anyhow::Result<Target> {
     Ok(Target {
         broker_url: stack.info.broker_url.trim_end_matches('/').to_string(),
         backend_url: stack.info.backend_url.trim_end_matches('/').to_string(),
+        sts_url: stack
+            .info
+            .sts_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_string()),
         audit_db: Some(stack.info.audit_db.clone()),
         broker_pid: stack.broker_pid(),
         enclave_pid: Some(stack.info.enclave_pid),
@@ -337,8 +367,19 @@ fn sample_signing_input() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Ceiling (a): ES256 signatures per second with the enclave's signer on `threads` threads.
-fn sign_ceiling(threads: usize, duration: Duration) -> anyhow::Result<f64> {
+/// Ceiling (a) and the signature's part of the CPU floor.
+#[derive(Debug, Clone, Copy)]
+struct SignCeiling {
+    /// Signatures per second over all threads.
+    per_second: f64,
+    /// CPU (user + system) of the signing threads per signature, µs
+    /// (`getrusage(RUSAGE_THREAD)` on each).
+    cpu_us: Option<f64>,
+}
+
+/// Ceiling (a): ES256 signatures per second with the enclave's signer on `threads` threads,
+/// and the CPU each signature costs.
+fn sign_ceiling(threads: usize, duration: Duration) -> anyhow::Result<SignCeiling> {
     use agentkeys_enclave::keys::{Seed, SigningKey};
     let seed = Seed::from_slice(&[0x5e; 32]).map_err(|e| anyhow!("benchmark seed: {e}"))?;
     let key = Arc::new(SigningKey::derive(&seed, 1).map_err(|e| anyhow!("deriving: {e}"))?);
@@ -353,42 +394,74 @@ fn sign_ceiling(threads: usize, duration: Duration) -> anyhow::Result<f64> {
         .map(|_| {
             let (key, msg, stop) = (key.clone(), msg.clone(), stop.clone());
             std::thread::spawn(move || {
+                let cpu0 = cpu::this_thread_cpu();
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                // At least one batch, so a thread started late still reports a cost.
+                loop {
                     for _ in 0..32 {
                         if key.sign(&msg).is_err() {
                             return Err(());
                         }
                     }
                     n += 32;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
-                Ok(n)
+                let cpu = cpu0.zip(cpu::this_thread_cpu()).map(|(a, b)| b - a);
+                Ok((n, cpu))
             })
         })
         .collect();
     std::thread::sleep(duration);
     stop.store(true, Ordering::Relaxed);
     let mut total = 0u64;
+    let mut cpu = Some(Duration::ZERO);
     for h in handles {
-        total += h
+        let (n, c) = h
             .join()
             .map_err(|_| anyhow!("signing thread panicked"))?
             .map_err(|_| anyhow!("signing failed"))?;
+        total += n;
+        cpu = cpu.zip(c).map(|(a, b)| a + b);
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok(SignCeiling {
+        per_second: total as f64 / start.elapsed().as_secs_f64(),
+        cpu_us: cpu.and_then(|c| cpu::us_per(c, total)),
+    })
 }
 
-/// Ceiling (b): a minimal axum JSON endpoint, in process, driven by the same generator.
+/// Ceiling (b) and the request's part of the CPU floor.
+#[derive(Debug)]
+struct AxumCeiling {
+    load: LoadResult,
+    /// CPU of the server's runtime threads per 200, µs.
+    server_cpu_us: Option<f64>,
+    /// CPU of the load generator's threads per 200, µs.
+    load_cpu_us: Option<f64>,
+}
+
+/// CPU per successful request of this process's threads named `comm` over a load run's
+/// measured period.
+fn own_threads_us_per_ok(result: &LoadResult, comm: &str, hz: u64) -> Option<f64> {
+    let (before, after) = result.cpu_window.as_ref()?;
+    let own = cpu::window(before, after, hz).pop()??;
+    cpu::us_per(*own.by_comm.get(comm)?, result.measured_ok)
+}
+
+/// Ceiling (b): a minimal axum JSON endpoint, in process on runtime threads of its own
+/// (named [`AXUM_THREADS`], whose CPU is read from `/proc/self/task`), driven by the same
+/// generator.
 fn axum_ceiling(
     load_rt: &tokio::runtime::Runtime,
     connections: usize,
     warmup: Duration,
     duration: Duration,
-) -> anyhow::Result<LoadResult> {
+) -> anyhow::Result<AxumCeiling> {
     use axum::routing::post;
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores())
-        .thread_name("axum-ceiling")
+        .thread_name(AXUM_THREADS)
         .enable_all()
         .build()?;
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -406,12 +479,216 @@ fn axum_ceiling(
         path: "/x".into(),
         bearers: vec![None; connections],
         body: Bytes::new(),
+        content_type: "application/json",
         warmup,
         duration,
         collect_audit_ids: false,
+        cpu_pids: vec![Some(std::process::id())],
     }));
     server_rt.shutdown_background();
-    Ok(result)
+    let hz = cpu::clock_ticks_per_second();
+    Ok(AxumCeiling {
+        server_cpu_us: own_threads_us_per_ok(&result, AXUM_THREADS, hz),
+        load_cpu_us: own_threads_us_per_ok(&result, LOAD_THREADS, hz),
+        load: result,
+    })
+}
+
+/// One `mint-oidc-jwt` token from the broker, for the bare requests to the STS stand-in.
+async fn one_jwt(broker_url: &str, bearer: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let resp = http
+        .post(format!("{broker_url}/v1/mint-oidc-jwt"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .with_context(|| format!("POST {broker_url}/v1/mint-oidc-jwt"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("mint-oidc-jwt answered {status} without JSON"))?;
+    body.get("jwt")
+        .and_then(|j| j.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("mint-oidc-jwt answered {status} without a jwt: {body}"))
+}
+
+/// The STS part of the `mint-aws-creds` floor: `AssumeRoleWithWebIdentity` sent straight
+/// to the STS stand-in (one token, reused), and the CPU of the process serving it (the
+/// `dev` process) per 200.
+fn sts_floor(
+    load_rt: &tokio::runtime::Runtime,
+    target: &Target,
+    bearer: &str,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Option<(LoadResult, Option<f64>)>> {
+    let (Some(sts_url), Some(pid)) = (&target.sts_url, target.broker_pid) else {
+        return Ok(None);
+    };
+    let jwt = load_rt.block_on(one_jwt(&target.broker_url, bearer))?;
+    let (host, addr) = parse_base_url(sts_url)?;
+    let body = format!(
+        "Action=AssumeRoleWithWebIdentity&Version={STS_VERSION}&RoleArn={DEV_ROLE_ARN}\
+         &RoleSessionName=agentkeys-bench&WebIdentityToken={jwt}"
+    );
+    let result = load_rt.block_on(load::run(LoadSpec {
+        addr,
+        host,
+        path: "/".into(),
+        bearers: vec![None; connections],
+        body: Bytes::from(body),
+        content_type: "application/x-www-form-urlencoded",
+        warmup,
+        duration,
+        collect_audit_ids: false,
+        cpu_pids: vec![Some(pid)],
+    }));
+    let hz = cpu::clock_ticks_per_second();
+    let us = result.cpu_window.as_ref().and_then(|(b, a)| {
+        let dev = cpu::window(b, a, hz).pop()??;
+        cpu::us_per(dev.total, result.measured_ok)
+    });
+    Ok(Some((result, us)))
+}
+
+/// The CPU floor of one request of the route, in µs, measured in this run.
+#[derive(Debug, Clone, Copy)]
+struct CpuFloor {
+    /// One ES256 signature with the enclave's signer.
+    sign_us: Option<f64>,
+    /// The server side of one request to the minimal axum route, same load generator.
+    axum_us: Option<f64>,
+    /// One `AssumeRoleWithWebIdentity` served by the STS stand-in (`mint-aws-creds` only).
+    sts_us: Option<f64>,
+    /// Whether the route's floor includes the STS request.
+    with_sts: bool,
+}
+
+impl CpuFloor {
+    fn total(&self) -> Option<f64> {
+        let base = self.sign_us? + self.axum_us?;
+        if self.with_sts {
+            Some(base + self.sts_us?)
+        } else {
+            Some(base)
+        }
+    }
+}
+
+/// CPU of the processes under test over the broker phase's measured period.
+#[derive(Debug, Default)]
+struct MintCpu {
+    broker: Option<cpu::ProcCpu>,
+    enclave: Option<cpu::ProcCpu>,
+    /// This process's load generator threads.
+    load: Option<Duration>,
+    /// Successful mints started in the period.
+    mints: u64,
+}
+
+impl MintCpu {
+    fn from_window(result: &LoadResult) -> MintCpu {
+        let Some((before, after)) = &result.cpu_window else {
+            return MintCpu::default();
+        };
+        let mut w = cpu::window(before, after, cpu::clock_ticks_per_second()).into_iter();
+        let (broker, enclave, own) = (w.next().flatten(), w.next().flatten(), w.next().flatten());
+        MintCpu {
+            broker,
+            enclave,
+            load: own.and_then(|o| o.by_comm.get(LOAD_THREADS).copied()),
+            mints: result.measured_ok,
+        }
+    }
+
+    fn broker_us(&self) -> Option<f64> {
+        cpu::us_per(self.broker.as_ref()?.total, self.mints)
+    }
+
+    fn enclave_us(&self) -> Option<f64> {
+        cpu::us_per(self.enclave.as_ref()?.total, self.mints)
+    }
+
+    fn total_us(&self) -> Option<f64> {
+        Some(self.broker_us()? + self.enclave_us()?)
+    }
+
+    fn load_us(&self) -> Option<f64> {
+        cpu::us_per(self.load?, self.mints)
+    }
+
+    fn broker_thread_us(&self, comm: &str) -> Option<f64> {
+        cpu::us_per(*self.broker.as_ref()?.by_comm.get(comm)?, self.mints)
+    }
+
+    /// µs per mint of each thread name, largest first, then the unattributed rest.
+    fn threads(&self, p: Option<&cpu::ProcCpu>) -> Vec<(String, f64)> {
+        let Some(p) = p else { return Vec::new() };
+        let mut v: Vec<(String, f64)> = p
+            .by_comm
+            .iter()
+            .filter_map(|(k, d)| Some((k.clone(), cpu::us_per(*d, self.mints)?)))
+            .filter(|(_, us)| *us >= 0.05)
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if let Some(us) = cpu::us_per(p.unattributed(), self.mints).filter(|us| *us >= 0.05) {
+            v.push(("(exited threads, rounding)".into(), us));
+        }
+        v
+    }
+
+    fn threads_json(&self, p: Option<&cpu::ProcCpu>) -> serde_json::Value {
+        let m: serde_json::Map<String, serde_json::Value> = self
+            .threads(p)
+            .into_iter()
+            .map(|(k, us)| (k, json!(round(us, 2))))
+            .collect();
+        serde_json::Value::Object(m)
+    }
+
+    fn print(&self, window: Option<Duration>) {
+        let Some(window) = window else {
+            println!("cpu      not measured (no CPU samples of the measured period)");
+            return;
+        };
+        println!(
+            "cpu      per mint, user + system over the measured {:.1} s (/proc/PID/stat), {} mints: \
+             broker {} + enclave {} = {}; load generator {}",
+            window.as_secs_f64(),
+            self.mints,
+            fmt_us(self.broker_us()),
+            fmt_us(self.enclave_us()),
+            fmt_us(self.total_us()),
+            fmt_us(self.load_us()),
+        );
+        let list = |v: Vec<(String, f64)>| {
+            if v.is_empty() {
+                "n/a".to_string()
+            } else {
+                v.iter()
+                    .map(|(k, us)| format!("{k} {us:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        println!(
+            "         broker threads (µs): {}",
+            list(self.threads(self.broker.as_ref()))
+        );
+        println!(
+            "         enclave threads (µs): {}",
+            list(self.threads(self.enclave.as_ref()))
+        );
+    }
+}
+
+fn fmt_us(v: Option<f64>) -> String {
+    v.map_or("n/a".to_string(), |us| format!("{us:.1} µs"))
 }
 
 fn ms(ns: u64) -> f64 {
@@ -488,20 +765,39 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         None => None,
     };
     let (host, addr) = parse_base_url(&target.broker_url)?;
+    let first_bearer = bearers.first().cloned().flatten();
     let broker = load_rt.block_on(load::run(LoadSpec {
         addr,
         host,
         path: route.path().into(),
         bearers,
         body: Bytes::new(),
+        content_type: "application/json",
         warmup,
         duration,
         collect_audit_ids: true,
+        cpu_pids: vec![
+            target.broker_pid,
+            target.enclave_pid,
+            Some(std::process::id()),
+        ],
     }));
     let parent_rss = target.broker_pid.and_then(stack::peak_rss_mib);
     let enclave_rss = target.enclave_pid.and_then(stack::peak_rss_mib);
     let audit = match (&target.audit_db, baseline) {
         (Some(db), Some(base)) => Some(audit_check(db, base, route.audit_event(), &broker)?),
+        _ => None,
+    };
+    // The STS part of the mint-aws-creds floor needs the stack still running.
+    let sts = match (&first_bearer, route, args.no_ceilings) {
+        (Some(bearer), Route::MintAwsCreds, false) => sts_floor(
+            &load_rt,
+            &target,
+            bearer,
+            args.connections,
+            warmup,
+            duration,
+        )?,
         _ => None,
     };
     let dev_log = target.stack.as_ref().map(|s| s.log.clone());
@@ -561,30 +857,77 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         target.enclave_pid.map_or("?".into(), |p| p.to_string()),
     );
 
+    let mint_cpu = MintCpu::from_window(&broker);
+    mint_cpu.print(broker.cpu_window.as_ref().map(|(b, a)| a.at - b.at));
+
+    if let Some((st, _)) = &sts {
+        println!(
+            "sts      bare AssumeRoleWithWebIdentity to the STS stand-in, {} connections: {:.0} req/s   p99 {:.2} ms   errors {}",
+            args.connections,
+            st.requests_per_second(),
+            ms(st.histogram.quantile_ns(0.99)),
+            st.errors
+        );
+    }
     let (sign, axum) = if args.no_ceilings {
         (None, None)
     } else {
         let sign = sign_ceiling(n_cores, duration)?;
         println!(
-            "ceiling  ES256 sign (agentkeys_enclave::keys::SigningKey, {n_cores} threads): {sign:.0} /s"
+            "ceiling  ES256 sign (agentkeys_enclave::keys::SigningKey, {n_cores} threads): {:.0} /s, {} CPU a signature",
+            sign.per_second,
+            fmt_us(sign.cpu_us)
         );
         let ax = axum_ceiling(&load_rt, args.connections, warmup, duration)?;
         println!(
-            "ceiling  minimal axum POST /x, in process, {} connections: {:.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}",
+            "ceiling  minimal axum POST /x, in process, {} connections: {:.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}; \
+             server threads {} CPU a request (load generator {})",
             args.connections,
-            ax.requests_per_second(),
-            ms(ax.histogram.quantile_ns(0.5)),
-            ms(ax.histogram.quantile_ns(0.99)),
-            ax.errors
+            ax.load.requests_per_second(),
+            ms(ax.load.histogram.quantile_ns(0.5)),
+            ms(ax.load.histogram.quantile_ns(0.99)),
+            ax.load.errors,
+            fmt_us(ax.server_cpu_us),
+            fmt_us(ax.load_cpu_us),
         );
         (Some(sign), Some(ax))
     };
-    let axum_rps = axum.as_ref().map(|a| a.requests_per_second());
+    let sign_rps = sign.map(|s| s.per_second);
+    let axum_rps = axum.as_ref().map(|a| a.load.requests_per_second());
     let ratio = |c: Option<f64>| c.filter(|c| *c > 0.0).map(|c| rps / c);
-    if let (Some(rs), Some(ra)) = (ratio(sign), ratio(axum_rps)) {
+    if let (Some(rs), Some(ra)) = (ratio(sign_rps), ratio(axum_rps)) {
         println!(
             "ratio    broker / sign ceiling = {:.3}   broker / axum ceiling = {:.3}",
             rs, ra
+        );
+    }
+    let floor = CpuFloor {
+        sign_us: sign.and_then(|s| s.cpu_us),
+        axum_us: axum.as_ref().and_then(|a| a.server_cpu_us),
+        sts_us: sts.as_ref().and_then(|(_, us)| *us),
+        with_sts: route == Route::MintAwsCreds,
+    };
+    let floor_us = floor.total();
+    let cpu_vs_floor = mint_cpu
+        .total_us()
+        .zip(floor_us)
+        .filter(|(_, f)| *f > 0.0)
+        .map(|(c, f)| c / f);
+    if !args.no_ceilings {
+        println!(
+            "floor    ES256 signature {} + minimal axum request (server side) {}{} = {} CPU",
+            fmt_us(floor.sign_us),
+            fmt_us(floor.axum_us),
+            if floor.with_sts {
+                format!(" + bare STS stand-in request {}", fmt_us(floor.sts_us))
+            } else {
+                String::new()
+            },
+            fmt_us(floor_us),
+        );
+        println!(
+            "cpu/floor {}",
+            cpu_vs_floor.map_or("n/a".to_string(), |v| format!("{v:.2}"))
         );
     }
 
@@ -602,11 +945,20 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         _ => {}
     }
     if let Some(ax) = &axum {
-        if ax.errors > 0 {
+        if ax.load.errors > 0 {
             failures.push(format!(
                 "axum ceiling had {} errors (first: {})",
-                ax.errors,
-                ax.first_error.as_deref().unwrap_or("-")
+                ax.load.errors,
+                ax.load.first_error.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    if let Some((st, _)) = &sts {
+        if st.errors > 0 {
+            failures.push(format!(
+                "bare STS requests had {} errors (first: {})",
+                st.errors,
+                st.first_error.as_deref().unwrap_or("-")
             ));
         }
     }
@@ -621,7 +973,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     );
 
     if args.json {
-        let j = json!({
+        let mut j = json!({
             "route": route.path(),
             "connections": args.connections,
             "duration_s": duration.as_secs_f64(),
@@ -639,10 +991,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             "errors": broker.errors,
             "audit_rows_match": audit_match,
             "audit_rows": audit.as_ref().map(|a| a.rows),
-            "sign_ceiling_per_second": sign.map(|v| round(v, 1)),
+            "sign_ceiling_per_second": sign_rps.map(|v| round(v, 1)),
             "axum_ceiling_per_second": axum_rps.map(|v| round(v, 1)),
-            "axum_p99_ms": axum.as_ref().map(|a| round(ms(a.histogram.quantile_ns(0.99)), 3)),
-            "ratio_to_sign": ratio(sign).map(|v| round(v, 4)),
+            "axum_p99_ms": axum.as_ref().map(|a| round(ms(a.load.histogram.quantile_ns(0.99)), 3)),
+            "ratio_to_sign": ratio(sign_rps).map(|v| round(v, 4)),
             "ratio_to_axum": ratio(axum_rps).map(|v| round(v, 4)),
             "parent_peak_rss_mib": parent_rss.map(|v| round(v, 2)),
             "enclave_peak_rss_mib": enclave_rss.map(|v| round(v, 2)),
@@ -651,6 +1003,27 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             "dev_ready_seconds": ready_s.map(|v| round(v, 3)),
             "ok": ok,
         });
+        // A second object: one `json!` of every field exceeds the macro recursion limit.
+        let cpu_j = json!({
+            "cpu_us_per_mint": mint_cpu.total_us().map(|v| round(v, 2)),
+            "broker_cpu_us_per_mint": mint_cpu.broker_us().map(|v| round(v, 2)),
+            "enclave_cpu_us_per_mint": mint_cpu.enclave_us().map(|v| round(v, 2)),
+            "audit_writer_cpu_us_per_mint": mint_cpu.broker_thread_us(AUDIT_WRITER_THREAD).map(|v| round(v, 2)),
+            "broker_threads_cpu_us_per_mint": mint_cpu.threads_json(mint_cpu.broker.as_ref()),
+            "enclave_threads_cpu_us_per_mint": mint_cpu.threads_json(mint_cpu.enclave.as_ref()),
+            "load_generator_cpu_us_per_mint": mint_cpu.load_us().map(|v| round(v, 2)),
+            "cpu_mints": mint_cpu.mints,
+            "cpu_floor_us": floor_us.map(|v| round(v, 2)),
+            "floor_sign_cpu_us": floor.sign_us.map(|v| round(v, 2)),
+            "floor_axum_server_cpu_us": floor.axum_us.map(|v| round(v, 2)),
+            "floor_sts_cpu_us": floor.sts_us.map(|v| round(v, 2)),
+            "axum_load_generator_cpu_us": axum.as_ref().and_then(|a| a.load_cpu_us).map(|v| round(v, 2)),
+            "sts_bare_per_second": sts.as_ref().map(|(s, _)| round(s.requests_per_second(), 1)),
+            "cpu_vs_floor": cpu_vs_floor.map(|v| round(v, 3)),
+        });
+        if let (Some(o), serde_json::Value::Object(c)) = (j.as_object_mut(), cpu_j) {
+            o.extend(c);
+        }
         println!("{j}");
     }
     Ok(ok)
@@ -751,8 +1124,37 @@ mod tests {
 
     #[test]
     fn sign_ceiling_runs() {
-        let rate = sign_ceiling(1, Duration::from_millis(50)).unwrap();
-        assert!(rate > 0.0);
+        let s = sign_ceiling(1, Duration::from_millis(50)).unwrap();
+        assert!(s.per_second > 0.0);
+        assert!(s.cpu_us.is_some_and(|us| us > 0.0), "{s:?}");
+    }
+
+    #[test]
+    fn floor_adds_its_parts() {
+        let f = CpuFloor {
+            sign_us: Some(26.0),
+            axum_us: Some(10.0),
+            sts_us: None,
+            with_sts: false,
+        };
+        assert_eq!(f.total(), Some(36.0));
+        assert_eq!(
+            CpuFloor {
+                with_sts: true,
+                ..f
+            }
+            .total(),
+            None
+        );
+        assert_eq!(
+            CpuFloor {
+                with_sts: true,
+                sts_us: Some(4.0),
+                ..f
+            }
+            .total(),
+            Some(40.0)
+        );
     }
 
     #[test]
@@ -769,8 +1171,9 @@ mod tests {
             Duration::from_millis(200),
         )
         .unwrap();
-        assert_eq!(r.errors, 0, "{:?}", r.first_error);
-        assert!(r.measured_ok > 0);
-        assert!(r.requests_per_second() > 0.0);
+        assert_eq!(r.load.errors, 0, "{:?}", r.load.first_error);
+        assert!(r.load.measured_ok > 0);
+        assert!(r.load.requests_per_second() > 0.0);
+        assert!(r.load.cpu_window.is_some());
     }
 }
