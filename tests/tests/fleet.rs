@@ -338,8 +338,10 @@ fn fleet_on_one_postgres_log_survives_a_lost_host_and_a_database_restart() {
     // 2. host-a is lost (broker and enclave SIGKILLed) under load: the others go on.
     let load = Load::start(&all, &bearers);
     run_load_for(Duration::from_millis(1500));
-    let killed_at = load.now();
     hosts[0].kill();
+    // Taken once the kill has returned (it waits for the processes to exit): a request
+    // asked before then may still have been answered.
+    let killed_at = load.now();
     run_load_for(Duration::from_secs(2));
     let lost = load.finish();
     let counts = status_counts(&lost);

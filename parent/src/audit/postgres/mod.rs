@@ -743,9 +743,10 @@ impl std::fmt::Display for CommitFailure {
 }
 
 impl CommitFailure {
-    /// Classifies a driver error: a connection the server closed, or an error of SQLSTATE
-    /// class 08 (connection exception) or 57 (operator intervention: the server shutting
-    /// down or not yet accepting connections; PostgreSQL docs, Appendix A) is an outage,
+    /// Classifies a driver error: a connection the server closed, an I/O error on its
+    /// socket, or an error of SQLSTATE class 08 (connection exception) or 57 (operator
+    /// intervention: the server shutting down or not yet accepting connections;
+    /// PostgreSQL docs, Appendix A) is an outage,
     /// after which the caller may retry once the writer has reconnected; anything else is a
     /// failed transaction.
     fn of(e: &tokio_postgres::Error) -> CommitFailure {
@@ -754,7 +755,9 @@ impl CommitFailure {
             .as_db_error()
             .map(|db| db.code().code())
             .is_some_and(|code| code.starts_with("08") || code.starts_with("57"));
-        if e.is_closed() || outage_class {
+        // An I/O error on the socket (reset, broken pipe) is the server going away too.
+        let io = std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>());
+        if e.is_closed() || outage_class || io {
             CommitFailure::Unreachable(reason)
         } else {
             CommitFailure::Failed(reason)
