@@ -526,3 +526,28 @@ fn measurements_of_another_pcr0_fail_naming_pcr0() {
     assert_eq!(v["failed_check"], "pcrs");
     assert!(v["error"].as_str().unwrap().contains("PCR0 is "), "{v}");
 }
+
+/// A kid (a base64url thumbprint) may start with '-': `--expect-kid` takes it as a
+/// value, not as an unknown flag.
+#[test]
+fn an_expected_kid_may_start_with_a_hyphen() {
+    let out = attest(&[
+        "verify",
+        "--issuer",
+        "http://127.0.0.1:9",
+        "--no-pcr-policy",
+        "--expect-kid",
+        "-d8XbQeyM0qG1Qw5xKsk1f5mS8lJ7W9oPpT2cRZy0aA",
+    ]);
+    // The arguments parse: the check goes on to fetch the (absent) issuer.
+    assert!(
+        !stderr(&out).contains("unexpected argument"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("GET http://127.0.0.1:9/"),
+        "{}",
+        stderr(&out)
+    );
+}

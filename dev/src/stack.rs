@@ -85,7 +85,11 @@ pub struct DevArgs {
     pub auth_modes: Vec<String>,
     /// With --backend-url and `signed-session`: the RFC 7638 thumbprint of that backend's
     /// session key (the stand-in's own key is used otherwise). Repeatable.
-    #[arg(long = "session-key-thumbprint", value_delimiter = ',')]
+    #[arg(
+        long = "session-key-thumbprint",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
     pub session_key_thumbprints: Vec<String>,
 }
 
@@ -237,7 +241,8 @@ fn enclave_child(
         args.auth_modes.join(","),
     ]);
     for key in session_keys {
-        child_args.extend(["--session-key-thumbprint".to_string(), key.clone()]);
+        // One argument: a base64url thumbprint may start with '-'.
+        child_args.push(format!("--session-key-thumbprint={key}"));
     }
     Ok(EnclaveChild::new(program, child_args, socket.to_path_buf()))
 }

@@ -143,7 +143,9 @@ pub struct Args {
         long = "session-key-thumbprint",
         env = "AGENTKEYS_ENCLAVE_SESSION_KEYS",
         value_delimiter = ',',
-        value_name = "THUMBPRINT"
+        value_name = "THUMBPRINT",
+        // A base64url thumbprint may start with '-'.
+        allow_hyphen_values = true
     )]
     pub session_key_thumbprints: Vec<String>,
 }
@@ -573,6 +575,16 @@ mod tests {
                 "{extra:?}"
             );
         }
+        // A thumbprint may start with '-' (base64url), as a separate argument too.
+        let dash = format!("-{}", &THUMBPRINT[1..]);
+        let c = only(&[
+            "--auth-mode",
+            "signed-session",
+            "--session-key-thumbprint",
+            &dash,
+        ])
+        .unwrap();
+        assert_eq!(c.auth.session_keys(), [dash.clone()]);
         let five = [THUMBPRINT; 5].join(",");
         assert_eq!(
             only(&["--session-key-thumbprint", &five]).unwrap_err(),

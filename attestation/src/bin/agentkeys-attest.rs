@@ -152,7 +152,13 @@ struct VerifyArgs {
     kms_key_arn: Option<String>,
     /// With --issuer: a key id the JWKS must hold; repeat for each. The JWKS must hold
     /// exactly these, so a swapped seed or a silent genesis is caught.
-    #[arg(long = "expect-kid", value_name = "KID", requires = "issuer")]
+    // A kid is a base64url JWK thumbprint, which may start with '-'.
+    #[arg(
+        long = "expect-kid",
+        value_name = "KID",
+        requires = "issuer",
+        allow_hyphen_values = true
+    )]
     expect_kids: Vec<String>,
     /// HTTP timeout for --issuer, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
