@@ -584,7 +584,7 @@ mod tests {
             &dash,
         ])
         .unwrap();
-        assert_eq!(c.auth.session_keys(), [dash.clone()]);
+        assert_eq!(c.auth.session_keys(), std::slice::from_ref(&dash));
         let five = [THUMBPRINT; 5].join(",");
         assert_eq!(
             only(&["--session-key-thumbprint", &five]).unwrap_err(),
