@@ -25,7 +25,8 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::NewAuditRow;
+use super::sqlite::{u64_from_sql, RowDecodeError};
+use super::{AuditEvent, NewAuditRow, Outcome};
 
 /// The `prev_hash` of the first row: 32 zero bytes.
 pub const GENESIS_PREV_HASH: [u8; 32] = [0u8; 32];
@@ -221,6 +222,73 @@ fn put_opt_hash(out: &mut Vec<u8>, v: Option<&[u8; 32]>) {
             out.push(1);
             out.extend_from_slice(v);
         }
+    }
+}
+
+/// A row's columns as a store read them, before decoding. `H` is how the store keeps a
+/// hash: lower-case hex text in SQLite, `bytea` in PostgreSQL.
+pub(crate) struct StoredRow<H> {
+    pub id: i64,
+    pub ts_ms: i64,
+    pub event: String,
+    pub outcome: String,
+    pub bearer_sha256: Option<H>,
+    pub wallet: Option<String>,
+    pub kid: Option<String>,
+    pub jti: Option<String>,
+    pub enclave_epoch: Option<i64>,
+    pub enclave_seq: Option<i64>,
+    pub jwt_sha256: Option<H>,
+    pub enclave_head: Option<H>,
+    pub signing_input: Option<String>,
+    pub row_format: i64,
+    pub status: Option<i64>,
+    pub detail: String,
+    pub prev_hash: H,
+    pub row_hash: H,
+}
+
+impl<H> StoredRow<H> {
+    /// Decodes the columns; `hash` reads a stored hash (`None` when it is not 32 bytes)
+    /// and `show` prints one for the error naming a bad column.
+    pub(crate) fn decode(
+        self,
+        hash: impl Fn(&H) -> Option<[u8; 32]>,
+        show: impl Fn(&H) -> String,
+    ) -> Result<AuditRow, RowDecodeError> {
+        let id = self.id;
+        let bad = |column: &'static str, value: String| RowDecodeError { id, column, value };
+        let hash32 = |column: &'static str, v: &H| hash(v).ok_or_else(|| bad(column, show(v)));
+        let opt_hash =
+            |column: &'static str, v: Option<H>| v.map(|v| hash32(column, &v)).transpose();
+        Ok(AuditRow {
+            id,
+            format: RowFormat::from_number(self.row_format)
+                .ok_or_else(|| bad("row_format", self.row_format.to_string()))?,
+            ts_ms: self.ts_ms,
+            entry: NewAuditRow {
+                event: AuditEvent::parse(&self.event)
+                    .ok_or_else(|| bad("event", self.event.clone()))?,
+                outcome: Outcome::parse(&self.outcome)
+                    .ok_or_else(|| bad("outcome", self.outcome.clone()))?,
+                bearer_sha256: opt_hash("bearer_sha256", self.bearer_sha256)?,
+                wallet: self.wallet,
+                kid: self.kid,
+                jti: self.jti,
+                enclave_epoch: self.enclave_epoch.map(u64_from_sql),
+                enclave_seq: self.enclave_seq.map(u64_from_sql),
+                jwt_sha256: opt_hash("jwt_sha256", self.jwt_sha256)?,
+                enclave_head: opt_hash("enclave_head", self.enclave_head)?,
+                signing_input: self.signing_input,
+                status: self
+                    .status
+                    .map(|s| u16::try_from(s).map_err(|_| bad("status", s.to_string())))
+                    .transpose()?,
+                detail: self.detail,
+            },
+            prev_hash: hash32("prev_hash", &self.prev_hash)?,
+            row_hash: hash32("row_hash", &self.row_hash)?,
+        })
     }
 }
 

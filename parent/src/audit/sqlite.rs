@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::row::{encode_row, row_hash, AuditRow, RowFormat, GENESIS_PREV_HASH};
+use super::row::{encode_row, row_hash, AuditRow, RowFormat, StoredRow, GENESIS_PREV_HASH};
 use super::{
     AuditError, AuditEvent, AuditReceipt, AuditStore, GroupCommitConfig, NewAuditRow, Outcome,
 };
@@ -654,62 +654,27 @@ pub struct RowDecodeError {
 pub(crate) fn row_from_sql(
     r: &rusqlite::Row<'_>,
 ) -> rusqlite::Result<Result<AuditRow, RowDecodeError>> {
-    let id: i64 = r.get(0)?;
-    let ts_ms: i64 = r.get(1)?;
-    let event: String = r.get(2)?;
-    let outcome: String = r.get(3)?;
-    let bearer: Option<String> = r.get(4)?;
-    let wallet: Option<String> = r.get(5)?;
-    let kid: Option<String> = r.get(6)?;
-    let jti: Option<String> = r.get(7)?;
-    let epoch: Option<i64> = r.get(8)?;
-    let seq: Option<i64> = r.get(9)?;
-    let jwt: Option<String> = r.get(10)?;
-    let head: Option<String> = r.get(11)?;
-    let status: Option<i64> = r.get(12)?;
-    let detail: String = r.get(13)?;
-    let prev: String = r.get(14)?;
-    let hash: String = r.get(15)?;
-    let signing_input: Option<String> = r.get(16)?;
-    let format: i64 = r.get(17)?;
-    let bad = |column: &'static str, value: &str| RowDecodeError {
-        id,
-        column,
-        value: value.to_string(),
+    let stored = StoredRow {
+        id: r.get(0)?,
+        ts_ms: r.get(1)?,
+        event: r.get(2)?,
+        outcome: r.get(3)?,
+        bearer_sha256: r.get::<_, Option<String>>(4)?,
+        wallet: r.get(5)?,
+        kid: r.get(6)?,
+        jti: r.get(7)?,
+        enclave_epoch: r.get(8)?,
+        enclave_seq: r.get(9)?,
+        jwt_sha256: r.get(10)?,
+        enclave_head: r.get(11)?,
+        status: r.get(12)?,
+        detail: r.get(13)?,
+        prev_hash: r.get(14)?,
+        row_hash: r.get(15)?,
+        signing_input: r.get(16)?,
+        row_format: r.get(17)?,
     };
-    let opt_hash = |column: &'static str, v: Option<String>| match v {
-        None => Ok(None),
-        Some(s) => decode_hash(&s).map(Some).ok_or_else(|| bad(column, &s)),
-    };
-    let decoded = (|| {
-        Ok(AuditRow {
-            id,
-            format: RowFormat::from_number(format)
-                .ok_or_else(|| bad("row_format", &format.to_string()))?,
-            ts_ms,
-            entry: NewAuditRow {
-                event: AuditEvent::parse(&event).ok_or_else(|| bad("event", &event))?,
-                outcome: Outcome::parse(&outcome).ok_or_else(|| bad("outcome", &outcome))?,
-                bearer_sha256: opt_hash("bearer_sha256", bearer)?,
-                wallet,
-                kid,
-                jti,
-                enclave_epoch: epoch.map(u64_from_sql),
-                enclave_seq: seq.map(u64_from_sql),
-                jwt_sha256: opt_hash("jwt_sha256", jwt)?,
-                enclave_head: opt_hash("enclave_head", head)?,
-                signing_input,
-                status: match status {
-                    None => None,
-                    Some(s) => Some(u16::try_from(s).map_err(|_| bad("status", &s.to_string()))?),
-                },
-                detail,
-            },
-            prev_hash: decode_hash(&prev).ok_or_else(|| bad("prev_hash", &prev))?,
-            row_hash: decode_hash(&hash).ok_or_else(|| bad("row_hash", &hash))?,
-        })
-    })();
-    Ok(decoded)
+    Ok(stored.decode(|s: &String| decode_hash(s), String::clone))
 }
 
 /// Opens an existing database read-only (for `verify` and `tail`).

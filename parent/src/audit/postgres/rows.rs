@@ -4,9 +4,9 @@
 
 use tokio_postgres::types::ToSql;
 
-use crate::audit::row::{AuditRow, RowFormat};
-use crate::audit::sqlite::{u64_from_sql, u64_to_sql, RowDecodeError};
-use crate::audit::{AuditEvent, NewAuditRow, Outcome};
+use crate::audit::row::{AuditRow, RowFormat, StoredRow};
+use crate::audit::sqlite::{u64_to_sql, RowDecodeError};
+use crate::audit::NewAuditRow;
 
 /// The insert of one row; parameters in [`PgRowValues::params`] order.
 pub(super) const INSERT_ROW: &str = "INSERT INTO audit_log (chain_id, chain_seq, ts_ms, event, \
@@ -100,59 +100,29 @@ pub(crate) fn row_from_pg(
     r: &tokio_postgres::Row,
 ) -> Result<(String, Result<AuditRow, RowDecodeError>), tokio_postgres::Error> {
     let chain: String = r.try_get(0)?;
-    let id: i64 = r.try_get(1)?;
-    let ts_ms: i64 = r.try_get(2)?;
-    let event: String = r.try_get(3)?;
-    let outcome: String = r.try_get(4)?;
-    let bearer: Option<Vec<u8>> = r.try_get(5)?;
-    let wallet: Option<String> = r.try_get(6)?;
-    let kid: Option<String> = r.try_get(7)?;
-    let jti: Option<String> = r.try_get(8)?;
-    let epoch: Option<i64> = r.try_get(9)?;
-    let seq: Option<i64> = r.try_get(10)?;
-    let jwt: Option<Vec<u8>> = r.try_get(11)?;
-    let head: Option<Vec<u8>> = r.try_get(12)?;
-    let signing_input: Option<String> = r.try_get(13)?;
-    let format: i16 = r.try_get(14)?;
-    let status: Option<i32> = r.try_get(15)?;
-    let detail: String = r.try_get(16)?;
-    let prev: Vec<u8> = r.try_get(17)?;
-    let hash: Vec<u8> = r.try_get(18)?;
-    let bad = |column: &'static str, value: String| RowDecodeError { id, column, value };
-    let hash32 = |column: &'static str, v: &[u8]| {
-        <[u8; 32]>::try_from(v).map_err(|_| bad(column, hex::encode(v)))
+    let stored = StoredRow {
+        id: r.try_get(1)?,
+        ts_ms: r.try_get(2)?,
+        event: r.try_get(3)?,
+        outcome: r.try_get(4)?,
+        bearer_sha256: r.try_get::<_, Option<Vec<u8>>>(5)?,
+        wallet: r.try_get(6)?,
+        kid: r.try_get(7)?,
+        jti: r.try_get(8)?,
+        enclave_epoch: r.try_get(9)?,
+        enclave_seq: r.try_get(10)?,
+        jwt_sha256: r.try_get(11)?,
+        enclave_head: r.try_get(12)?,
+        signing_input: r.try_get(13)?,
+        row_format: i64::from(r.try_get::<_, i16>(14)?),
+        status: r.try_get::<_, Option<i32>>(15)?.map(i64::from),
+        detail: r.try_get(16)?,
+        prev_hash: r.try_get(17)?,
+        row_hash: r.try_get(18)?,
     };
-    let opt_hash = |column: &'static str, v: Option<Vec<u8>>| match v {
-        None => Ok(None),
-        Some(v) => hash32(column, &v).map(Some),
-    };
-    let decoded = (|| {
-        Ok(AuditRow {
-            id,
-            format: RowFormat::from_number(i64::from(format))
-                .ok_or_else(|| bad("row_format", format.to_string()))?,
-            ts_ms,
-            entry: NewAuditRow {
-                event: AuditEvent::parse(&event).ok_or_else(|| bad("event", event.clone()))?,
-                outcome: Outcome::parse(&outcome).ok_or_else(|| bad("outcome", outcome.clone()))?,
-                bearer_sha256: opt_hash("bearer_sha256", bearer)?,
-                wallet,
-                kid,
-                jti,
-                enclave_epoch: epoch.map(u64_from_sql),
-                enclave_seq: seq.map(u64_from_sql),
-                jwt_sha256: opt_hash("jwt_sha256", jwt)?,
-                enclave_head: opt_hash("enclave_head", head)?,
-                signing_input,
-                status: match status {
-                    None => None,
-                    Some(s) => Some(u16::try_from(s).map_err(|_| bad("status", s.to_string()))?),
-                },
-                detail,
-            },
-            prev_hash: hash32("prev_hash", &prev)?,
-            row_hash: hash32("row_hash", &hash)?,
-        })
-    })();
+    let decoded = stored.decode(
+        |v: &Vec<u8>| <[u8; 32]>::try_from(v.as_slice()).ok(),
+        |v| hex::encode(v),
+    );
     Ok((chain, decoded))
 }
