@@ -16,7 +16,7 @@ use futures::{pin_mut, TryStreamExt};
 use tokio_postgres::{GenericClient, NoTls};
 
 use super::chain::{check_enclave_epochs, fail, ChainWalker};
-use super::tokens::{judge, verify_token, FoundToken};
+use super::tokens::{judge, verify_or_report, FoundToken};
 use super::{ChainReport, VerifyFailure, VerifyReport};
 use crate::audit::db::PgUrl;
 use crate::audit::postgres::{describe, row_from_pg, PG_ROW_COLUMNS, PG_SCHEMA_VERSION};
@@ -257,15 +257,8 @@ pub async fn check_tokens_pg(
             .map_err(read)?;
         let mut accounted = 0;
         for token in tokens {
-            let verified = match verify_token(token, jwks) {
-                Ok(v) => v,
-                Err(reason) => {
-                    report.failures.push(VerifyFailure::TokenInvalid {
-                        source: token.source.clone(),
-                        reason,
-                    });
-                    continue;
-                }
+            let Some(verified) = verify_or_report(token, jwks, report) else {
+                continue;
             };
             let (epoch, seq) = (u64_to_sql(verified.epoch), u64_to_sql(verified.seq));
             let mut chains = Vec::new();

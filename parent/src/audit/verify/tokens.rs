@@ -85,11 +85,27 @@ pub(super) struct Verified<'a> {
     pub(super) seq: u64,
 }
 
-/// Checks that `token` is a token `jwks` signed; returns what names its row.
-pub(super) fn verify_token<'a>(
+/// Checks that `token` is a token `jwks` signed and returns what names its row; a token
+/// that is not is recorded in `report` as [`VerifyFailure::TokenInvalid`].
+pub(super) fn verify_or_report<'a>(
     token: &'a FoundToken,
     jwks: &[Jwk],
-) -> Result<Verified<'a>, String> {
+    report: &mut VerifyReport,
+) -> Option<Verified<'a>> {
+    match verify_token(token, jwks) {
+        Ok(v) => Some(v),
+        Err(reason) => {
+            report.failures.push(VerifyFailure::TokenInvalid {
+                source: token.source.clone(),
+                reason,
+            });
+            None
+        }
+    }
+}
+
+/// Checks that `token` is a token `jwks` signed; returns what names its row.
+fn verify_token<'a>(token: &'a FoundToken, jwks: &[Jwk]) -> Result<Verified<'a>, String> {
     let (signing_input, signature) = token
         .jwt
         .rsplit_once('.')
@@ -145,15 +161,8 @@ pub fn check_tokens(
         .map_err(sql_err)?;
     let mut accounted = 0;
     for token in tokens {
-        let verified = match verify_token(token, jwks) {
-            Ok(v) => v,
-            Err(reason) => {
-                report.failures.push(VerifyFailure::TokenInvalid {
-                    source: token.source.clone(),
-                    reason,
-                });
-                continue;
-            }
+        let Some(verified) = verify_or_report(token, jwks, report) else {
+            continue;
         };
         let mut rows = Vec::new();
         let mut query = stmt
