@@ -48,6 +48,7 @@ fn statement(jwks_sha256: [u8; 32]) -> Vec<u8> {
         module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
         auth_modes: vec!["signed-session".into()],
         session_keys: vec![],
+        tls_spki_sha256: [8; 32],
     }
     .encode()
 }

@@ -76,6 +76,14 @@ pub enum KeyError {
         /// Attempts made.
         attempts: u32,
     },
+    /// No valid scalar under a label after many attempts (practically impossible).
+    #[error("no valid P-256 scalar for label {label:?} after {attempts} attempts")]
+    NoValidLabelledScalar {
+        /// The HKDF label.
+        label: String,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// aws-lc-rs rejected the key pair.
     #[error("signing key rejected by aws-lc-rs: {0}")]
     Rejected(String),
@@ -172,6 +180,34 @@ pub fn derive_nonce_key(seed: &Seed) -> Zeroizing<[u8; 32]> {
         okm.fill(0);
     }
     okm
+}
+
+/// Derives a P-256 secret scalar under its own HKDF label (`info`), with the same salt
+/// and seed as the signing keys: `label`, then `label/1`, `label/2`, … until the 32
+/// bytes are a valid scalar (zero or ≥ n has probability about 2^-32). The keys of the
+/// issuer's TLS (`tls/issuer/v1`) and of its ACME account (`acme/account/v1`) come from
+/// here, so every enclave that unseals the seed has the same ones.
+pub fn derive_labelled_secret(seed: &Seed, label: &str) -> Result<p256::SecretKey, KeyError> {
+    let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), seed.as_bytes());
+    for counter in 0..MAX_DERIVATION_ATTEMPTS {
+        let info = if counter == 0 {
+            label.to_string()
+        } else {
+            format!("{label}/{counter}")
+        };
+        let mut okm = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's 255*32 limit, so expand cannot fail.
+        if hk.expand(info.as_bytes(), &mut okm[..]).is_err() {
+            okm.fill(0);
+        }
+        if let Ok(sk) = p256::SecretKey::from_slice(&okm[..]) {
+            return Ok(sk);
+        }
+    }
+    Err(KeyError::NoValidLabelledScalar {
+        label: label.to_string(),
+        attempts: MAX_DERIVATION_ATTEMPTS,
+    })
 }
 
 fn check_version(version: u32) -> Result<(), KeyError> {

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod kms;
 pub mod nsm;
 pub mod server;
+pub mod tls;
 
 pub use config::{Args, EnclaveConfig};
 pub use entry::run_from_args;

@@ -12,8 +12,9 @@
 use std::sync::{Arc, RwLock};
 
 use agentkeys_wire::{
-    Attestation, AuditCheckpoint, EnclaveStatus, JwksStatement, MintJwtRequest, MintedJwt, Request,
-    Response, UnsealRequest, UnsealResult, WireError, WireErrorKind,
+    Attestation, AuditCheckpoint, EnclaveStatus, IssuerTlsRequest, IssuerTlsStatus, JwksStatement,
+    MintJwtRequest, MintedJwt, Request, Response, UnsealRequest, UnsealResult, WireError,
+    WireErrorKind,
 };
 use aws_lc_rs::rand::SystemRandom;
 use sha2::{Digest, Sha256};
@@ -27,6 +28,7 @@ use crate::jwt::{self, MintParams, ProofClaims, TokenError, TokenPolicy};
 use crate::keys::{self, KeyRing, RingSpec};
 use crate::kms::{self, KmsSettings};
 use crate::nsm::{self, NsmDevice, NsmError};
+use crate::tls::keys::IssuerTlsKeys;
 
 /// Failures starting the enclave.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,8 @@ pub enum StartError {
 
 struct UnsealedState {
     ring: KeyRing,
+    /// The issuer's TLS key and ACME account key, from the seed.
+    tls_keys: Arc<IssuerTlsKeys>,
     result: UnsealResult,
     /// Sign-in nonces, keyed from the seed.
     nonces: NonceBook,
@@ -178,6 +182,7 @@ impl Enclave {
             Request::Attest { nonce } => self.attest(nonce).await,
             Request::AuditCheckpoint { nonce } => self.checkpoint(nonce).await,
             Request::SiweNonce => self.siwe_nonce(),
+            Request::IssuerTls(req) => self.issuer_tls(req),
         };
         match &result {
             Ok(Response::Jwt(m)) => {
@@ -202,6 +207,25 @@ impl Enclave {
             seq: position.seq,
             module_id: self.module_id.clone(),
             auth_modes: self.authorizer.policy().mode_names(),
+        }))
+    }
+
+    /// The issuer's TLS state. Without an ACME directory the enclave does not terminate
+    /// the issuer's TLS and says so (`enabled: false`); the TLS key hash is still given,
+    /// as it is attested.
+    fn issuer_tls(&self, req: IssuerTlsRequest) -> Result<Response, WireError> {
+        let state = self.require_unsealed()?;
+        let _ = req;
+        Ok(Response::IssuerTls(IssuerTlsStatus {
+            enabled: false,
+            hostname: String::new(),
+            tls_spki_sha256: hex::encode(state.tls_keys.tls.spki_sha256()),
+            state: agentkeys_wire::ISSUER_TLS_SELF_SIGNED.to_string(),
+            chain_pem: None,
+            not_after: None,
+            acme_account_uri: None,
+            last_error: None,
+            cached_chain_refused: None,
         }))
     }
 
@@ -258,6 +282,10 @@ impl Enclave {
         let ring = KeyRing::derive(&unsealed.seed, self.ring_spec)
             .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))?;
         let nonces = NonceBook::new(&keys::derive_nonce_key(&unsealed.seed));
+        let tls_keys = Arc::new(
+            IssuerTlsKeys::derive(&unsealed.seed)
+                .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))?,
+        );
         drop(unsealed.seed);
         let result = UnsealResult {
             sealed_seed: unsealed.sealed_seed,
@@ -268,6 +296,7 @@ impl Enclave {
         tracing::info!(active_kid = %result.active_kid, kids = ?result.kids, genesis = result.genesis, "unsealed");
         let state = Arc::new(UnsealedState {
             ring,
+            tls_keys,
             result: result.clone(),
             nonces,
         });
@@ -330,6 +359,7 @@ impl Enclave {
             module_id: self.module_id.clone(),
             auth_modes: self.authorizer.policy().mode_names(),
             session_keys: self.authorizer.policy().session_keys().to_vec(),
+            tls_spki_sha256: state.tls_keys.tls.spki_sha256(),
         }
         .encode();
         let user_data = statement.clone();

@@ -164,6 +164,7 @@ async fn a_document_that_is_not_an_audit_checkpoint_is_refused() {
         module_id: MODULE_ID.into(),
         auth_modes: vec!["signed-session".into()],
         session_keys: vec![],
+        tls_spki_sha256: [3; 32],
     };
     let mut legacy = cp.epoch.to_be_bytes().to_vec();
     legacy.extend_from_slice(&cp.seq.to_be_bytes());

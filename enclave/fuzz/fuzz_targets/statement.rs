@@ -1,10 +1,11 @@
-//! The attestation statements (`agentkeys/jwks/v1`, `agentkeys/audit-checkpoint/v1`) and
+//! The attestation statements (`agentkeys/jwks/v2`, `agentkeys/audit-checkpoint/v1`,
+//! `agentkeys/acme-account/v1`) and
 //! the KMS key ARN rule, on arbitrary bytes: the verifiers read these from documents an
 //! attacker may have made. Must never panic; whatever decodes encodes back to the same
 //! bytes, so one statement has one encoding.
 #![no_main]
 
-use agentkeys_wire::{CheckpointStatement, JwksStatement, KmsKeyArn};
+use agentkeys_wire::{AcmeAccountStatement, CheckpointStatement, JwksStatement, KmsKeyArn};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(s.encode(), data);
     }
     if let Ok(s) = CheckpointStatement::decode(data) {
+        assert_eq!(s.encode(), data);
+    }
+    if let Ok(s) = AcmeAccountStatement::decode(data) {
         assert_eq!(s.encode(), data);
     }
     if let Ok(text) = std::str::from_utf8(data) {

@@ -3,8 +3,8 @@
 //! and the verifiers (`agentkeys-attest`, `audit verify`) read them from the signed
 //! document.
 //!
-//! * [`statement`]: the tagged, versioned statements (`agentkeys/jwks/v1`,
-//!   `agentkeys/audit-checkpoint/v1`).
+//! * [`statement`]: the tagged, versioned statements (`agentkeys/jwks/v2`,
+//!   `agentkeys/audit-checkpoint/v1`, `agentkeys/acme-account/v1`).
 //! * [`kms_key_arn`]: the KMS key ARN the enclave image is pinned to.
 //!
 //! No dependency beyond hex encoding, so a verifier can take it without the enclave's
@@ -17,4 +17,4 @@ pub mod kms_key_arn;
 pub mod statement;
 
 pub use kms_key_arn::{KeyArnError, KmsKeyArn};
-pub use statement::{CheckpointStatement, JwksStatement, StatementError};
+pub use statement::{AcmeAccountStatement, CheckpointStatement, JwksStatement, StatementError};

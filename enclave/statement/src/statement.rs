@@ -3,15 +3,19 @@
 //! fields, one `name=value` line each, in a fixed order.
 //!
 //! ```text
-//! agentkeys/jwks/v1                     agentkeys/audit-checkpoint/v1
+//! agentkeys/jwks/v2                     agentkeys/audit-checkpoint/v1
 //! jwks_sha256=<64 hex>                  epoch=<decimal>
 //! kms_key_arn=<key ARN>                 seq=<decimal>
 //! sealed_seed_sha256=<64 hex>           head=<64 hex>
 //! key_version=<decimal>                 module_id=<NSM module id>
 //! audit_epoch=<decimal>
-//! module_id=<NSM module id>
-//! auth_modes=<mode>[,<mode>…]
-//! session_keys=[<thumbprint>[,<thumbprint>…]]
+//! module_id=<NSM module id>             agentkeys/acme-account/v1
+//! auth_modes=<mode>[,<mode>…]           directory=<URL>
+//! session_keys=[<thumbprint>[,…]]       account_uri=<URL>
+//! tls_spki_sha256=<64 hex>              account_key_thumbprint=<RFC 7638 base64url>
+//!                                       hostname=<issuer host>
+//!                                       tls_spki_sha256=<64 hex>
+//!                                       module_id=<NSM module id>
 //! ```
 //!
 //! Every line ends with `\n`; hex is lower case; decimals have no sign and no leading
@@ -25,8 +29,18 @@ use std::fmt::Write as _;
 
 use crate::kms_key_arn::KmsKeyArn;
 
-/// Tag of the statement attested beside the JWKS.
-pub const JWKS_TAG: &str = "agentkeys/jwks/v1";
+/// Tag of the statement attested beside the JWKS. Version 2 adds `tls_spki_sha256`, the
+/// key the issuer's TLS handshake presents; version 1 is no longer accepted.
+pub const JWKS_TAG: &str = "agentkeys/jwks/v2";
+/// Tag of the statement attested beside the enclave's ACME account.
+pub const ACME_ACCOUNT_TAG: &str = "agentkeys/acme-account/v1";
+/// Longest URL (`directory`, `account_uri`) accepted in a statement: room for any CA's
+/// account URL (Let's Encrypt's are about 60 characters) while the largest acme-account
+/// statement stays below [`MAX_STATEMENT_BYTES`].
+pub const MAX_URL_CHARS: usize = 200;
+/// Longest hostname: RFC 1035 section 2.3.4 limits a domain name to 255 octets, 253
+/// characters in its dotted text form.
+pub const MAX_HOSTNAME_CHARS: usize = 253;
 /// Tag of an audit chain checkpoint.
 pub const CHECKPOINT_TAG: &str = "agentkeys/audit-checkpoint/v1";
 /// Longest module id accepted: a Nitro module id (`i-<17 hex>-enc<16 hex>`) has 41
@@ -104,6 +118,28 @@ pub struct JwksStatement {
     /// RFC 7638 thumbprints of the session backend keys it trusts (empty unless
     /// `signed-session`), comma-separated.
     pub session_keys: Vec<String>,
+    /// SHA-256 of the DER SubjectPublicKeyInfo of the issuer's TLS key (derived from the
+    /// same seed): the key a client must see in the issuer's TLS handshake.
+    pub tls_spki_sha256: [u8; 32],
+}
+
+/// The statement attested beside the enclave's ACME account: which account at which CA
+/// may obtain certificates for the issuer host (the CAA `accounturi`), and the TLS key
+/// those certificates certify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeAccountStatement {
+    /// The CA's ACME directory URL (measured configuration of the image).
+    pub directory: String,
+    /// The account URL the CA returned for the enclave's account key.
+    pub account_uri: String,
+    /// RFC 7638 thumbprint of the account key, base64url without padding.
+    pub account_key_thumbprint: String,
+    /// The issuer host the certificates name.
+    pub hostname: String,
+    /// SHA-256 of the DER SubjectPublicKeyInfo of the issuer's TLS key.
+    pub tls_spki_sha256: [u8; 32],
+    /// The NSM module id of this enclave.
+    pub module_id: String,
 }
 
 /// Most session key thumbprints a statement carries.
@@ -138,6 +174,11 @@ impl JwksStatement {
         line(&mut s, "module_id", &self.module_id);
         line(&mut s, "auth_modes", &self.auth_modes.join(","));
         line(&mut s, "session_keys", &self.session_keys.join(","));
+        line(
+            &mut s,
+            "tls_spki_sha256",
+            &hex::encode(self.tls_spki_sha256),
+        );
         s.into_bytes()
     }
 
@@ -161,6 +202,7 @@ impl JwksStatement {
         let module_id = module_id(fields.next("module_id")?)?;
         let auth_modes = auth_modes(fields.next("auth_modes")?)?;
         let session_keys = session_keys(fields.next("session_keys")?)?;
+        let tls_spki_sha256 = hash32("tls_spki_sha256", fields.next("tls_spki_sha256")?)?;
         fields.end()?;
         Ok(JwksStatement {
             jwks_sha256,
@@ -171,6 +213,53 @@ impl JwksStatement {
             module_id,
             auth_modes,
             session_keys,
+            tls_spki_sha256,
+        })
+    }
+}
+
+impl AcmeAccountStatement {
+    /// The statement's bytes (the document's `user_data`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = format!("{ACME_ACCOUNT_TAG}\n");
+        line(&mut s, "directory", &self.directory);
+        line(&mut s, "account_uri", &self.account_uri);
+        line(
+            &mut s,
+            "account_key_thumbprint",
+            &self.account_key_thumbprint,
+        );
+        line(&mut s, "hostname", &self.hostname);
+        line(
+            &mut s,
+            "tls_spki_sha256",
+            &hex::encode(self.tls_spki_sha256),
+        );
+        line(&mut s, "module_id", &self.module_id);
+        s.into_bytes()
+    }
+
+    /// Parses a statement; every deviation from [`encode`](Self::encode)'s form is an
+    /// error naming the field.
+    pub fn decode(bytes: &[u8]) -> Result<AcmeAccountStatement, StatementError> {
+        let mut fields = Fields::new(bytes, ACME_ACCOUNT_TAG)?;
+        let directory = https_url("directory", fields.next("directory")?)?;
+        let account_uri = https_url("account_uri", fields.next("account_uri")?)?;
+        let account_key_thumbprint = thumbprint(
+            "account_key_thumbprint",
+            fields.next("account_key_thumbprint")?,
+        )?;
+        let hostname = hostname(fields.next("hostname")?)?;
+        let tls_spki_sha256 = hash32("tls_spki_sha256", fields.next("tls_spki_sha256")?)?;
+        let module_id = module_id(fields.next("module_id")?)?;
+        fields.end()?;
+        Ok(AcmeAccountStatement {
+            directory,
+            account_uri,
+            account_key_thumbprint,
+            hostname,
+            tls_spki_sha256,
+            module_id,
         })
     }
 }
@@ -338,6 +427,64 @@ fn session_keys(value: &str) -> Result<Vec<String>, StatementError> {
     Ok(keys)
 }
 
+/// An `https://` URL of printable ASCII without spaces, at most [`MAX_URL_CHARS`].
+fn https_url(field: &'static str, value: &str) -> Result<String, StatementError> {
+    let ok = value.len() <= MAX_URL_CHARS
+        && value.len() > "https://".len()
+        && value.starts_with("https://")
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(StatementError::Value {
+            field,
+            reason: format!(
+                "{:?} is not an https:// URL of at most {MAX_URL_CHARS} printable characters",
+                excerpt(value)
+            ),
+        });
+    }
+    Ok(value.to_string())
+}
+
+/// One 43-character base64url RFC 7638 thumbprint.
+fn thumbprint(field: &'static str, value: &str) -> Result<String, StatementError> {
+    let ok = value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(StatementError::Value {
+            field,
+            reason: format!("{:?} is not an RFC 7638 thumbprint", excerpt(value)),
+        });
+    }
+    Ok(value.to_string())
+}
+
+/// A DNS name in lower case: labels of letters, digits and hyphens, dot-separated.
+fn hostname(value: &str) -> Result<String, StatementError> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_HOSTNAME_CHARS
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if !ok {
+        return Err(StatementError::Value {
+            field: "hostname",
+            reason: format!(
+                "{:?} is not a lower-case DNS name of at most {MAX_HOSTNAME_CHARS} characters",
+                excerpt(value)
+            ),
+        });
+    }
+    Ok(value.to_string())
+}
+
 fn module_id(value: &str) -> Result<String, StatementError> {
     let ok = !value.is_empty()
         && value.chars().count() <= MAX_MODULE_ID_CHARS
@@ -373,6 +520,18 @@ mod tests {
             module_id: MODULE.into(),
             auth_modes: vec!["signed-session".into(), "wallet-signature".into()],
             session_keys: vec!["NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()],
+            tls_spki_sha256: [0x7e; 32],
+        }
+    }
+
+    fn account() -> AcmeAccountStatement {
+        AcmeAccountStatement {
+            directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            account_uri: "https://acme-v02.api.letsencrypt.org/acme/acct/123456789".into(),
+            account_key_thumbprint: "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into(),
+            hostname: "issuer.example.com".into(),
+            tls_spki_sha256: [0x7e; 32],
+            module_id: MODULE.into(),
         }
     }
 
@@ -391,9 +550,18 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "agentkeys/jwks/v1\njwks_sha256={}\nkms_key_arn={ARN}\nsealed_seed_sha256={}\nkey_version=2\naudit_epoch=17\nmodule_id={MODULE}\nauth_modes=signed-session,wallet-signature\nsession_keys=NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs\n",
+                "agentkeys/jwks/v2\njwks_sha256={}\nkms_key_arn={ARN}\nsealed_seed_sha256={}\nkey_version=2\naudit_epoch=17\nmodule_id={MODULE}\nauth_modes=signed-session,wallet-signature\nsession_keys=NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs\ntls_spki_sha256={}\n",
                 "ab".repeat(32),
-                "01".repeat(32)
+                "01".repeat(32),
+                "7e".repeat(32)
+            )
+        );
+        let text = String::from_utf8(account().encode()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "agentkeys/acme-account/v1\ndirectory=https://acme-v02.api.letsencrypt.org/directory\naccount_uri=https://acme-v02.api.letsencrypt.org/acme/acct/123456789\naccount_key_thumbprint=NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs\nhostname=issuer.example.com\ntls_spki_sha256={}\nmodule_id={MODULE}\n",
+                "7e".repeat(32)
             )
         );
         let text = String::from_utf8(checkpoint().encode()).unwrap();
@@ -409,6 +577,10 @@ mod tests {
     #[test]
     fn statements_round_trip() {
         assert_eq!(JwksStatement::decode(&jwks().encode()).unwrap(), jwks());
+        assert_eq!(
+            AcmeAccountStatement::decode(&account().encode()).unwrap(),
+            account()
+        );
         assert_eq!(
             CheckpointStatement::decode(&checkpoint().encode()).unwrap(),
             checkpoint()
@@ -436,6 +608,17 @@ mod tests {
                 expected: JWKS_TAG,
                 ..
             })
+        ));
+        assert!(matches!(
+            AcmeAccountStatement::decode(&jwks().encode()),
+            Err(StatementError::Tag {
+                expected: ACME_ACCOUNT_TAG,
+                ..
+            })
+        ));
+        assert!(matches!(
+            JwksStatement::decode(&account().encode()),
+            Err(StatementError::Tag { .. })
         ));
         // The untagged 48-byte checkpoint of the first format, and a bare JWKS hash.
         for legacy in [vec![0u8; 48], vec![0xab; 32]] {
@@ -551,6 +734,85 @@ mod tests {
             let e = JwksStatement::decode(&edited(&good, from, to)).unwrap_err();
             assert!(e.to_string().contains(field), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn a_version_1_jwks_statement_is_refused() {
+        let v2 = String::from_utf8(jwks().encode()).unwrap();
+        let v1 = v2
+            .replacen("agentkeys/jwks/v2", "agentkeys/jwks/v1", 1)
+            .replacen(&format!("tls_spki_sha256={}\n", "7e".repeat(32)), "", 1);
+        assert!(matches!(
+            JwksStatement::decode(v1.as_bytes()),
+            Err(StatementError::Tag { .. })
+        ));
+        // The v2 tag without the TLS key hash is refused too, naming the field.
+        let missing = v2.replacen(&format!("tls_spki_sha256={}\n", "7e".repeat(32)), "", 1);
+        let e = JwksStatement::decode(missing.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("tls_spki_sha256"), "{e}");
+        let upper = v2.replacen("tls_spki_sha256=7e", "tls_spki_sha256=7E", 1);
+        let e = JwksStatement::decode(upper.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("tls_spki_sha256"), "{e}");
+    }
+
+    #[test]
+    fn each_malformed_acme_account_field_is_named() {
+        let good = account().encode();
+        let cases: [(&str, &str, &str); 9] = [
+            ("directory=https://", "directory=http://", "directory"),
+            (
+                "directory=https://acme-v02",
+                "directory=https://acme v02",
+                "directory",
+            ),
+            ("account_uri=https://", "account_uri=", "account_uri"),
+            (
+                "account_key_thumbprint=NzbL",
+                "account_key_thumbprint=+zbL",
+                "account_key_thumbprint",
+            ),
+            ("hostname=issuer", "hostname=Issuer", "hostname"),
+            ("hostname=issuer.", "hostname=-issuer.", "hostname"),
+            (
+                "hostname=issuer.example.com",
+                "hostname=issuer..com",
+                "hostname",
+            ),
+            ("tls_spki_sha256=7e", "tls_spki_sha256=7", "tls_spki_sha256"),
+            ("module_id=i-", "module_id=i_", "module_id"),
+        ];
+        for (from, to, field) in cases {
+            let bad = edited(&good, from, to);
+            let e = AcmeAccountStatement::decode(&bad).unwrap_err();
+            assert!(e.to_string().contains(field), "{from} -> {to}: {e}");
+        }
+        let long = edited(
+            &good,
+            "account_uri=https://",
+            &format!("account_uri=https://{}", "a".repeat(MAX_URL_CHARS)),
+        );
+        let e = AcmeAccountStatement::decode(&long).unwrap_err();
+        assert!(e.to_string().contains("account_uri"), "{e}");
+    }
+
+    #[test]
+    fn the_largest_acme_account_statement_fits_the_nsm_limit() {
+        let s = AcmeAccountStatement {
+            directory: format!("https://{}", "d".repeat(MAX_URL_CHARS - 8)),
+            account_uri: format!("https://{}", "a".repeat(MAX_URL_CHARS - 8)),
+            hostname: "h".repeat(63)
+                + "."
+                + &"h".repeat(63)
+                + "."
+                + &"h".repeat(63)
+                + "."
+                + &"h".repeat(61),
+            module_id: "m".repeat(MAX_MODULE_ID_CHARS),
+            ..account()
+        };
+        assert_eq!(s.hostname.len(), MAX_HOSTNAME_CHARS);
+        assert!(s.encode().len() <= MAX_STATEMENT_BYTES);
+        assert_eq!(AcmeAccountStatement::decode(&s.encode()).unwrap(), s);
     }
 
     #[test]

@@ -17,8 +17,8 @@
 //! * [`EnclaveClient`]: a small pool of persistent, multiplexed connections.
 //! * [`serve_connection`]/[`serve`]: the server side.
 //!
-//! No message can carry the issuer seed, the signing scalar or the enclave's RSA private
-//! key: no message type has a field for them (see `docs/protocol.md`).
+//! No message can carry the issuer seed, the signing scalar, the issuer's TLS or ACME
+//! account private key or the enclave's RSA private key: no message type has a field for them (see `docs/protocol.md`).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
@@ -33,7 +33,9 @@ pub mod wallet;
 
 pub use address::{Address, AddressError, Listener, Stream};
 pub use agentkeys_statement::{kms_key_arn, statement};
-pub use agentkeys_statement::{CheckpointStatement, JwksStatement, StatementError};
+pub use agentkeys_statement::{
+    AcmeAccountStatement, CheckpointStatement, JwksStatement, StatementError,
+};
 pub use agentkeys_statement::{KeyArnError, KmsKeyArn};
 pub use chain::{
     chain_genesis, chain_next, signing_input, signing_input_sha256, ChainVersion, EPOCH_CLAIM,
@@ -42,9 +44,9 @@ pub use chain::{
 pub use client::{ClientError, EnclaveClient, LateReplies};
 pub use frame::{FrameError, MAX_FRAME_BYTES};
 pub use messages::{
-    Attestation, AuditCheckpoint, AwsCredentials, EnclaveStatus, MintJwtRequest, MintedJwt,
-    Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest, UnsealResult, WalletProof,
-    WireError, WireErrorKind,
+    Attestation, AuditCheckpoint, AwsCredentials, EnclaveStatus, IssuerTlsRequest, IssuerTlsStatus,
+    MintJwtRequest, MintedJwt, Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest,
+    UnsealResult, WalletProof, WireError, WireErrorKind, ISSUER_TLS_ISSUED, ISSUER_TLS_SELF_SIGNED,
 };
 pub use server::{serve, serve_connection, MAX_IN_FLIGHT_PER_CONNECTION};
 pub use wallet::{Wallet, WalletError};

@@ -2,11 +2,13 @@
 //!
 //! # What can never cross
 //!
-//! No type in this module has a field for the issuer seed, the P-256 signing scalar or
-//! the enclave's per-boot RSA private key, so no encoding of any message can carry them.
-//! The only key-related bytes that cross are public: the sealed seed (a KMS
-//! `CiphertextBlob`, useless without KMS and the attested image), public JWKS bytes and
-//! attestation documents. Adding such a field is a protocol change that must be refused.
+//! No type in this module has a field for the issuer seed, the P-256 signing scalar, the
+//! issuer's TLS private key, the ACME account private key or the enclave's per-boot RSA
+//! private key, so no encoding of any message can carry them. The only key-related bytes
+//! that cross are public: the sealed seed (a KMS `CiphertextBlob`, useless without KMS and
+//! the attested image), public JWKS bytes, attestation documents, the issuer's public
+//! certificate chain and hashes of public keys. Adding such a field is a protocol change
+//! that must be refused.
 
 use std::fmt;
 
@@ -62,6 +64,9 @@ pub enum Request {
     },
     /// A nonce for a Sign-In with Ethereum message. Answered by [`Response::SiweNonce`].
     SiweNonce,
+    /// The state of the issuer's TLS (its certificate, ACME account and last error),
+    /// offering a chain cached by the parent. Answered by [`Response::IssuerTls`].
+    IssuerTls(IssuerTlsRequest),
 }
 
 impl Request {
@@ -74,6 +79,7 @@ impl Request {
             Request::Attest { .. } => "Attest",
             Request::AuditCheckpoint { .. } => "AuditCheckpoint",
             Request::SiweNonce => "SiweNonce",
+            Request::IssuerTls(_) => "IssuerTls",
         }
     }
 }
@@ -215,6 +221,8 @@ pub enum Response {
         /// Last second (UNIX) a message with it is accepted.
         expires_at: u64,
     },
+    /// Answer to [`Request::IssuerTls`].
+    IssuerTls(IssuerTlsStatus),
 }
 
 impl Response {
@@ -227,6 +235,7 @@ impl Response {
             Response::Attestation(_) => "Attestation",
             Response::Checkpoint(_) => "Checkpoint",
             Response::SiweNonce { .. } => "SiweNonce",
+            Response::IssuerTls(_) => "IssuerTls",
         }
     }
 }
@@ -338,6 +347,52 @@ pub struct AuditCheckpoint {
     /// [`CheckpointStatement`](crate::CheckpointStatement) of these fields.
     #[serde(with = "serde_bytes")]
     pub document: Vec<u8>,
+}
+
+/// Parameters of [`Request::IssuerTls`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuerTlsRequest {
+    /// A chain the parent cached earlier (PEM, leaf first), offered after a restart. The
+    /// enclave serves it only if the leaf's key is its own TLS key, the name is the issuer
+    /// host and it is within its validity; otherwise it says why in
+    /// [`IssuerTlsStatus::cached_chain_refused`] and orders a new one.
+    #[serde(default)]
+    pub cached_chain_pem: Option<String>,
+}
+
+/// [`IssuerTlsStatus::state`] while the enclave serves a self-signed certificate for its
+/// TLS key (no CA-issued chain yet).
+pub const ISSUER_TLS_SELF_SIGNED: &str = "self-signed";
+/// [`IssuerTlsStatus::state`] while the enclave serves a CA-issued chain.
+pub const ISSUER_TLS_ISSUED: &str = "issued";
+
+/// The issuer's TLS as the enclave runs it. Every field is public.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuerTlsStatus {
+    /// Whether the enclave terminates the issuer's TLS (it was started with an ACME
+    /// directory).
+    pub enabled: bool,
+    /// The issuer host the certificate names.
+    pub hostname: String,
+    /// SHA-256 of the DER SubjectPublicKeyInfo of the TLS key, lower-case hex.
+    pub tls_spki_sha256: String,
+    /// [`ISSUER_TLS_SELF_SIGNED`] or [`ISSUER_TLS_ISSUED`].
+    pub state: String,
+    /// The public chain served now (PEM, leaf first); `None` while self-signed.
+    #[serde(default)]
+    pub chain_pem: Option<String>,
+    /// The leaf's `notAfter`, UNIX seconds.
+    #[serde(default)]
+    pub not_after: Option<u64>,
+    /// The ACME account URL, once the CA returned it.
+    #[serde(default)]
+    pub acme_account_uri: Option<String>,
+    /// The last ACME failure, human readable; `None` after a success.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Why the offered cached chain was not served, if it was not.
+    #[serde(default)]
+    pub cached_chain_refused: Option<String>,
 }
 
 /// An error answered by the enclave.

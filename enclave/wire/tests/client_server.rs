@@ -56,7 +56,9 @@ async fn toy(request: Request) -> Result<Response, WireError> {
             panic!("toy handler panics")
         }
         Request::Unseal(_) => Err(WireError::new(WireErrorKind::Kms, "toy")),
-        Request::SiweNonce => Err(WireError::new(WireErrorKind::Unauthorized, "toy")),
+        Request::SiweNonce | Request::IssuerTls(_) => {
+            Err(WireError::new(WireErrorKind::Unauthorized, "toy"))
+        }
     }
 }
 

@@ -57,6 +57,12 @@ fn all_requests() -> Vec<Request> {
             proof: None,
         }),
         Request::SiweNonce,
+        Request::IssuerTls(IssuerTlsRequest {
+            cached_chain_pem: None,
+        }),
+        Request::IssuerTls(IssuerTlsRequest {
+            cached_chain_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
+        }),
         Request::Attest { nonce: None },
         Request::Attest {
             nonce: Some(vec![0xde, 0xad]),
@@ -85,6 +91,17 @@ fn all_responses() -> Vec<Result<Response, WireError>> {
             nonce: "ab".repeat(28),
             expires_at: 1_700_000_599,
         }),
+        Ok(Response::IssuerTls(IssuerTlsStatus {
+            enabled: true,
+            hostname: "issuer.example".into(),
+            tls_spki_sha256: "7e".repeat(32),
+            state: agentkeys_wire::ISSUER_TLS_ISSUED.into(),
+            chain_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
+            not_after: Some(1_700_000_000),
+            acme_account_uri: Some("https://ca.example/acct/1".into()),
+            last_error: None,
+            cached_chain_refused: Some("expired".into()),
+        })),
         Ok(Response::Unsealed(UnsealResult {
             sealed_seed: vec![9; 200],
             genesis: true,
@@ -109,7 +126,7 @@ fn all_responses() -> Vec<Result<Response, WireError>> {
             jwks: br#"{"keys":[]}"#.to_vec(),
             jwks_sha256: [1; 32],
             kids: vec![],
-            statement: b"agentkeys/jwks/v1\n".to_vec(),
+            statement: b"agentkeys/jwks/v2\n".to_vec(),
         })),
         Ok(Response::Checkpoint(AuditCheckpoint {
             epoch: 1,

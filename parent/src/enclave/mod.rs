@@ -98,6 +98,7 @@ fn statement_json(statement: &[u8]) -> serde_json::Value {
             "key_version": s.key_version,
             "audit_epoch": s.audit_epoch,
             "module_id": s.module_id,
+            "tls_spki_sha256": hex::encode(s.tls_spki_sha256),
         }),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     }
