@@ -80,7 +80,9 @@ fn assert_linked(rows: &[(i64, Vec<u8>, Vec<u8>)], n: usize) {
 
 #[tokio::test]
 async fn concurrent_appends_share_commits_and_each_host_keeps_its_own_chain() {
-    let cluster = PgCluster::start();
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     let a = Arc::new(open(&cluster, "host-a").await.unwrap());
     let b = Arc::new(open(&cluster, "host-b").await.unwrap());
     let mut tasks = Vec::new();
@@ -100,7 +102,9 @@ async fn concurrent_appends_share_commits_and_each_host_keeps_its_own_chain() {
 
 #[tokio::test]
 async fn a_second_broker_on_one_chain_is_refused_and_a_reopened_chain_continues() {
-    let cluster = PgCluster::start();
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     let a = open(&cluster, "host-a").await.unwrap();
     a.append(row(1)).await.unwrap();
     let err = open(&cluster, "host-a").await.unwrap_err();
@@ -119,7 +123,9 @@ async fn a_second_broker_on_one_chain_is_refused_and_a_reopened_chain_continues(
 
 #[tokio::test]
 async fn the_table_refuses_update_delete_and_truncate_even_to_the_superuser() {
-    let cluster = PgCluster::start();
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     let store = open(&cluster, "host-a").await.unwrap();
     store.append(row(1)).await.unwrap();
     let c = admin(&cluster).await;
@@ -142,7 +148,9 @@ async fn the_table_refuses_update_delete_and_truncate_even_to_the_superuser() {
 
 #[tokio::test]
 async fn the_insert_select_role_appends_but_cannot_update_or_create_the_schema() {
-    let cluster = PgCluster::start();
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     let c = admin(&cluster).await;
     c.batch_execute(
         "CREATE ROLE agentkeys_broker LOGIN PASSWORD 'broker-pw';
@@ -201,7 +209,9 @@ async fn the_insert_select_role_appends_but_cannot_update_or_create_the_schema()
 
 #[tokio::test]
 async fn a_server_that_would_lose_commits_is_refused_at_start() {
-    let cluster = PgCluster::start();
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     let c = admin(&cluster).await;
     for value in ["off", "local"] {
         c.batch_execute(&format!(
@@ -228,7 +238,9 @@ async fn a_server_that_would_lose_commits_is_refused_at_start() {
 
 #[tokio::test]
 async fn bad_databases_are_named_at_start() {
-    let cluster = PgCluster::start();
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     // Wrong credentials.
     let err = PgAuditStore::open(
         &pg_url(&cluster.url("postgres", "wrong", "postgres")),
@@ -338,7 +350,9 @@ async fn bad_databases_are_named_at_start() {
 
 #[tokio::test]
 async fn a_stopped_server_refuses_appends_names_the_cause_and_is_rejoined_without_restart() {
-    let mut cluster = PgCluster::start();
+    let Some(mut cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     let store = open(&cluster, "host-a").await.unwrap();
     store.append(row(1)).await.unwrap();
     store.healthy().await.unwrap();
@@ -397,7 +411,9 @@ fn minted(enclave: &mut support::FakeEnclave) -> NewAuditRow {
 
 #[tokio::test]
 async fn verify_walks_every_chain_against_its_own_checkpoint_and_names_the_chain() {
-    let cluster = PgCluster::start();
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     let url = pg_url(&cluster.admin_url("postgres"));
     let a = open(&cluster, "host-a").await.unwrap();
     let b = open(&cluster, "host-b").await.unwrap();
@@ -466,9 +482,29 @@ async fn verify_walks_every_chain_against_its_own_checkpoint_and_names_the_chain
 
 #[tokio::test]
 async fn verify_refuses_a_database_without_the_schema() {
-    let cluster = PgCluster::start();
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
     let err = verify_pg(&pg_url(&cluster.admin_url("postgres")), &[])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("holds no audit log"), "{err}");
+}
+
+#[test]
+fn a_cluster_that_cannot_start_is_skipped_unless_postgres_is_required() {
+    let reason = || Err("no server binaries".to_string());
+    assert!(support_pg::skip_unless_required(reason(), false).is_none());
+    let required = std::panic::catch_unwind(|| support_pg::skip_unless_required(reason(), true));
+    let Err(message) = required else {
+        panic!("required: a failure, not a skip");
+    };
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        text.contains("AGENTKEYS_REQUIRE_POSTGRES=1") && text.contains("no server binaries"),
+        "{text}"
+    );
 }
