@@ -43,10 +43,16 @@ pub mod measurements;
 mod oids;
 mod policy;
 mod timefmt;
+/// The TLS server certificate an issuer presented, as an auditor records it.
+pub mod tls_leaf;
 mod verify;
 
 #[cfg(feature = "cli")]
 pub mod online;
+/// `agentkeys-attest watch`: what one audit of a live issuer showed, compared with the
+/// first one.
+#[cfg(feature = "cli")]
+pub mod watch;
 
 pub use anchor::{
     TrustAnchor, AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256, MOCK_ROOT_ORGANIZATION,

@@ -1,8 +1,17 @@
 //! Online audit of a live issuer: fetch its OIDC discovery, its JWKS and a fresh
 //! attestation carrying our own random nonce, then check that the attestation's
-//! `user_data` is an `agentkeys/jwks/v1` statement binding the exact JWKS bytes served
+//! `user_data` is an `agentkeys/jwks/v2` statement binding the exact JWKS bytes served
 //! (and, when the auditor names them, the pinned KMS key and the expected key ids), and
 //! that its `public_key` is one of the JWKS keys.
+//!
+//! Over `https://` the audit also looks at the TLS handshakes themselves: every response
+//! must come from a connection whose server certificate (validated by the TLS client
+//! against the roots given, or the WebPKI roots) certifies the key the enclave attests as
+//! `tls_spki_sha256`. A host that terminates the issuer's TLS with a key of its own — and
+//! could therefore show AWS STS a JWKS of its own — fails that check even when it relays
+//! the genuine JWKS and attestation to the auditor. Then the attested ACME account
+//! (`/.well-known/acme-account`, an `agentkeys/acme-account/v1` statement under a fresh
+//! nonce) is checked against the JWKS statement and the issuer's host.
 
 use std::io::Read;
 use std::time::Duration;
@@ -19,11 +28,20 @@ use crate::anchor::TrustAnchor;
 use crate::error::VerifyError;
 use crate::jwks::Jwk as JwkKey;
 use crate::policy::Policy;
+use crate::tls_leaf::TlsLeaf;
 use crate::verify::{verify, VerifiedDocument};
-use agentkeys_statement::JwksStatement;
+use agentkeys_statement::{AcmeAccountStatement, JwksStatement};
 
 /// Path of the OIDC discovery document under the issuer (OpenID Connect Discovery 1.0 §4).
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+/// Path of the enclave's attested ACME account document under the issuer (served by the
+/// enclave over its own TLS; `docs/api.md`).
+pub const ACME_ACCOUNT_PATH: &str = "/.well-known/acme-account";
+
+/// The CAA parameter that restricts issuance to TLS-ALPN-01 validation (RFC 8657 §4,
+/// method name from RFC 8737 §6.1).
+pub const CAA_VALIDATION_METHODS: &str = "validationmethods=tls-alpn-01";
 
 /// Bytes of the random nonce sent to the attestation endpoint (256 bits).
 pub const NONCE_BYTES: usize = 32;
@@ -44,7 +62,7 @@ pub enum OnlineCheck {
     AttestationResponse,
     /// The document verifies (with nonce = ours).
     Document,
-    /// The document's `user_data` is an `agentkeys/jwks/v1` statement whose `jwks_sha256`
+    /// The document's `user_data` is an `agentkeys/jwks/v2` statement whose `jwks_sha256`
     /// is the hash of the JWKS bytes served, and whose `kms_key_arn` is the expected one.
     Statement,
     /// The `jwks_sha256` the issuer claims equals the hash of the bytes it served.
@@ -54,11 +72,25 @@ pub enum OnlineCheck {
     Jwks,
     /// The document's `public_key` (SPKI DER, P-256) is one of the JWKS keys.
     PublicKeyInJwks,
+    /// Over https: every response came over TLS, and the server certificate of every
+    /// handshake certifies the key whose SPKI SHA-256 the JWKS statement attests
+    /// (`tls_spki_sha256`).
+    TlsKey,
+    /// The acme-account response is `{attestation_document: base64, account_uri, hostname,
+    /// tls_spki_sha256, directory, account_key_thumbprint, caa_issue_value}`, and its
+    /// fields say what its attested statement says.
+    AcmeAccountResponse,
+    /// The acme-account document verifies like the JWKS one (same anchor and PCR policy),
+    /// with a nonce of its own.
+    AcmeAccountDocument,
+    /// Its `user_data` is an `agentkeys/acme-account/v1` statement for the audited host
+    /// and for the TLS key the JWKS statement attests.
+    AcmeAccount,
 }
 
 impl OnlineCheck {
     /// All online checks in order.
-    pub const ALL: [OnlineCheck; 7] = [
+    pub const ALL: [OnlineCheck; 11] = [
         OnlineCheck::Discovery,
         OnlineCheck::AttestationResponse,
         OnlineCheck::Document,
@@ -66,7 +98,22 @@ impl OnlineCheck {
         OnlineCheck::JwksSha256,
         OnlineCheck::Jwks,
         OnlineCheck::PublicKeyInJwks,
+        OnlineCheck::TlsKey,
+        OnlineCheck::AcmeAccountResponse,
+        OnlineCheck::AcmeAccountDocument,
+        OnlineCheck::AcmeAccount,
     ];
+
+    /// True for the checks that exist only over TLS (skipped for a plain-HTTP issuer).
+    pub fn needs_tls(self) -> bool {
+        matches!(
+            self,
+            OnlineCheck::TlsKey
+                | OnlineCheck::AcmeAccountResponse
+                | OnlineCheck::AcmeAccountDocument
+                | OnlineCheck::AcmeAccount
+        )
+    }
 
     /// Stable name.
     pub fn name(self) -> &'static str {
@@ -78,6 +125,10 @@ impl OnlineCheck {
             OnlineCheck::JwksSha256 => "jwks_sha256",
             OnlineCheck::Jwks => "jwks",
             OnlineCheck::PublicKeyInJwks => "public_key_in_jwks",
+            OnlineCheck::TlsKey => "tls_key",
+            OnlineCheck::AcmeAccountResponse => "acme_account_response",
+            OnlineCheck::AcmeAccountDocument => "acme_account_document",
+            OnlineCheck::AcmeAccount => "acme_account",
         }
     }
 }
@@ -91,6 +142,26 @@ pub enum OnlineError {
         /// The issuer given.
         issuer: String,
         /// Why.
+        message: String,
+    },
+    /// A plain-HTTP issuer without the auditor's consent: there is no handshake whose key
+    /// could be compared with the attested one, so the TLS key check fails (after every
+    /// other check ran).
+    #[error(
+        "issuer {issuer} is http://: there is no TLS handshake to check, so nothing shows \
+         that the key AWS STS sees is the enclave's; audit the https:// issuer, or accept a \
+         plain-HTTP development issuer with --allow-plain-http"
+    )]
+    PlainHttp {
+        /// The issuer given.
+        issuer: String,
+    },
+    /// The TLS roots given cannot be used.
+    #[error("TLS roots {source_name}: {message}")]
+    TlsRoots {
+        /// Where the roots came from (a file name).
+        source_name: String,
+        /// Why they cannot be used.
         message: String,
     },
     /// A request failed (connection, timeout, TLS).
@@ -128,6 +199,27 @@ pub enum OnlineError {
     /// The document failed verification.
     #[error("document: {0}")]
     Verify(#[from] VerifyError),
+    /// A TLS handshake presented a certificate for a key the enclave does not attest: the
+    /// TLS of that connection ends outside the enclave.
+    #[error(
+        "tls_key: GET {url}: the TLS server certificate's key has SPKI SHA-256 {}, but the \
+         enclave attests tls_spki_sha256 {}: this TLS session does not end in the attested \
+         enclave; the certificate: {}",
+        leaf.spki_sha256_hex(),
+        hex::encode(attested_spki_sha256),
+        leaf.describe()
+    )]
+    TlsKeyMismatch {
+        /// The URL whose connection presented it.
+        url: String,
+        /// The certificate presented.
+        leaf: Box<TlsLeaf>,
+        /// `tls_spki_sha256` of the JWKS statement.
+        attested_spki_sha256: [u8; 32],
+    },
+    /// The acme-account document failed verification.
+    #[error("acme_account_document: {0}")]
+    AcmeDocument(VerifyError),
 }
 
 impl OnlineError {
@@ -136,10 +228,20 @@ impl OnlineError {
         matches!(
             self,
             OnlineError::IssuerUrl { .. }
+                | OnlineError::TlsRoots { .. }
                 | OnlineError::Http { .. }
                 | OnlineError::Status { .. }
                 | OnlineError::TooLarge { .. }
         )
+    }
+
+    /// The name of the failed check: for a document that fails verification, the
+    /// document check (e.g. `pcrs`, `nonce`); `transport` for transport failures.
+    pub fn failed_check_name(&self) -> &'static str {
+        match self {
+            OnlineError::Verify(v) => v.check().name(),
+            other => other.check().map_or("transport", OnlineCheck::name),
+        }
     }
 
     /// The online check that failed (None for transport failures).
@@ -147,6 +249,10 @@ impl OnlineError {
         match self {
             OnlineError::Protocol { check, .. } => Some(*check),
             OnlineError::Verify(_) => Some(OnlineCheck::Document),
+            OnlineError::TlsKeyMismatch { .. } | OnlineError::PlainHttp { .. } => {
+                Some(OnlineCheck::TlsKey)
+            }
+            OnlineError::AcmeDocument(_) => Some(OnlineCheck::AcmeAccountDocument),
             _ => None,
         }
     }
@@ -173,6 +279,48 @@ pub struct OnlineReport {
     pub statement: JwksStatement,
     /// The verified document.
     pub verified: VerifiedDocument,
+    /// What the TLS handshakes showed (None for a plain-HTTP issuer).
+    pub tls: Option<TlsEvidence>,
+    /// The attested ACME account (None for a plain-HTTP issuer).
+    pub acme_account: Option<AcmeAccountReport>,
+}
+
+/// The TLS server certificates an audit was served, each already validated by the TLS
+/// client and found to certify the attested key.
+#[derive(Debug, Clone)]
+pub struct TlsEvidence {
+    /// Every distinct certificate seen (by DER hash), in the order first seen; at least
+    /// one. More than one is normal across a renewal or behind several enclaves.
+    pub leaves: Vec<TlsLeaf>,
+}
+
+impl TlsEvidence {
+    /// The first certificate seen.
+    pub fn leaf(&self) -> Option<&TlsLeaf> {
+        self.leaves.first()
+    }
+}
+
+/// The attested ACME account of the issuer's enclave.
+#[derive(Debug, Clone)]
+pub struct AcmeAccountReport {
+    /// The URL fetched (with the nonce).
+    pub url: String,
+    /// Our nonce, hex.
+    pub nonce_hex: String,
+    /// The statement the document attests.
+    pub statement: AcmeAccountStatement,
+    /// The CAA `issue` parameters the enclave publishes (checked against the statement).
+    pub caa_issue_value: String,
+    /// The verified document.
+    pub verified: VerifiedDocument,
+}
+
+/// The parameters of the CAA `issue` property (RFC 8659 §4.2 with RFC 8657 §3 and §4) that
+/// let only `account_uri`, validated by TLS-ALPN-01, obtain certificates for the host. The
+/// CA's issuer domain name precedes them in the record.
+pub fn caa_parameters(account_uri: &str) -> String {
+    format!("accounturi={account_uri}; {CAA_VALIDATION_METHODS}")
 }
 
 /// How to run an online audit.
@@ -193,6 +341,21 @@ pub struct OnlineAudit {
     pub expect_kms_key_arn: Option<String>,
     /// The exact set of key ids the JWKS must hold, if the auditor knows them.
     pub expect_kids: Vec<String>,
+    /// PEM certificates that are the only roots for the issuer's TLS certificate (e.g. a
+    /// private CA in tests); None = the WebPKI roots built into the client.
+    pub tls_roots_pem: Option<TlsRootsPem>,
+    /// Audit an `http://` issuer (no TLS, so no TLS or ACME account check) instead of
+    /// refusing it.
+    pub allow_plain_http: bool,
+}
+
+/// PEM roots and where they came from (for messages).
+#[derive(Debug, Clone)]
+pub struct TlsRootsPem {
+    /// A name for messages, e.g. the file name.
+    pub source_name: String,
+    /// One or more PEM certificates.
+    pub pem: String,
 }
 
 impl OnlineAudit {
@@ -203,43 +366,37 @@ impl OnlineAudit {
             issuer: issuer.clone(),
             message: e.to_string(),
         })?;
-        if !matches!(issuer_url.scheme(), "http" | "https") {
-            return Err(OnlineError::IssuerUrl {
-                issuer,
-                message: "scheme must be http or https".to_owned(),
-            });
-        }
-        let client = reqwest::blocking::Client::builder()
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| OnlineError::Http {
-                url: issuer.clone(),
-                message: e.to_string(),
-            })?;
+        let tls = match issuer_url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => {
+                return Err(OnlineError::IssuerUrl {
+                    issuer,
+                    message: "scheme must be http or https".to_owned(),
+                })
+            }
+        };
+        let host = issuer_url.host_str().unwrap_or_default().to_owned();
+        let mut fetcher = Fetcher::new(self, &issuer, tls)?;
 
         // Discovery.
         let discovery_url = format!("{issuer}{DISCOVERY_PATH}");
-        let discovery = fetch(&client, &discovery_url)?;
+        let discovery = fetcher.get(&discovery_url)?;
         let (jwks_uri, attestation_uri) = parse_discovery(&discovery, &issuer)?;
 
         // JWKS, exact bytes.
-        let jwks = fetch(&client, &jwks_uri)?;
+        let jwks = fetcher.get(&jwks_uri)?;
         let jwks_sha256: [u8; 32] = Sha256::digest(&jwks).into();
 
         // Fresh attestation with our nonce.
-        let mut nonce = [0u8; NONCE_BYTES];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let mut attestation_url = Url::parse(&attestation_uri).map_err(|e| {
+        let nonce = fresh_nonce();
+        let attestation_url = with_nonce(&attestation_uri, &nonce).map_err(|e| {
             protocol(
                 OnlineCheck::Discovery,
                 format!("nitro_attestation_uri {attestation_uri:?} is not a URL: {e}"),
             )
         })?;
-        attestation_url
-            .query_pairs_mut()
-            .append_pair("nonce", &hex::encode(nonce));
-        let attestation_url = attestation_url.to_string();
-        let response = fetch(&client, &attestation_url)?;
+        let response = fetcher.get(&attestation_url)?;
         let response = parse_attestation_response(&response)?;
 
         // The document: our nonce plus the caller's policy; then what it states.
@@ -260,6 +417,19 @@ impl OnlineAudit {
         check_expected_kids(&self.expect_kids, &keys)?;
         let attested_kid = find_attested_key(verified.document.public_key.as_deref(), &keys)?;
 
+        // The handshakes so far, then the attested ACME account over the same trust, then
+        // the handshakes again (the acme-account request made one more).
+        let (tls_evidence, acme_account) = if tls {
+            check_tls_leaves(&fetcher.leaves, &statement.tls_spki_sha256)?;
+            let account = self.audit_acme_account(&mut fetcher, &issuer, &host, &statement)?;
+            let evidence = check_tls_leaves(&fetcher.leaves, &statement.tls_spki_sha256)?;
+            (Some(evidence), Some(account))
+        } else if self.allow_plain_http {
+            (None, None)
+        } else {
+            return Err(OnlineError::PlainHttp { issuer });
+        };
+
         Ok(OnlineReport {
             issuer,
             jwks_uri,
@@ -270,8 +440,204 @@ impl OnlineAudit {
             attested_kid,
             statement,
             verified,
+            tls: tls_evidence,
+            acme_account,
         })
     }
+
+    /// Fetches `/.well-known/acme-account` with a nonce of its own, verifies its document
+    /// under the same anchor and policy, and checks that its statement names the audited
+    /// host and the TLS key the JWKS statement attests.
+    fn audit_acme_account(
+        &self,
+        fetcher: &mut Fetcher,
+        issuer: &str,
+        host: &str,
+        jwks_statement: &JwksStatement,
+    ) -> Result<AcmeAccountReport, OnlineError> {
+        let nonce = fresh_nonce();
+        let url = with_nonce(&format!("{issuer}{ACME_ACCOUNT_PATH}"), &nonce).map_err(|e| {
+            OnlineError::IssuerUrl {
+                issuer: issuer.to_owned(),
+                message: e,
+            }
+        })?;
+        let body = fetcher.get(&url)?;
+        let response = parse_acme_account_response(&body)?;
+        let mut policy = self.policy.clone();
+        policy.nonce = Some(nonce.to_vec());
+        policy.user_data = None;
+        policy.public_key = None;
+        let at = self.at_unix_ms.unwrap_or_else(crate::now_unix_ms);
+        let verified = verify(&response.document, &self.anchor, at, &policy)
+            .map_err(OnlineError::AcmeDocument)?;
+        let statement = check_acme_statement(
+            verified.document.user_data.as_deref(),
+            host,
+            &jwks_statement.tls_spki_sha256,
+        )?;
+        check_acme_response_fields(&response, &statement)?;
+        Ok(AcmeAccountReport {
+            url,
+            nonce_hex: hex::encode(nonce),
+            caa_issue_value: response.caa_issue_value,
+            statement,
+            verified,
+        })
+    }
+}
+
+/// A fresh random nonce for one attestation request.
+fn fresh_nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0u8; NONCE_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    nonce
+}
+
+/// `url` with `nonce=<hex>` appended to its query.
+fn with_nonce(url: &str, nonce: &[u8]) -> Result<String, String> {
+    let mut url = Url::parse(url).map_err(|e| e.to_string())?;
+    url.query_pairs_mut()
+        .append_pair("nonce", &hex::encode(nonce));
+    Ok(url.to_string())
+}
+
+/// The HTTP client of one audit, recording the server certificate of every response.
+/// Each audit has its own client and so its own handshakes: a certificate that changes
+/// between two audits is seen by the second.
+struct Fetcher {
+    client: reqwest::blocking::Client,
+    tls: bool,
+    /// (URL, certificate) of every response over TLS, in order.
+    leaves: Vec<(String, TlsLeaf)>,
+}
+
+impl Fetcher {
+    fn new(audit: &OnlineAudit, issuer: &str, tls: bool) -> Result<Fetcher, OnlineError> {
+        let mut builder = reqwest::blocking::Client::builder()
+            .timeout(audit.timeout)
+            .tls_info(true)
+            // A redirect could lead to another server, whose certificate would then be
+            // the one recorded; the issuer's routes never redirect.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(roots) = &audit.tls_roots_pem {
+            let roots_error = |message: String| OnlineError::TlsRoots {
+                source_name: roots.source_name.clone(),
+                message,
+            };
+            let certificates = reqwest::Certificate::from_pem_bundle(roots.pem.as_bytes())
+                .map_err(|e| roots_error(e.to_string()))?;
+            if certificates.is_empty() {
+                return Err(roots_error("holds no PEM certificate".to_owned()));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder.build().map_err(|e| OnlineError::Http {
+            url: issuer.to_owned(),
+            message: error_chain(&e),
+        })?;
+        Ok(Fetcher {
+            client,
+            tls,
+            leaves: Vec::new(),
+        })
+    }
+
+    /// GET with status and size checks; returns the exact body bytes. Over TLS, records
+    /// the certificate the connection presented; a response without one (plain HTTP
+    /// behind an https issuer) fails the TLS key check.
+    fn get(&mut self, url: &str) -> Result<Vec<u8>, OnlineError> {
+        let response = self.client.get(url).send().map_err(|e| OnlineError::Http {
+            url: url.to_owned(),
+            message: error_chain(&e),
+        })?;
+        if self.tls {
+            let der = response
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(|info| info.peer_certificate())
+                .ok_or_else(|| {
+                    protocol(
+                        OnlineCheck::TlsKey,
+                        format!(
+                            "GET {url}: the response came without a TLS server certificate \
+                             (plain HTTP behind an https issuer)"
+                        ),
+                    )
+                })?;
+            let leaf = TlsLeaf::from_der(der)
+                .map_err(|e| protocol(OnlineCheck::TlsKey, format!("GET {url}: {e}")))?;
+            self.leaves.push((url.to_owned(), leaf));
+        }
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(OnlineError::Status {
+                url: url.to_owned(),
+                status,
+            });
+        }
+        let mut body = Vec::new();
+        response
+            .take(MAX_RESPONSE_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| OnlineError::Http {
+                url: url.to_owned(),
+                message: error_chain(&e),
+            })?;
+        if body.len() as u64 > MAX_RESPONSE_BYTES {
+            return Err(OnlineError::TooLarge {
+                url: url.to_owned(),
+                max: MAX_RESPONSE_BYTES,
+            });
+        }
+        Ok(body)
+    }
+}
+
+/// An error with its sources, so that a refused certificate says why (e.g. "invalid
+/// peer certificate: UnknownIssuer") and not only "error sending request".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// Every certificate recorded certifies the attested key; returns the distinct ones.
+fn check_tls_leaves(
+    leaves: &[(String, TlsLeaf)],
+    attested: &[u8; 32],
+) -> Result<TlsEvidence, OnlineError> {
+    let mut distinct: Vec<TlsLeaf> = Vec::new();
+    for (url, leaf) in leaves {
+        if leaf.spki_sha256 != *attested {
+            return Err(OnlineError::TlsKeyMismatch {
+                url: url.clone(),
+                leaf: Box::new(leaf.clone()),
+                attested_spki_sha256: *attested,
+            });
+        }
+        if !distinct.iter().any(|d| d.cert_sha256 == leaf.cert_sha256) {
+            distinct.push(leaf.clone());
+        }
+    }
+    if distinct.is_empty() {
+        return Err(protocol(
+            OnlineCheck::TlsKey,
+            "no TLS server certificate was recorded".to_owned(),
+        ));
+    }
+    Ok(TlsEvidence { leaves: distinct })
 }
 
 /// The statement in `user_data`: the JWKS kind, the hash of the JWKS served, and the
@@ -341,34 +707,6 @@ fn protocol(check: OnlineCheck, message: String) -> OnlineError {
     OnlineError::Protocol { check, message }
 }
 
-/// GET with status and size checks; returns the exact body bytes.
-fn fetch(client: &reqwest::blocking::Client, url: &str) -> Result<Vec<u8>, OnlineError> {
-    let http = |e: &dyn std::fmt::Display| OnlineError::Http {
-        url: url.to_owned(),
-        message: e.to_string(),
-    };
-    let response = client.get(url).send().map_err(|e| http(&e))?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        return Err(OnlineError::Status {
-            url: url.to_owned(),
-            status,
-        });
-    }
-    let mut body = Vec::new();
-    response
-        .take(MAX_RESPONSE_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| http(&e))?;
-    if body.len() as u64 > MAX_RESPONSE_BYTES {
-        return Err(OnlineError::TooLarge {
-            url: url.to_owned(),
-            max: MAX_RESPONSE_BYTES,
-        });
-    }
-    Ok(body)
-}
-
 fn json(check: OnlineCheck, what: &str, body: &[u8]) -> Result<serde_json::Value, OnlineError> {
     serde_json::from_slice(body).map_err(|e| protocol(check, format!("{what} is not JSON: {e}")))
 }
@@ -383,6 +721,18 @@ fn string_field(
         .and_then(|v| v.as_str())
         .map(str::to_owned)
         .ok_or_else(|| protocol(check, format!("field {field:?} is missing or not a string")))
+}
+
+/// A string field holding standard base64 (a document).
+fn base64_field(
+    check: OnlineCheck,
+    value: &serde_json::Value,
+    field: &str,
+) -> Result<Vec<u8>, OnlineError> {
+    let text = string_field(check, value, field)?;
+    STANDARD
+        .decode(text.trim())
+        .map_err(|e| protocol(check, format!("{field} is not base64: {e}")))
 }
 
 /// Discovery: `issuer` equals ours exactly (OIDC Discovery §4.3); returns (jwks_uri,
@@ -412,10 +762,7 @@ struct AttestationResponse {
 fn parse_attestation_response(body: &[u8]) -> Result<AttestationResponse, OnlineError> {
     let check = OnlineCheck::AttestationResponse;
     let response = json(check, "attestation response", body)?;
-    let document = string_field(check, &response, "document")?;
-    let document = STANDARD
-        .decode(document.trim())
-        .map_err(|e| protocol(check, format!("document is not base64: {e}")))?;
+    let document = base64_field(check, &response, "document")?;
     let jwks_sha256 = string_field(check, &response, "jwks_sha256")?;
     let kids = match response.get("kids") {
         None | Some(serde_json::Value::Null) => None,
@@ -510,4 +857,103 @@ fn find_attested_key(public_key: Option<&[u8]>, keys: &[JwkKey]) -> Result<Strin
                 ),
             )
         })
+}
+
+/// The acme-account response as served (its fields are the enclave's claims; the
+/// statement in the document is what counts).
+struct AcmeAccountResponse {
+    document: Vec<u8>,
+    directory: String,
+    account_uri: String,
+    account_key_thumbprint: String,
+    hostname: String,
+    tls_spki_sha256: String,
+    caa_issue_value: String,
+}
+
+fn parse_acme_account_response(body: &[u8]) -> Result<AcmeAccountResponse, OnlineError> {
+    let check = OnlineCheck::AcmeAccountResponse;
+    let response = json(check, "acme-account response", body)?;
+    let document = base64_field(check, &response, "attestation_document")?;
+    Ok(AcmeAccountResponse {
+        document,
+        directory: string_field(check, &response, "directory")?,
+        account_uri: string_field(check, &response, "account_uri")?,
+        account_key_thumbprint: string_field(check, &response, "account_key_thumbprint")?,
+        hostname: string_field(check, &response, "hostname")?,
+        tls_spki_sha256: string_field(check, &response, "tls_spki_sha256")?,
+        caa_issue_value: string_field(check, &response, "caa_issue_value")?,
+    })
+}
+
+/// The acme-account statement: its kind, the audited host, and the TLS key the JWKS
+/// statement attests (one key for the handshake and for the certificates the account
+/// obtains).
+fn check_acme_statement(
+    user_data: Option<&[u8]>,
+    host: &str,
+    tls_spki_sha256: &[u8; 32],
+) -> Result<AcmeAccountStatement, OnlineError> {
+    let check = OnlineCheck::AcmeAccount;
+    let user_data = user_data.ok_or_else(|| {
+        protocol(
+            check,
+            "the acme-account document carries no user_data, so it states no account".into(),
+        )
+    })?;
+    let statement =
+        AcmeAccountStatement::decode(user_data).map_err(|e| protocol(check, e.to_string()))?;
+    if !statement.hostname.eq_ignore_ascii_case(host) {
+        return Err(protocol(
+            check,
+            format!(
+                "the attested ACME account is for host {:?}, but the audited issuer's host is \
+                 {host:?}",
+                statement.hostname
+            ),
+        ));
+    }
+    if statement.tls_spki_sha256 != *tls_spki_sha256 {
+        return Err(protocol(
+            check,
+            format!(
+                "the attested ACME account is for the TLS key with SPKI SHA-256 {}, but the \
+                 JWKS statement attests {}",
+                hex::encode(statement.tls_spki_sha256),
+                hex::encode(tls_spki_sha256)
+            ),
+        ));
+    }
+    Ok(statement)
+}
+
+/// The response's plain fields say what the attested statement says, and its CAA value
+/// is the one for the attested account.
+fn check_acme_response_fields(
+    response: &AcmeAccountResponse,
+    statement: &AcmeAccountStatement,
+) -> Result<(), OnlineError> {
+    let spki = hex::encode(statement.tls_spki_sha256);
+    let caa = caa_parameters(&statement.account_uri);
+    let fields: [(&str, &str, &str); 6] = [
+        ("directory", &response.directory, &statement.directory),
+        ("account_uri", &response.account_uri, &statement.account_uri),
+        (
+            "account_key_thumbprint",
+            &response.account_key_thumbprint,
+            &statement.account_key_thumbprint,
+        ),
+        ("hostname", &response.hostname, &statement.hostname),
+        ("tls_spki_sha256", &response.tls_spki_sha256, &spki),
+        ("caa_issue_value", &response.caa_issue_value, &caa),
+    ];
+    for (field, served, attested) in fields {
+        if served != attested {
+            return Err(protocol(
+                OnlineCheck::AcmeAccountResponse,
+                format!("{field} is {served:?}, but the attested statement says {attested:?}"),
+            ));
+        }
+    }
+    Ok(())
 }

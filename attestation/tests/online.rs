@@ -184,6 +184,8 @@ fn audit(issuer: &Issuer) -> Result<agentkeys_attestation::online::OnlineReport,
         timeout: Duration::from_secs(10),
         expect_kms_key_arn: None,
         expect_kids: vec![],
+        tls_roots_pem: None,
+        allow_plain_http: true,
     }
     .run()
 }
@@ -252,6 +254,8 @@ fn audit_expecting(
         timeout: Duration::from_secs(10),
         expect_kms_key_arn: kms_key_arn.map(str::to_owned),
         expect_kids: kids.iter().map(|k| k.to_string()).collect(),
+        tls_roots_pem: None,
+        allow_plain_http: true,
     }
     .run()
 }

@@ -1,9 +1,11 @@
 //! `agentkeys-attest`: inspect and verify AWS Nitro Enclaves attestation documents, and
-//! audit a live issuer online.
+//! audit a live issuer online, once (`verify --issuer`) or again and again (`watch`).
 //!
 //! Exit codes: 0 every check passed, 1 a check failed (the output names it), 2 usage or
-//! I/O error (among them `verify` without a PCR policy, and a measurements file that lacks
-//! PCR0, PCR1 or PCR2).
+//! I/O error (among them `verify` without a PCR policy, a measurements file that lacks
+//! PCR0, PCR1 or PCR2, and an issuer that cannot be fetched). An `http://` issuer fails
+//! the `tls_key` check unless `--allow-plain-http` (or `--allow-mock-root`) accepts it. `watch`: 1 at the first alert with `--exit-on-change`; after
+//! `--count N` checks, 1 if any check alerted, 2 if none got through, else 0.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -15,7 +17,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agentkeys_attestation::measurements::PublishedMeasurements;
-use agentkeys_attestation::online::{OnlineAudit, OnlineCheck, OnlineError, OnlineReport};
+use agentkeys_attestation::online::{
+    OnlineAudit, OnlineCheck, OnlineError, OnlineReport, TlsRootsPem,
+};
+use agentkeys_attestation::tls_leaf::TlsLeaf;
+use agentkeys_attestation::watch::{render_json, render_lines, Watch};
 use agentkeys_attestation::{
     decode_unverified, format_unix_ms, verify, AttestationDocument, CertificateSummary, Check,
     Policy, TrustAnchor, VerifiedDocument, VerifyError, DEFAULT_CLOCK_SKEW, MAX_DOCUMENT_BYTES,
@@ -51,6 +57,94 @@ enum Command {
     /// Compute PCR0/1/2 (and PCR8 when signed) from an EIF file, without nitro-cli, and
     /// compare them with a measurements JSON.
     Measure(MeasureArgs),
+    /// Audit a live issuer again and again (as `verify --issuer`), one line per check, and
+    /// alert when its TLS key, JWKS, measurements or ACME account change or a check fails.
+    Watch(Box<WatchArgs>),
+}
+
+#[derive(Args, Debug)]
+struct WatchArgs {
+    /// The issuer to watch (as `verify --issuer`).
+    #[arg(long, value_name = "URL")]
+    issuer: String,
+    /// Seconds between the start of one check and the next.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    interval: u64,
+    /// Stop after this many checks (default: run until stopped).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Exit with status 1 at the first alert.
+    #[arg(long)]
+    exit_on_change: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
+    online: IssuerArgs,
+    /// One JSON object per check instead of text lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a document must be to pass: the anchor and the PCR policy.
+#[derive(Args, Debug)]
+struct TrustArgs {
+    /// Trust anchor PEM file instead of the embedded AWS Nitro Enclaves Root-G1.
+    #[arg(long, value_name = "PEM")]
+    root: Option<PathBuf>,
+    /// Accept the mock NSM root given with --root (mock mode only). With an issuer, it
+    /// also accepts a plain-HTTP (development) issuer, as --allow-plain-http does.
+    #[arg(long, requires = "root")]
+    allow_mock_root: bool,
+    /// Accept documents from debug-mode enclaves (PCR0/1/2 all zero).
+    #[arg(long)]
+    allow_debug: bool,
+    /// Expected PCR value, repeatable: N=HEX with N in 0..31.
+    #[arg(long = "pcr", value_name = "N=HEX", value_parser = parse_pcr)]
+    pcrs: Vec<(u16, Vec<u8>)>,
+    /// nitro-cli measurements JSON of the image you rebuilt (PCR0, PCR1 and PCR2
+    /// required).
+    #[arg(long, value_name = "FILE")]
+    measurements: Option<PathBuf>,
+    /// Check no PCRs: any enclave image signed by the trusted root passes.
+    #[arg(long, conflicts_with_all = ["pcrs", "measurements"])]
+    no_pcr_policy: bool,
+    /// Maximum document age in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    max_age: Option<u64>,
+    /// Clock skew allowed, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_CLOCK_SKEW.as_secs())]
+    clock_skew: u64,
+}
+
+/// How a live issuer is audited beyond its documents.
+#[derive(Args, Debug)]
+struct IssuerArgs {
+    /// With --issuer: the KMS key ARN the issuer's enclave must be pinned to (the
+    /// `--kms-key-arn` of the image you rebuilt).
+    #[arg(long, value_name = "ARN", requires = "issuer")]
+    kms_key_arn: Option<String>,
+    /// With --issuer: a key id the JWKS must hold; repeat for each. The JWKS must hold
+    /// exactly these, so a swapped seed or a silent genesis is caught.
+    // A kid is a base64url JWK thumbprint, which may start with '-'.
+    #[arg(
+        long = "expect-kid",
+        value_name = "KID",
+        requires = "issuer",
+        allow_hyphen_values = true
+    )]
+    expect_kids: Vec<String>,
+    /// With --issuer: PEM file of the roots that validate the issuer's TLS certificate,
+    /// instead of the built-in WebPKI roots (e.g. a private or test CA).
+    #[arg(long, value_name = "PEM", requires = "issuer")]
+    cacert: Option<PathBuf>,
+    /// With --issuer: accept an http:// issuer. There is no TLS handshake to check, so
+    /// the TLS key and ACME account checks are skipped: for development stacks only.
+    #[arg(long, requires = "issuer")]
+    allow_plain_http: bool,
+    /// HTTP timeout for --issuer, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -112,25 +206,8 @@ struct VerifyArgs {
     /// Verification time, UNIX seconds (default: now).
     #[arg(long, value_name = "UNIX_SECONDS")]
     at: Option<u64>,
-    /// Trust anchor PEM file instead of the embedded AWS Nitro Enclaves Root-G1.
-    #[arg(long, value_name = "PEM")]
-    root: Option<PathBuf>,
-    /// Accept the mock NSM root given with --root (mock mode only).
-    #[arg(long, requires = "root")]
-    allow_mock_root: bool,
-    /// Accept documents from debug-mode enclaves (PCR0/1/2 all zero).
-    #[arg(long)]
-    allow_debug: bool,
-    /// Expected PCR value, repeatable: N=HEX with N in 0..31.
-    #[arg(long = "pcr", value_name = "N=HEX", value_parser = parse_pcr)]
-    pcrs: Vec<(u16, Vec<u8>)>,
-    /// nitro-cli measurements JSON of the image you rebuilt (PCR0, PCR1 and PCR2
-    /// required).
-    #[arg(long, value_name = "FILE")]
-    measurements: Option<PathBuf>,
-    /// Check no PCRs: any enclave image signed by the trusted root passes.
-    #[arg(long, conflicts_with_all = ["pcrs", "measurements"])]
-    no_pcr_policy: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Expected nonce (hex).
     #[arg(long, value_name = "HEX", value_parser = parse_hex, conflicts_with = "issuer")]
     nonce: Option<HexBytes>,
@@ -140,29 +217,8 @@ struct VerifyArgs {
     /// Expected public_key (hex).
     #[arg(long, value_name = "HEX", value_parser = parse_hex, conflicts_with = "issuer")]
     public_key: Option<HexBytes>,
-    /// Maximum document age in seconds.
-    #[arg(long, value_name = "SECONDS")]
-    max_age: Option<u64>,
-    /// Clock skew allowed, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_CLOCK_SKEW.as_secs())]
-    clock_skew: u64,
-    /// With --issuer: the KMS key ARN the issuer's enclave must be pinned to (the
-    /// `--kms-key-arn` of the image you rebuilt).
-    #[arg(long, value_name = "ARN", requires = "issuer")]
-    kms_key_arn: Option<String>,
-    /// With --issuer: a key id the JWKS must hold; repeat for each. The JWKS must hold
-    /// exactly these, so a swapped seed or a silent genesis is caught.
-    // A kid is a base64url JWK thumbprint, which may start with '-'.
-    #[arg(
-        long = "expect-kid",
-        value_name = "KID",
-        requires = "issuer",
-        allow_hyphen_values = true
-    )]
-    expect_kids: Vec<String>,
-    /// HTTP timeout for --issuer, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    timeout: u64,
+    #[command(flatten)]
+    online: IssuerArgs,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -208,6 +264,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect(&args),
         Command::Verify(args) => run_verify(&args),
         Command::Measure(args) => run_measure(&args),
+        Command::Watch(args) => run_watch(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -364,7 +421,7 @@ fn print_document(out: &mut String, d: &AttestationDocument) {
     let _ = writeln!(out, "public_key  {}", show(&d.public_key));
 }
 
-fn build_anchor(args: &VerifyArgs) -> Result<TrustAnchor, UsageError> {
+fn build_anchor(args: &TrustArgs) -> Result<TrustAnchor, UsageError> {
     let Some(path) = &args.root else {
         return Ok(TrustAnchor::aws_nitro_root_g1());
     };
@@ -399,7 +456,8 @@ const NO_PCR_POLICY_ERROR: &str = "no PCR policy: give --measurements FILE (the 
      measurements of the image you rebuilt) and/or --pcr N=HEX, or --no-pcr-policy to accept \
      any enclave image signed by the trusted root";
 
-fn build_policy(args: &VerifyArgs) -> Result<Policy, UsageError> {
+/// The document policy: the trust flags, plus `verify`'s expected fields when given.
+fn build_policy(args: &TrustArgs, fields: Option<&VerifyArgs>) -> Result<Policy, UsageError> {
     let mut expected: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
     if let Some(path) = &args.measurements {
         expected = PublishedMeasurements::expected_from_file(path)
@@ -420,20 +478,22 @@ fn build_policy(args: &VerifyArgs) -> Result<Policy, UsageError> {
     } else if expected.is_empty() {
         return Err(UsageError(NO_PCR_POLICY_ERROR.to_owned()));
     }
+    let field =
+        |f: fn(&VerifyArgs) -> &Option<HexBytes>| fields.and_then(|v| f(v).clone()).map(|h| h.0);
     Ok(Policy {
         expected_pcrs: expected,
         allow_debug: args.allow_debug,
-        nonce: args.nonce.clone().map(|h| h.0),
-        user_data: args.user_data.clone().map(|h| h.0),
-        public_key: args.public_key.clone().map(|h| h.0),
+        nonce: field(|v| &v.nonce),
+        user_data: field(|v| &v.user_data),
+        public_key: field(|v| &v.public_key),
         max_age: args.max_age.map(Duration::from_secs),
         clock_skew: Duration::from_secs(args.clock_skew),
     })
 }
 
 fn run_verify(args: &VerifyArgs) -> Result<u8, UsageError> {
-    let anchor = build_anchor(args)?;
-    let policy = build_policy(args)?;
+    let anchor = build_anchor(&args.trust)?;
+    let policy = build_policy(&args.trust, Some(args))?;
     let at_ms = args.at.map(|s| s.saturating_mul(1000));
     if let Some(issuer) = &args.issuer {
         return run_online(args, issuer, anchor, policy, at_ms);
@@ -589,6 +649,73 @@ fn print_verify_outcome(
     }
 }
 
+/// Why the TLS checks of a plain-HTTP issuer are skipped (rows and JSON).
+const PLAIN_HTTP_SKIPPED: &str = "http:// issuer: no TLS handshake to check";
+
+/// The online audit the flags describe. An http:// issuer fails the TLS key check unless
+/// the auditor accepts one (`--allow-plain-http`, or a mock root, which only a development
+/// stack has).
+fn online_audit(
+    issuer: &str,
+    online: &IssuerArgs,
+    trust: &TrustArgs,
+    anchor: TrustAnchor,
+    policy: Policy,
+    at_ms: Option<u64>,
+) -> Result<OnlineAudit, UsageError> {
+    if let Some(arn) = &online.kms_key_arn {
+        agentkeys_statement::KmsKeyArn::parse(arn)
+            .map_err(|e| UsageError(format!("--kms-key-arn: {e}")))?;
+    }
+    if let Some(bad) = online.expect_kids.iter().find(|k| k.is_empty()) {
+        return Err(UsageError(format!(
+            "--expect-kid {bad:?}: a key id is not empty"
+        )));
+    }
+    let tls_roots_pem = match &online.cacert {
+        Some(path) => Some(TlsRootsPem {
+            source_name: path.display().to_string(),
+            pem: std::fs::read_to_string(path)
+                .map_err(|e| UsageError(format!("--cacert {}: {e}", path.display())))?,
+        }),
+        None => None,
+    };
+    let allow_plain_http = online.allow_plain_http || trust.allow_mock_root;
+    let plain = issuer
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+    if plain && allow_plain_http {
+        let why = if online.allow_plain_http {
+            "--allow-plain-http"
+        } else {
+            "--allow-mock-root (a development stack)"
+        };
+        eprintln!(
+            "warning: {issuer} is http://: there is no TLS handshake to check, so the \
+             tls_key and acme_account checks are skipped ({why})"
+        );
+    }
+    Ok(OnlineAudit {
+        issuer: issuer.to_owned(),
+        anchor,
+        policy,
+        at_unix_ms: at_ms,
+        timeout: Duration::from_secs(online.timeout),
+        expect_kms_key_arn: online.kms_key_arn.clone(),
+        expect_kids: online.expect_kids.clone(),
+        tls_roots_pem,
+        allow_plain_http,
+    })
+}
+
+/// True for errors that no retry can cure: the command line is wrong.
+fn is_usage_error(e: &OnlineError) -> bool {
+    matches!(
+        e,
+        OnlineError::IssuerUrl { .. } | OnlineError::TlsRoots { .. }
+    )
+}
+
 fn run_online(
     args: &VerifyArgs,
     issuer: &str,
@@ -596,31 +723,19 @@ fn run_online(
     policy: Policy,
     at_ms: Option<u64>,
 ) -> Result<u8, UsageError> {
-    if let Some(arn) = &args.kms_key_arn {
-        agentkeys_statement::KmsKeyArn::parse(arn)
-            .map_err(|e| UsageError(format!("--kms-key-arn: {e}")))?;
-    }
-    if let Some(bad) = args.expect_kids.iter().find(|k| k.is_empty()) {
-        return Err(UsageError(format!(
-            "--expect-kid {bad:?}: a key id is not empty"
-        )));
-    }
-    let audit = OnlineAudit {
-        issuer: issuer.to_owned(),
-        anchor,
-        policy,
-        at_unix_ms: at_ms,
-        timeout: Duration::from_secs(args.timeout),
-        expect_kms_key_arn: args.kms_key_arn.clone(),
-        expect_kids: args.expect_kids.clone(),
-    };
+    let audit = online_audit(issuer, &args.online, &args.trust, anchor, policy, at_ms)?;
+    let plain_http = !issuer.to_ascii_lowercase().starts_with("https://");
     let result = audit.run();
     if let Err(e) = &result {
         if e.is_transport() {
             return Err(UsageError(e.to_string()));
         }
     }
-    let rows = online_rows(&audit.policy, result.as_ref().err());
+    let rows = online_rows(&audit.policy, plain_http, result.as_ref().err());
+    let presented = match &result {
+        Err(OnlineError::TlsKeyMismatch { leaf, .. }) => Some(leaf.as_ref()),
+        _ => None,
+    };
     let mut out = String::new();
     if args.json {
         let checks: Vec<Value> = rows
@@ -632,6 +747,7 @@ fn run_online(
             "issuer": issuer,
             "failed_check": result.as_ref().err().map(online_failed_name),
             "error": result.as_ref().err().map(|e| e.to_string()),
+            "presented_certificate": presented.map(leaf_json),
             "checks": checks,
             "report": result.as_ref().ok().map(report_json),
         });
@@ -640,25 +756,11 @@ fn run_online(
         print_rows(&mut out, &rows);
         let _ = writeln!(out);
         match &result {
-            Ok(r) => {
-                let _ = writeln!(out, "issuer       {}", r.issuer);
-                let _ = writeln!(out, "jwks_uri     {}", r.jwks_uri);
-                let _ = writeln!(out, "jwks_sha256  {}", r.jwks_sha256_hex);
-                let _ = writeln!(out, "kids         {}", r.kids.join(", "));
-                let _ = writeln!(out, "attested     {}", r.attested_kid);
-                let _ = writeln!(out, "nonce        {}", r.nonce_hex);
-                let _ = writeln!(out, "module_id    {}", r.verified.document.module_id);
-                let _ = writeln!(out, "kms_key_arn  {}", r.statement.kms_key_arn);
-                let _ = writeln!(
-                    out,
-                    "sealed_seed  sha256 {}",
-                    hex::encode(r.statement.sealed_seed_sha256)
-                );
-                let _ = writeln!(out, "key_version  {}", r.statement.key_version);
-                let _ = writeln!(out, "audit_epoch  {}", r.statement.audit_epoch);
-                let _ = writeln!(out, "result       VERIFIED");
-            }
+            Ok(r) => print_report(&mut out, r),
             Err(e) => {
+                if let Some(leaf) = presented {
+                    print_leaf(&mut out, "presented", leaf);
+                }
                 let _ = writeln!(out, "result       FAILED ({}): {e}", online_failed_name(e));
             }
         }
@@ -671,11 +773,122 @@ fn run_online(
     })
 }
 
-fn online_failed_name(e: &OnlineError) -> &'static str {
-    match e {
-        OnlineError::Verify(v) => v.check().name(),
-        other => other.check().map_or("transport", OnlineCheck::name),
+fn print_leaf(out: &mut String, label: &str, leaf: &TlsLeaf) {
+    let _ = writeln!(
+        out,
+        "tls_leaf     {label}: spki sha256 {}",
+        leaf.spki_sha256_hex()
+    );
+    let _ = writeln!(out, "             subject {}", leaf.subject);
+    let _ = writeln!(out, "             issuer {}", leaf.issuer);
+    let _ = writeln!(
+        out,
+        "             serial {}, notAfter {}",
+        leaf.serial_hex,
+        format_unix_ms(leaf.not_after_ms)
+    );
+}
+
+fn print_report(out: &mut String, r: &OnlineReport) {
+    let _ = writeln!(out, "issuer       {}", r.issuer);
+    let _ = writeln!(out, "jwks_uri     {}", r.jwks_uri);
+    let _ = writeln!(out, "jwks_sha256  {}", r.jwks_sha256_hex);
+    let _ = writeln!(out, "kids         {}", r.kids.join(", "));
+    let _ = writeln!(out, "attested     {}", r.attested_kid);
+    let _ = writeln!(out, "nonce        {}", r.nonce_hex);
+    let _ = writeln!(out, "module_id    {}", r.verified.document.module_id);
+    let _ = writeln!(out, "kms_key_arn  {}", r.statement.kms_key_arn);
+    let _ = writeln!(
+        out,
+        "sealed_seed  sha256 {}",
+        hex::encode(r.statement.sealed_seed_sha256)
+    );
+    let _ = writeln!(out, "key_version  {}", r.statement.key_version);
+    let _ = writeln!(out, "audit_epoch  {}", r.statement.audit_epoch);
+    let _ = writeln!(
+        out,
+        "tls_spki     sha256 {} (attested)",
+        hex::encode(r.statement.tls_spki_sha256)
+    );
+    match &r.tls {
+        Some(tls) => {
+            for leaf in &tls.leaves {
+                print_leaf(out, "served, key = attested", leaf);
+            }
+        }
+        None => {
+            let _ = writeln!(out, "tls_leaf     not checked: {PLAIN_HTTP_SKIPPED}");
+        }
     }
+    if let Some(a) = &r.acme_account {
+        let _ = writeln!(out, "acme_account {}", a.statement.account_uri);
+        let _ = writeln!(out, "acme_ca      {}", a.statement.directory);
+        let _ = writeln!(out, "acme_host    {}", a.statement.hostname);
+        let _ = writeln!(out, "caa_issue    {}", a.caa_issue_value);
+    }
+    let _ = writeln!(out, "result       VERIFIED");
+}
+
+fn run_watch(args: &WatchArgs) -> Result<u8, UsageError> {
+    let anchor = build_anchor(&args.trust)?;
+    let policy = build_policy(&args.trust, None)?;
+    let audit = online_audit(
+        &args.issuer,
+        &args.online,
+        &args.trust,
+        anchor,
+        policy,
+        None,
+    )?;
+    let interval = Duration::from_secs(args.interval);
+    let mut watch = Watch::new();
+    let (mut checks, mut passed, mut alerted) = (0u64, 0u64, false);
+    loop {
+        let started = std::time::Instant::now();
+        let result = audit.run();
+        if let Err(e) = &result {
+            if is_usage_error(e) {
+                return Err(UsageError(e.to_string()));
+            }
+        }
+        checks += 1;
+        let outcome = watch.record(&result);
+        let now = agentkeys_attestation::now_unix_ms();
+        let mut out = String::new();
+        if args.json {
+            let _ = writeln!(out, "{}", render_json(now, &outcome));
+        } else {
+            for line in render_lines(now, &outcome) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        emit(&out);
+        passed += u64::from(outcome.observation().is_some());
+        if outcome.is_alert() {
+            alerted = true;
+            if args.exit_on_change {
+                return Ok(EXIT_CHECK_FAILED);
+            }
+        }
+        if args.count.is_some_and(|count| checks >= count) {
+            break;
+        }
+        std::thread::sleep(interval.saturating_sub(started.elapsed()));
+    }
+    if alerted {
+        Ok(EXIT_CHECK_FAILED)
+    } else if passed == 0 {
+        Err(UsageError(format!(
+            "none of the {checks} checks of {} got through",
+            args.issuer
+        )))
+    } else {
+        Ok(EXIT_OK)
+    }
+}
+
+fn online_failed_name(e: &OnlineError) -> &'static str {
+    e.failed_check_name()
 }
 
 fn report_json(r: &OnlineReport) -> Value {
@@ -695,12 +908,42 @@ fn report_json(r: &OnlineReport) -> Value {
             "module_id": r.statement.module_id,
         },
         "document": verified_json(&r.verified),
+        "tls": match &r.tls {
+            Some(tls) => json!({
+                "checked": true,
+                "certificates": tls.leaves.iter().map(leaf_json).collect::<Vec<_>>(),
+            }),
+            None => json!({"checked": false, "reason": PLAIN_HTTP_SKIPPED}),
+        },
+        "acme_account": r.acme_account.as_ref().map(|a| json!({
+            "account_uri": a.statement.account_uri,
+            "directory": a.statement.directory,
+            "hostname": a.statement.hostname,
+            "tls_spki_sha256": hex::encode(a.statement.tls_spki_sha256),
+            "account_key_thumbprint": a.statement.account_key_thumbprint,
+            "caa_issue_value": a.caa_issue_value,
+            "module_id": a.statement.module_id,
+            "nonce": a.nonce_hex,
+            "document": verified_json(&a.verified),
+        })),
+    })
+}
+
+fn leaf_json(leaf: &TlsLeaf) -> Value {
+    json!({
+        "spki_sha256": leaf.spki_sha256_hex(),
+        "subject": leaf.subject,
+        "issuer": leaf.issuer,
+        "serial": leaf.serial_hex,
+        "not_before": format_unix_ms(leaf.not_before_ms),
+        "not_after": format_unix_ms(leaf.not_after_ms),
+        "sha256": hex::encode(leaf.cert_sha256),
     })
 }
 
 /// Rows for the online mode: discovery and response checks, the document checks, then the
 /// JWKS binding checks.
-fn online_rows(policy: &Policy, error: Option<&OnlineError>) -> Vec<Row> {
+fn online_rows(policy: &Policy, plain_http: bool, error: Option<&OnlineError>) -> Vec<Row> {
     let failed_online = error.and_then(OnlineError::check);
     let position = |c: OnlineCheck| OnlineCheck::ALL.iter().position(|x| *x == c);
     let failed_pos = failed_online.and_then(position);
@@ -733,6 +976,7 @@ fn online_rows(policy: &Policy, error: Option<&OnlineError>) -> Vec<Row> {
         let (status, detail) = match failed_pos {
             Some(f) if Some(f) == pos => ("FAIL", error.map(|e| e.to_string()).unwrap_or_default()),
             Some(f) if Some(f) < pos => ("not run", String::new()),
+            _ if plain_http && check.needs_tls() => ("skipped", PLAIN_HTTP_SKIPPED.to_owned()),
             _ => ("pass", String::new()),
         };
         rows.push(Row {
