@@ -15,10 +15,15 @@ use crate::keys::RingSpec;
 use crate::kms::{
     KeyArnError, KmsKeyArn, KmsSettings, DEFAULT_KMS_PROXY_PORT, KMS_OPERATION_TIMEOUT, PARENT_CID,
 };
+use crate::tls::transport::DEFAULT_ACME_PROXY_PORT;
 
 /// Default vsock port the enclave listens on. Source: `docs/protocol.md`, "Transport and
 /// addresses" (the enclave listens on `vsock:any:5000`).
 pub const DEFAULT_VSOCK_PORT: u32 = 5000;
+/// Default vsock port of the enclave's issuer TLS endpoint, where the parent relays the
+/// issuer hostname's TCP connections. Source: `docs/protocol.md`, "Transport and
+/// addresses" (the wire on 5000, the relayed issuer TLS on 5001).
+pub const DEFAULT_TLS_VSOCK_PORT: u32 = 5001;
 /// Length of a PCR value (SHA-384). Source: AWS Nitro Enclaves attestation document spec.
 pub const PCR_BYTES: usize = 48;
 
@@ -59,6 +64,38 @@ pub enum ConfigError {
     /// The authorization modes or session keys are unusable.
     #[error("{0}")]
     Auth(#[from] AuthConfigError),
+    /// `--acme-directory` is unusable.
+    #[error("invalid --acme-directory {url:?}: {reason}")]
+    AcmeDirectory {
+        /// The rejected URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The issuer cannot be the name of an ACME certificate.
+    #[error("--acme-directory needs an https:// --issuer whose host is a DNS name: {reason}")]
+    IssuerTlsHost {
+        /// Why.
+        reason: String,
+    },
+    /// `--acme-contact` is not a `mailto:` URL.
+    #[error("invalid --acme-contact {value:?}: expected mailto:ADDRESS")]
+    AcmeContact {
+        /// The rejected value.
+        value: String,
+    },
+    /// `--acme-renew-before` is zero.
+    #[error("--acme-renew-before must be at least 1 second")]
+    RenewBefore,
+    /// An issuer TLS flag without `--acme-directory`.
+    #[error("{flag} requires --acme-directory")]
+    NeedsAcmeDirectory {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// `--mock` with the issuer's TLS on a vsock listener.
+    #[error("--mock with --acme-directory needs --tls-usock: the mock NSM never listens on vsock")]
+    MockTlsOnVsock,
     /// `--mock` where a Nitro Secure Module exists.
     #[error("--mock refused: {device} exists, so this is a Nitro Enclave and must attest with its real NSM")]
     MockWithNsmDevice {
@@ -148,6 +185,31 @@ pub struct Args {
         allow_hyphen_values = true
     )]
     pub session_key_thumbprints: Vec<String>,
+    /// The ACME (RFC 8555) directory URL of the CA that certifies the issuer's TLS key.
+    /// Given, the enclave terminates the issuer's TLS itself (certificate for the host of
+    /// `--issuer`); absent, it serves no TLS. Part of the measured image.
+    #[arg(long, env = "AGENTKEYS_ENCLAVE_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// vsock port of the issuer TLS endpoint the parent relays to (CID any). Production.
+    #[arg(long, default_value_t = DEFAULT_TLS_VSOCK_PORT, conflicts_with = "tls_usock")]
+    pub tls_vsock_port: u32,
+    /// Unix socket of the issuer TLS endpoint instead of vsock (mock mode and tests).
+    #[arg(long, value_name = "PATH")]
+    pub tls_usock: Option<PathBuf>,
+    /// Extra root certificate (PEM) trusted for the CA's own HTTPS (mock mode only: a
+    /// test CA such as Pebble on loopback).
+    #[arg(long, value_name = "PEM_FILE")]
+    pub acme_root: Option<PathBuf>,
+    /// vsock port of the parent's vsock-proxy to the CA's host (port 443).
+    #[arg(long, default_value_t = DEFAULT_ACME_PROXY_PORT)]
+    pub acme_proxy_port: u32,
+    /// Renew when the certificate has less than this many seconds left (default: one
+    /// third of its lifetime).
+    #[arg(long, value_name = "SECS")]
+    pub acme_renew_before: Option<u64>,
+    /// Contact of the ACME account (`mailto:ADDRESS`).
+    #[arg(long, value_name = "MAILTO")]
+    pub acme_contact: Option<String>,
 }
 
 /// Mock NSM options.
@@ -180,6 +242,8 @@ pub struct EnclaveConfig {
     pub kms_timeout: Duration,
     /// The pinned KMS key.
     pub kms_key: KmsKeyArn,
+    /// The issuer's TLS, when the enclave terminates it (`--acme-directory`).
+    pub issuer_tls: Option<IssuerTlsConfig>,
 }
 
 impl EnclaveConfig {
@@ -234,6 +298,125 @@ pub fn validate_issuer(issuer: &str, mock: bool) -> Result<String, ConfigError> 
         }
         _ => Err(err("scheme must be https")),
     }
+}
+
+/// The issuer host an ACME certificate names: the host of an `https://` issuer, lower
+/// case, which must be a DNS name (a CA certifies no IP address through TLS-ALPN-01 here)
+/// with at least two labels.
+pub fn issuer_tls_hostname(issuer: &str) -> Result<String, ConfigError> {
+    let err = |reason: &str| ConfigError::IssuerTlsHost {
+        reason: reason.to_string(),
+    };
+    let uri: http::Uri = issuer.parse().map_err(|_| err("not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(err(&format!("{issuer:?} is not https://")));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| err("no host"))?
+        .to_ascii_lowercase();
+    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        return Err(err(&format!("{host} is an IP address")));
+    }
+    let labels_ok = host.len() <= 253
+        && host.split('.').count() >= 2
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if !labels_ok {
+        return Err(err(&format!("{host:?} is not a DNS name")));
+    }
+    Ok(host)
+}
+
+/// Checks an ACME directory URL: `https://HOST[:PORT]/PATH` without user info, query or
+/// fragment. Outside mock mode the port must be 443 (the vsock-proxy forwards to the CA
+/// host's 443); in mock mode the host must be loopback (a test CA such as Pebble).
+pub fn validate_acme_directory(url: &str, mock: bool) -> Result<AcmeDirectory, ConfigError> {
+    let err = |reason: &str| ConfigError::AcmeDirectory {
+        url: url.chars().take(256).collect(),
+        reason: reason.to_string(),
+    };
+    if url.len() > agentkeys_wire::statement::MAX_URL_CHARS {
+        return Err(err(&format!(
+            "longer than {} characters",
+            agentkeys_wire::statement::MAX_URL_CHARS
+        )));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err("contains whitespace"));
+    }
+    if url.contains('?') || url.contains('#') {
+        return Err(err("must not have a query or fragment"));
+    }
+    let uri: http::Uri = url.parse().map_err(|_| err("not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(err("scheme must be https"));
+    }
+    let authority = uri.authority().ok_or_else(|| err("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(err("must not carry user info"));
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let port = authority.port_u16().unwrap_or(443);
+    let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
+    if mock && !loopback {
+        return Err(err(
+            "mock mode accepts only a loopback CA (https://127.0.0.1:PORT/…, https://localhost:PORT/…)",
+        ));
+    }
+    if !mock && port != 443 {
+        return Err(err(
+            "the port must be 443: the vsock-proxy forwards to the CA host's port 443",
+        ));
+    }
+    if !mock && (loopback || host.parse::<std::net::IpAddr>().is_ok()) {
+        return Err(err("the CA must be named by its DNS name"));
+    }
+    Ok(AcmeDirectory {
+        url: url.to_string(),
+        host,
+        port,
+    })
+}
+
+/// A checked ACME directory URL and the one host every URL of the CA must be on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeDirectory {
+    /// The directory URL as given.
+    pub url: String,
+    /// Its host, lower case (an IPv6 literal keeps its brackets).
+    pub host: String,
+    /// Its port (443 unless given).
+    pub port: u16,
+}
+
+/// The issuer's TLS as the enclave runs it.
+#[derive(Debug, Clone)]
+pub struct IssuerTlsConfig {
+    /// Where the relayed connections arrive.
+    pub listen: Address,
+    /// The issuer host the certificate names.
+    pub hostname: String,
+    /// The CA.
+    pub directory: AcmeDirectory,
+    /// Mock mode: talk to a loopback CA directly, trusting `acme_root`.
+    pub mock: bool,
+    /// Extra root (PEM file) for the CA's HTTPS, mock mode only.
+    pub acme_root: Option<PathBuf>,
+    /// vsock port of the proxy to the CA's host.
+    pub proxy_port: u32,
+    /// Renew when this little is left; `None` = a third of the certificate's lifetime.
+    pub renew_before: Option<Duration>,
+    /// Account contact (`mailto:`).
+    pub contact: Option<String>,
+    /// Timing of the ACME client.
+    pub timing: crate::tls::AcmeTiming,
 }
 
 /// The default listening address in production: vsock, any CID.
@@ -310,6 +493,67 @@ impl Args {
             Some(path) => Address::Unix(path),
             None => vsock_listen_address(self.vsock_port),
         };
+        let issuer_tls = match self.acme_directory {
+            None => {
+                if self.acme_root.is_some() {
+                    return Err(ConfigError::NeedsAcmeDirectory {
+                        flag: "--acme-root",
+                    });
+                }
+                if self.acme_renew_before.is_some() {
+                    return Err(ConfigError::NeedsAcmeDirectory {
+                        flag: "--acme-renew-before",
+                    });
+                }
+                if self.acme_contact.is_some() {
+                    return Err(ConfigError::NeedsAcmeDirectory {
+                        flag: "--acme-contact",
+                    });
+                }
+                None
+            }
+            Some(url) => {
+                if self.acme_root.is_some() && !self.mock {
+                    return Err(ConfigError::NeedsMock {
+                        flag: "--acme-root",
+                    });
+                }
+                if self.mock && self.tls_usock.is_none() {
+                    return Err(ConfigError::MockTlsOnVsock);
+                }
+                let directory = validate_acme_directory(&url, self.mock)?;
+                let hostname = issuer_tls_hostname(&issuer)?;
+                if let Some(c) = &self.acme_contact {
+                    let ok = c.strip_prefix("mailto:").is_some_and(|a| {
+                        a.contains('@')
+                            && a.len() <= 254
+                            && a.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+                    });
+                    if !ok {
+                        return Err(ConfigError::AcmeContact {
+                            value: c.chars().take(128).collect(),
+                        });
+                    }
+                }
+                if self.acme_renew_before == Some(0) {
+                    return Err(ConfigError::RenewBefore);
+                }
+                Some(IssuerTlsConfig {
+                    listen: match self.tls_usock {
+                        Some(path) => Address::Unix(path),
+                        None => vsock_listen_address(self.tls_vsock_port),
+                    },
+                    hostname,
+                    directory,
+                    mock: self.mock,
+                    acme_root: self.acme_root,
+                    proxy_port: self.acme_proxy_port,
+                    renew_before: self.acme_renew_before.map(Duration::from_secs),
+                    contact: self.acme_contact,
+                    timing: crate::tls::AcmeTiming::default(),
+                })
+            }
+        };
         Ok(EnclaveConfig {
             listen,
             mock: MockOptions {
@@ -327,6 +571,7 @@ impl Args {
             kms_proxy_port: self.kms_proxy_port,
             kms_timeout: KMS_OPERATION_TIMEOUT,
             kms_key,
+            issuer_tls,
         })
     }
 }

@@ -12,9 +12,9 @@
 use std::sync::{Arc, RwLock};
 
 use agentkeys_wire::{
-    Attestation, AuditCheckpoint, EnclaveStatus, IssuerTlsRequest, IssuerTlsStatus, JwksStatement,
-    MintJwtRequest, MintedJwt, Request, Response, UnsealRequest, UnsealResult, WireError,
-    WireErrorKind,
+    AcmeAccountStatement, Attestation, AuditCheckpoint, EnclaveStatus, IssuerTlsRequest,
+    IssuerTlsStatus, JwksStatement, MintJwtRequest, MintedJwt, Request, Response, UnsealRequest,
+    UnsealResult, WireError, WireErrorKind,
 };
 use aws_lc_rs::rand::SystemRandom;
 use sha2::{Digest, Sha256};
@@ -29,6 +29,8 @@ use crate::keys::{self, KeyRing, RingSpec};
 use crate::kms::{self, KmsSettings};
 use crate::nsm::{self, NsmDevice, NsmError};
 use crate::tls::keys::IssuerTlsKeys;
+use crate::tls::server::{IssuerSurface, Refusal};
+use crate::tls::IssuerTls;
 
 /// Failures starting the enclave.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,8 @@ pub struct Enclave {
     state: RwLock<Option<Arc<UnsealedState>>>,
     unseal_lock: tokio::sync::Mutex<()>,
     rng: SystemRandom,
+    /// The issuer's TLS, when this enclave terminates it.
+    issuer_tls: Option<Arc<IssuerTls>>,
 }
 
 fn wire(kind: WireErrorKind, message: impl Into<String>) -> WireError {
@@ -139,6 +143,7 @@ impl Enclave {
         auth: AuthPolicy,
         ring_spec: RingSpec,
         kms: KmsSettings,
+        issuer_tls: Option<Arc<IssuerTls>>,
     ) -> Result<Enclave, StartError> {
         let chain = AuditChain::from_nsm(nsm.as_ref())?;
         let module_id = nsm::module_id(nsm.as_ref())?;
@@ -156,6 +161,7 @@ impl Enclave {
             state: RwLock::new(None),
             unseal_lock: tokio::sync::Mutex::new(()),
             rng: SystemRandom::new(),
+            issuer_tls,
         })
     }
 
@@ -215,7 +221,13 @@ impl Enclave {
     /// as it is attested.
     fn issuer_tls(&self, req: IssuerTlsRequest) -> Result<Response, WireError> {
         let state = self.require_unsealed()?;
-        let _ = req;
+        if let Some(tls) = &self.issuer_tls {
+            if let Some(pem) = req.cached_chain_pem.as_deref() {
+                let now = jwt::now_unix().map_err(token_error)?;
+                tls.offer_cached(pem, now);
+            }
+            return Ok(Response::IssuerTls(tls.status()));
+        }
         Ok(Response::IssuerTls(IssuerTlsStatus {
             enabled: false,
             hostname: String::new(),
@@ -287,6 +299,12 @@ impl Enclave {
                 .map_err(|e| wire(WireErrorKind::Internal, e.to_string()))?,
         );
         drop(unsealed.seed);
+        if let Some(tls) = &self.issuer_tls {
+            if let Err(e) = tls.install_keys(tls_keys.clone()) {
+                tracing::error!(error = %e, "issuer TLS cannot use its key");
+                tls.set_last_error(Some(e.to_string()));
+            }
+        }
         let result = UnsealResult {
             sealed_seed: unsealed.sealed_seed,
             genesis: unsealed.genesis,
@@ -345,8 +363,13 @@ impl Enclave {
     }
 
     async fn attest(self: &Arc<Self>, nonce: Option<Vec<u8>>) -> Result<Response, WireError> {
+        self.attestation(nonce).await.map(Response::Attestation)
+    }
+
+    /// A fresh attestation document over the JWKS and its statement.
+    async fn attestation(&self, nonce: Option<Vec<u8>>) -> Result<Attestation, WireError> {
         let state = self.require_unsealed()?;
-        let this = self.clone();
+        let nsm = self.nsm.clone();
         let jwks = state.ring.jwks_bytes().to_vec();
         let jwks_sha256: [u8; 32] = Sha256::digest(&jwks).into();
         let kids = state.ring.kids();
@@ -365,7 +388,7 @@ impl Enclave {
         let user_data = statement.clone();
         let document = tokio::task::spawn_blocking(move || {
             nsm::attest(
-                this.nsm.as_ref(),
+                nsm.as_ref(),
                 Some(&user_data),
                 nonce.as_deref(),
                 Some(state.ring.active().spki_der()),
@@ -374,13 +397,13 @@ impl Enclave {
         .await
         .map_err(|e| wire(WireErrorKind::Internal, format!("attestation task: {e}")))?
         .map_err(nsm_error)?;
-        Ok(Response::Attestation(Attestation {
+        Ok(Attestation {
             document,
             jwks,
             jwks_sha256,
             kids,
             statement,
-        }))
+        })
     }
 
     async fn checkpoint(self: &Arc<Self>, nonce: Option<Vec<u8>>) -> Result<Response, WireError> {
@@ -439,13 +462,40 @@ fn open_mock_nsm(_config: &EnclaveConfig) -> Result<Arc<dyn NsmDevice>, StartErr
 /// recipient key, binds the listener and serves every connection.
 pub async fn run(config: EnclaveConfig) -> Result<(), StartError> {
     let nsm = open_nsm(&config)?;
+    let issuer_tls = config
+        .issuer_tls
+        .clone()
+        .map(|c| Arc::new(IssuerTls::new(c)));
     let enclave = Arc::new(Enclave::new(
         nsm,
         config.policy.clone(),
         config.auth.clone(),
         config.ring,
         config.kms_settings(),
+        issuer_tls.clone(),
     )?);
+    if let Some(tls) = issuer_tls {
+        let address = &tls.config().listen;
+        let tls_listener = address
+            .listen()
+            .await
+            .map_err(|source| StartError::Listen {
+                address: address.to_string(),
+                source,
+            })?;
+        tracing::info!(
+            address = %address,
+            hostname = %tls.hostname(),
+            directory = %tls.config().directory.url,
+            "issuer TLS listening"
+        );
+        tokio::spawn(crate::tls::server::serve(
+            tls_listener,
+            tls.clone(),
+            enclave.clone(),
+        ));
+        tokio::spawn(crate::tls::acme::run(tls));
+    }
     let listener = config
         .listen
         .listen()
@@ -477,4 +527,128 @@ pub async fn serve_listener(enclave: Arc<Enclave>, listener: agentkeys_wire::Lis
         async move { enclave.handle(request).await }
     })
     .await;
+}
+
+/// JSON body of an attestation answer: the shape the broker serves at
+/// `/.well-known/nitro-attestation` (`docs/api.md`).
+pub fn attestation_json(a: &Attestation, nonce: Option<&[u8]>, mock: bool) -> serde_json::Value {
+    use base64::Engine;
+    let statement = match JwksStatement::decode(&a.statement) {
+        Ok(s) => serde_json::json!({
+            "tag": agentkeys_wire::statement::JWKS_TAG,
+            "jwks_sha256": hex::encode(s.jwks_sha256),
+            "kms_key_arn": s.kms_key_arn.as_str(),
+            "sealed_seed_sha256": hex::encode(s.sealed_seed_sha256),
+            "key_version": s.key_version,
+            "audit_epoch": s.audit_epoch,
+            "module_id": s.module_id,
+            "tls_spki_sha256": hex::encode(s.tls_spki_sha256),
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    serde_json::json!({
+        "document": base64::engine::general_purpose::STANDARD.encode(&a.document),
+        "format": "cose_sign1",
+        "jwks_sha256": hex::encode(a.jwks_sha256),
+        "kids": a.kids,
+        "statement": statement,
+        "nonce": nonce.map(hex::encode),
+        "mock": mock,
+    })
+}
+
+fn surface_refusal(e: WireError) -> Refusal {
+    match e.kind {
+        WireErrorKind::NotUnsealed => Refusal::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            e.message,
+        ),
+        WireErrorKind::InvalidRequest => {
+            Refusal::new(http::StatusCode::BAD_REQUEST, "bad_request", e.message)
+        }
+        _ => Refusal::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "enclave_error",
+            e.message,
+        ),
+    }
+}
+
+impl IssuerSurface for Enclave {
+    fn issuer(&self) -> String {
+        self.policy.issuer().to_string()
+    }
+
+    fn jwks(&self) -> Result<Vec<u8>, Refusal> {
+        self.require_unsealed()
+            .map(|s| s.ring.jwks_bytes().to_vec())
+            .map_err(surface_refusal)
+    }
+
+    async fn attestation(&self, nonce: Option<Vec<u8>>) -> Result<serde_json::Value, Refusal> {
+        let attestation = self
+            .attestation(nonce.clone())
+            .await
+            .map_err(surface_refusal)?;
+        Ok(attestation_json(
+            &attestation,
+            nonce.as_deref(),
+            self.nsm.is_mock(),
+        ))
+    }
+
+    async fn acme_account(&self) -> Result<serde_json::Value, Refusal> {
+        let state = self.require_unsealed().map_err(surface_refusal)?;
+        let Some(tls) = &self.issuer_tls else {
+            return Err(Refusal::new(
+                http::StatusCode::NOT_FOUND,
+                "not_found",
+                "this enclave does not terminate the issuer's TLS (no ACME directory)",
+            ));
+        };
+        let Some(account_uri) = tls.account_uri() else {
+            return Err(Refusal::new(
+                http::StatusCode::NOT_FOUND,
+                "no_account",
+                format!(
+                    "the ACME account is not registered yet{}",
+                    tls.last_error()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                ),
+            ));
+        };
+        let statement = AcmeAccountStatement {
+            directory: tls.config().directory.url.clone(),
+            account_uri: account_uri.clone(),
+            account_key_thumbprint: state.tls_keys.account.thumbprint().to_string(),
+            hostname: tls.hostname().to_string(),
+            tls_spki_sha256: state.tls_keys.tls.spki_sha256(),
+            module_id: self.module_id.clone(),
+        };
+        let user_data = statement.encode();
+        let nsm = self.nsm.clone();
+        let document = tokio::task::spawn_blocking(move || {
+            nsm::attest(nsm.as_ref(), Some(&user_data), None, None)
+        })
+        .await
+        .map_err(|e| {
+            surface_refusal(wire(
+                WireErrorKind::Internal,
+                format!("attestation task: {e}"),
+            ))
+        })?
+        .map_err(|e| surface_refusal(nsm_error(e)))?;
+        use base64::Engine;
+        Ok(serde_json::json!({
+            "directory": statement.directory,
+            "account_uri": account_uri,
+            "account_key_thumbprint": statement.account_key_thumbprint,
+            "hostname": statement.hostname,
+            "tls_spki_sha256": hex::encode(statement.tls_spki_sha256),
+            "caa_issue_value": format!("accounturi={account_uri}; validationmethods=tls-alpn-01"),
+            "attestation_document": base64::engine::general_purpose::STANDARD.encode(document),
+        }))
+    }
 }
