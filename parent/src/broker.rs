@@ -9,10 +9,13 @@ use bytes::Bytes;
 
 use crate::audit::{AuditBackend, AuditEvent, AuditStore, GroupCommitConfig, NewAuditRow, Outcome};
 use crate::config::{BrokerConfig, ServeArgs, DEFAULT_MAX_CONNECTIONS};
+use crate::enclave::issuer_tls::IssuerTlsKeeper;
 use crate::enclave::{EnclaveManager, UnsealConfig};
 use crate::http::listener::{ServeError, SHUTDOWN_GRACE};
 use crate::http::{discovery_document, router, serve_http_with_limits, shutdown_signal, AppState};
 use crate::metrics::Metrics;
+use crate::relay::config::IssuerListenConfig;
+use crate::relay::RelayHandle;
 use crate::session::SessionChecker;
 use crate::sts::StsExchanger;
 
@@ -112,6 +115,49 @@ impl Drop for Broker {
     }
 }
 
+/// The issuer listener of a running broker: the relay to the enclave's TLS endpoint and
+/// the keeper of the issuer's certificate chain.
+pub struct IssuerListener {
+    relay: RelayHandle,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl IssuerListener {
+    /// The address the issuer listener listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.relay.local_addr()
+    }
+
+    /// Stops accepting issuer connections, lets open ones finish for up to `grace`, and
+    /// stops the chain keeper.
+    pub async fn shutdown(self, grace: Duration) {
+        self.keeper.abort();
+        self.relay.shutdown(grace).await;
+    }
+}
+
+/// Starts relaying `listener`'s connections to the enclave's TLS endpoint, and keeping
+/// the issuer's certificate chain in `config.chain_cache` (offered back to the enclave
+/// after each unseal).
+pub fn start_issuer_listener(
+    broker: &Broker,
+    config: &IssuerListenConfig,
+    listener: std::net::TcpListener,
+) -> Result<IssuerListener, ServeError> {
+    let enclave = &broker.state.enclave;
+    let keeper = IssuerTlsKeeper::new(enclave.client().clone(), config.chain_cache.clone());
+    enclave.attach_issuer_tls(keeper.clone());
+    let relay = crate::relay::spawn(
+        listener,
+        config.relay.clone(),
+        broker.state.metrics.relay.clone(),
+    )?;
+    Ok(IssuerListener {
+        relay,
+        keeper: keeper.spawn(),
+    })
+}
+
 /// Installs the process-wide rustls crypto provider (once).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -188,12 +234,33 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
+    let issuer_listen =
+        args.issuer_tls
+            .validate(&config.issuer, config.bind, &config.sealed_seed)?;
     let listener =
         std::net::TcpListener::bind(config.bind).map_err(|source| ServeError::Listen {
             addr: config.bind.to_string(),
             source,
         })?;
+    let issuer_listener = issuer_listen
+        .as_ref()
+        .map(|c| crate::relay::bind(c.listen))
+        .transpose()?;
     let broker = build(&config).await?;
+    let issuer = match (&issuer_listen, issuer_listener) {
+        (Some(c), Some(l)) => {
+            let issuer = start_issuer_listener(&broker, c, l)?;
+            tracing::info!(
+                issuer_listen = %issuer.local_addr(),
+                enclave_tls = %c.relay.upstream,
+                chain_cache = %c.chain_cache.display(),
+                max_connections = c.relay.max_connections,
+                "issuer listener relaying to the enclave's TLS"
+            );
+            Some(issuer)
+        }
+        _ => None,
+    };
     tracing::info!(
         bind = %config.bind,
         issuer = %config.issuer,
@@ -206,7 +273,26 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         "broker listening"
     );
     let app = router(broker.state.clone());
-    serve_http_with_limits(listener, app, config.tls.clone(), limits, shutdown_signal()).await?;
+    // One signal stops both listeners; both drain at the same time.
+    let signal = futures::FutureExt::shared(shutdown_signal());
+    let issuer_drain = issuer.map(|issuer| {
+        let signal = signal.clone();
+        tokio::spawn(async move {
+            signal.await;
+            issuer.shutdown(SHUTDOWN_GRACE).await;
+        })
+    });
+    let served =
+        serve_http_with_limits(listener, app, config.tls.clone(), limits, signal.clone()).await;
+    if let Some(drain) = issuer_drain {
+        if served.is_ok() {
+            let _ = drain.await;
+        } else {
+            // Serving failed before any signal: dropping the listener closes it.
+            drain.abort();
+        }
+    }
+    served?;
     broker.finish_abandoned_requests(SHUTDOWN_GRACE).await;
     broker.audit_store.shutdown(SHUTDOWN_GRACE).await;
     Ok(())

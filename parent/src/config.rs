@@ -177,6 +177,9 @@ pub struct ServeArgs {
     /// HTTP limits of the listener.
     #[command(flatten)]
     pub http: HttpLimitArgs,
+    /// The issuer listener, relayed to the enclave's TLS endpoint.
+    #[command(flatten)]
+    pub issuer_tls: crate::relay::config::IssuerListenArgs,
     /// A TLS-terminating proxy is in front: allows a non-loopback bind without TLS.
     #[arg(long, env = "BROKER_BEHIND_TLS_PROXY")]
     pub behind_tls_proxy: bool,
@@ -529,7 +532,13 @@ impl std::fmt::Debug for KmsCredentials {
     }
 }
 
-fn check_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+/// `value` of flag `name` within `[min, max]`, or [`ConfigError::OutOfRange`].
+pub(crate) fn check_range(
+    name: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<(), ConfigError> {
     if value < min || value > max {
         return Err(ConfigError::OutOfRange {
             name,

@@ -11,6 +11,7 @@
 //! | [`broker`] | assembling a broker from its configuration, and `serve` |
 //! | [`http`] | the listener, the routes, the mint path, the API errors |
 //! | [`enclave`] | the enclave client and supervisor, the sealed seed file |
+//! | [`relay`] | the issuer listener: connections relayed, unread, to the enclave's TLS |
 //! | [`session`], [`sts`] | the session backend check, the STS exchange |
 //! | [`audit`] | the durable, hash-chained audit log and its verification |
 //! | [`cli`] | the client and operator commands (`creds`, `audit`, policy generators) |
@@ -24,5 +25,6 @@ pub mod config;
 pub mod enclave;
 pub mod http;
 pub mod metrics;
+pub mod relay;
 pub mod session;
 pub mod sts;

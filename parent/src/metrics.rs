@@ -213,6 +213,8 @@ pub struct Metrics {
     enclave_unseals: Counter,
     audit_pending_withheld: Gauge,
     abandoned_mints: Gauge,
+    /// The issuer relay's counters.
+    pub relay: crate::relay::RelayMetrics,
 }
 
 impl Default for Metrics {
@@ -302,6 +304,7 @@ impl Default for Metrics {
             "agentkeys_abandoned_mints",
             "Mints whose clients disconnected, still finishing so that each is recorded",
         );
+        let relay = crate::relay::RelayMetrics::register(&mut registry);
 
         Metrics {
             registry,
@@ -316,6 +319,7 @@ impl Default for Metrics {
             enclave_unseals,
             audit_pending_withheld,
             abandoned_mints,
+            relay,
         }
     }
 }

@@ -2,11 +2,12 @@
 //! start-up and after an enclave restart (a background supervisor), the published JWKS
 //! and attestation document, and the mapping of enclave failures to API errors.
 
+pub mod issuer_tls;
 pub mod sealed_seed;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use agentkeys_wire::{
@@ -123,6 +124,8 @@ pub struct EnclaveManager {
     published: RwLock<Option<Arc<Published>>>,
     last_error: Mutex<String>,
     wake: Notify,
+    /// The issuer certificate chain's keeper, told of each unseal.
+    issuer_tls: OnceLock<Arc<issuer_tls::IssuerTlsKeeper>>,
 }
 
 /// Why unsealing or refreshing failed.
@@ -173,7 +176,26 @@ impl EnclaveManager {
             published: RwLock::new(None),
             last_error: Mutex::new("not yet contacted".to_string()),
             wake: Notify::new(),
+            issuer_tls: OnceLock::new(),
         })
+    }
+
+    /// Tells `keeper` of every unseal from now on (once; a second keeper is ignored),
+    /// and of the one that already happened, if any.
+    pub fn attach_issuer_tls(&self, keeper: Arc<issuer_tls::IssuerTlsKeeper>) {
+        if self.issuer_tls.set(keeper.clone()).is_ok() && self.unseal_count() > 0 {
+            keeper.unsealed();
+        }
+    }
+
+    /// The client the manager calls the enclave with.
+    pub(crate) fn client(&self) -> &EnclaveClient {
+        &self.client
+    }
+
+    /// The issuer certificate chain's keeper, when the issuer's TLS is relayed.
+    pub fn issuer_tls(&self) -> Option<&Arc<issuer_tls::IssuerTlsKeeper>> {
+        self.issuer_tls.get()
     }
 
     /// Whether the enclave is unsealed and its JWKS published.
@@ -378,6 +400,9 @@ impl EnclaveManager {
             );
         }
         self.unseals.fetch_add(1, Ordering::Relaxed);
+        if let Some(keeper) = self.issuer_tls.get() {
+            keeper.unsealed();
+        }
         tracing::info!(
             active_kid = %result.active_kid,
             genesis = result.genesis,

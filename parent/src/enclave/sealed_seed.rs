@@ -81,10 +81,16 @@ pub fn read_sealed_seed(path: &Path) -> Result<Option<Vec<u8>>, SeedFileError> {
 
 /// Writes the sealed seed atomically with mode 0600.
 pub fn write_sealed_seed(path: &Path, bytes: &[u8]) -> Result<(), SeedFileError> {
-    let err = |source| SeedFileError::Write {
+    write_atomically(path, bytes, 0o600).map_err(|source| SeedFileError::Write {
         path: path.to_path_buf(),
         source,
-    };
+    })
+}
+
+/// Replaces `path` with `bytes` atomically (a temporary file in the same directory,
+/// fsync, rename, fsync of the directory), created with `mode`: a reader sees the old
+/// contents or the new ones, never a mix, even across a crash.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -92,22 +98,20 @@ pub fn write_sealed_seed(path: &Path, bytes: &[u8]) -> Result<(), SeedFileError>
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "sealed-seed".to_string());
+        .unwrap_or_else(|| "file".to_string());
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
+    std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        err(e)
     })?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();

@@ -74,16 +74,7 @@ pub async fn serve_http_with_limits(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let listen_err = |source| ServeError::Listen {
-        addr: addr.clone(),
-        source,
-    };
-    listener.set_nonblocking(true).map_err(listen_err)?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_err)?;
+    let listener = to_tokio(listener)?;
     let tls = match tls {
         None => None,
         Some((cert, key)) => {
@@ -108,6 +99,21 @@ pub async fn serve_http_with_limits(
     Ok(())
 }
 
+/// `listener`, made non-blocking, on the tokio runtime.
+pub(crate) fn to_tokio(
+    listener: std::net::TcpListener,
+) -> Result<tokio::net::TcpListener, ServeError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let listen_err = |source| ServeError::Listen { addr, source };
+    match listener.set_nonblocking(true) {
+        Ok(()) => tokio::net::TcpListener::from_std(listener).map_err(listen_err),
+        Err(e) => Err(listen_err(e)),
+    }
+}
+
 /// File descriptors kept for everything but client connections: the backend pool
 /// ([`BACKEND_POOL_IDLE`] = 128), up to 64 enclave connections, the SQLite database and
 /// its WAL and shared-memory files, STS connections, the listener, stdio and the
@@ -117,7 +123,7 @@ const FD_RESERVE: u64 = 256;
 const CAP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after an `accept` failure that is not about one connection (e.g. EMFILE), so
 /// that the loop does not spin; the same value `axum::serve` uses.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Raises the soft open-file limit so that `cap` connections fit (up to the hard limit);
 /// returns the cap that fits, lowered with a warning when the hard limit is too small.
@@ -248,7 +254,7 @@ async fn accept_loop(
 }
 
 /// Errors of `accept` that concern one connection only: go on at once.
-fn is_connection_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_connection_error(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::ConnectionRefused

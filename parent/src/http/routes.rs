@@ -167,7 +167,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let backend = with_timeout(async { s.session.reachable().await.map_err(|e| e.to_string()) });
     let (enclave, audit, backend) = tokio::join!(enclave, audit, backend);
     let ready = enclave.is_ok() && audit.is_ok() && backend.is_ok();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "ready": ready,
         "checks": {
             "enclave": Check::from(enclave),
@@ -175,6 +175,10 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
             "backend": Check::from(backend),
         }
     });
+    // The issuer's certificate, as information: the mint API serves without it.
+    if let Some(keeper) = s.enclave.issuer_tls() {
+        body["issuer_tls"] = keeper.view().to_json();
+    }
     let status = if ready {
         StatusCode::OK
     } else {
