@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use super::postgres::tls::{split_tls, PgTls};
 use super::postgres::PgAuditStore;
 use super::sqlite::{AuditStats, SqliteAuditStore};
 use super::{AuditError, AuditStore, GroupCommitConfig};
@@ -47,6 +48,38 @@ pub enum AuditDbError {
     /// A chain id that cannot be used.
     #[error("audit chain id {0:?} is not valid: give 1 to 253 printable ASCII characters without spaces (--audit-chain)")]
     BadChainId(String),
+    /// An `sslmode` this build does not take.
+    #[error("--audit-db {redacted}: sslmode={value:?} is not supported: use verify-full (recommended), verify-ca, require or disable (prefer and allow fall back to plain TCP without saying so)")]
+    SslMode {
+        /// The URL with its password replaced.
+        redacted: String,
+        /// The value given.
+        value: String,
+    },
+    /// A TLS mode that verifies the server without a CA file to verify it against.
+    #[error("--audit-db {redacted}: sslmode={mode} needs sslrootcert=PATH, the PEM file of the CA that issued the server's certificate (for RDS and Aurora, the region's bundle AWS publishes)")]
+    NoRootCert {
+        /// The URL with its password replaced.
+        redacted: String,
+        /// The mode.
+        mode: &'static str,
+    },
+    /// The `sslrootcert` file cannot be used.
+    #[error("--audit-db sslrootcert={}: {reason}", path.display())]
+    RootCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A libpq TLS parameter this build does not support (client certificates, CRLs).
+    #[error("--audit-db {redacted}: the parameter {param} is not supported (client certificates and revocation lists are not; the broker authenticates with a password)")]
+    UnsupportedTlsParam {
+        /// The URL with its password replaced.
+        redacted: String,
+        /// The parameter.
+        param: String,
+    },
 }
 
 /// A PostgreSQL connection URL, kept with a redacted form for messages and reports.
@@ -55,6 +88,7 @@ pub struct PgUrl {
     /// Shared: a configuration is several hundred bytes and never changes once parsed.
     config: Arc<tokio_postgres::Config>,
     redacted: String,
+    tls: PgTls,
 }
 
 impl PgUrl {
@@ -66,12 +100,14 @@ impl PgUrl {
             Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
             None => url.to_string(),
         };
-        let config = tokio_postgres::Config::from_str(&normalized).map_err(|e| {
+        let (normalized, tls) = split_tls(&normalized, &redacted)?;
+        let mut config = tokio_postgres::Config::from_str(&normalized).map_err(|e| {
             AuditDbError::MalformedUrl {
                 redacted: redacted.clone(),
                 reason: e.to_string(),
             }
         })?;
+        config.ssl_mode(tls.driver_mode());
         if config.get_hosts().is_empty() {
             return Err(AuditDbError::MalformedUrl {
                 redacted,
@@ -84,12 +120,18 @@ impl PgUrl {
         Ok(PgUrl {
             config: Arc::new(config),
             redacted,
+            tls,
         })
     }
 
     /// The driver's connection configuration.
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
+    }
+
+    /// The TLS settings (`sslmode`, `sslrootcert`).
+    pub fn tls(&self) -> &PgTls {
+        &self.tls
     }
 
     /// The URL with its password replaced by `***`.

@@ -16,6 +16,7 @@
 
 mod rows;
 pub(crate) mod schema;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use super::db::{check_chain_id, PgUrl};
 use super::row::{encode_row, row_hash, RowFormat, GENESIS_PREV_HASH};
@@ -208,10 +209,15 @@ async fn connect(url: &PgUrl, chain: &str, migrate: bool) -> Result<Live, PgErro
         url: url.redacted().to_string(),
         reason,
     };
-    let (mut client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
-        .await
-        .map_err(|_| connect_error(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| connect_error(describe(&e)))?;
+    let (mut client, connection) =
+        tokio::time::timeout(CONNECT_TIMEOUT, config.connect(url.tls().connector()))
+            .await
+            .map_err(|_| connect_error(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| {
+                let reason = describe(&e);
+                let hint = url.tls().hint(&reason);
+                connect_error(format!("{reason}{hint}"))
+            })?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %describe(&e), "PostgreSQL audit connection ended");

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use agentkeys_attestation::jwks::Jwk;
 use agentkeys_wire::CheckpointStatement;
 use futures::{pin_mut, TryStreamExt};
-use tokio_postgres::{GenericClient, NoTls};
+use tokio_postgres::GenericClient;
 
 use super::chain::{check_enclave_epochs, fail, ChainWalker};
 use super::tokens::{judge, verify_or_report, FoundToken};
@@ -180,14 +180,17 @@ fn finish_chain(
 async fn connect(
     url: &PgUrl,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), PgVerifyError> {
-    let (client, connection) =
-        url.config()
-            .connect(NoTls)
-            .await
-            .map_err(|e| PgVerifyError::Connect {
+    let (client, connection) = url
+        .config()
+        .connect(url.tls().connector())
+        .await
+        .map_err(|e| {
+            let reason = describe(&e);
+            PgVerifyError::Connect {
                 url: url.redacted().to_string(),
-                reason: describe(&e),
-            })?;
+                reason: format!("{reason}{}", url.tls().hint(&reason)),
+            }
+        })?;
     let driver = tokio::spawn(async move {
         // The connection's end is seen by the queries that needed it.
         let _ = connection.await;
