@@ -11,13 +11,17 @@
 //! | [`enclave_child`] | the enclave as a supervised child process with the mock NSM |
 //! | [`standins`] | the STS and session-backend stand-ins, and `stand-in KIND` |
 //! | [`audit_faults`] | the audit fault switch (`POST /dev/faults/audit`) |
+//! | [`audit_stats`] | the audit store's commit counters (`GET /dev/audit/stats`) |
+//! | [`fleet`] | `dev --hosts N --audit-db postgres://…`: several hosts on one PostgreSQL log |
 //! | [`demo`] | `dev --demo`: the whole flow once, each step checked |
 //! | [`jwk`] | base64url and P-256 JWKs, for the STS stand-in and the demo |
 //! | [`siwe_wallet`] | a throwaway Ethereum wallet that writes and signs Sign-In with Ethereum messages |
 
 pub mod audit_faults;
+pub mod audit_stats;
 pub mod demo;
 pub mod enclave_child;
+pub mod fleet;
 pub mod jwk;
 pub mod siwe_wallet;
 pub mod stack;

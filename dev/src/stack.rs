@@ -91,6 +91,9 @@ pub struct DevArgs {
         allow_hyphen_values = true
     )]
     pub session_key_thumbprints: Vec<String>,
+    /// Several hosts on one PostgreSQL audit log (`--hosts`, `--audit-db`).
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetArgs,
 }
 
 /// The file of the backend stand-in's session key, in the data directory.
@@ -98,23 +101,23 @@ pub const SESSION_KEY_FILE: &str = "session-key.hex";
 
 /// Contents of `--ready-file`.
 #[derive(serde::Serialize, Clone)]
-struct ReadyInfo {
-    broker_url: String,
-    issuer: String,
-    backend_url: String,
-    sts_url: String,
-    kms_url: String,
-    mock_root_pem: PathBuf,
-    enclave_pid: u32,
-    enclave_socket: PathBuf,
-    audit_db: PathBuf,
-    sealed_seed: PathBuf,
-    kms_cloudtrail: PathBuf,
-    data_dir: PathBuf,
-    pid: u32,
+pub(crate) struct ReadyInfo {
+    pub(crate) broker_url: String,
+    pub(crate) issuer: String,
+    pub(crate) backend_url: String,
+    pub(crate) sts_url: String,
+    pub(crate) kms_url: String,
+    pub(crate) mock_root_pem: PathBuf,
+    pub(crate) enclave_pid: u32,
+    pub(crate) enclave_socket: PathBuf,
+    pub(crate) audit_db: PathBuf,
+    pub(crate) sealed_seed: PathBuf,
+    pub(crate) kms_cloudtrail: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) pid: u32,
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
@@ -156,16 +159,16 @@ impl ReadyInfo {
 }
 
 /// The URLs of the stand-ins, started or given.
-struct StandInUrls {
-    kms: String,
-    sts: String,
-    backend: String,
+pub(crate) struct StandInUrls {
+    pub(crate) kms: String,
+    pub(crate) sts: String,
+    pub(crate) backend: String,
     /// The thumbprints of the session keys the enclave trusts.
-    session_keys: Vec<String>,
+    pub(crate) session_keys: Vec<String>,
 }
 
 /// Starts the KMS stand-in, and the STS and backend stand-ins unless `args` names others.
-async fn start_stand_ins(
+pub(crate) async fn start_stand_ins(
     args: &DevArgs,
     data_dir: &Path,
     issuer: &str,
@@ -216,7 +219,7 @@ async fn start_stand_ins(
 }
 
 /// The enclave child in mock mode on `socket`, for `issuer`.
-fn enclave_child(
+pub(crate) fn enclave_child(
     args: &DevArgs,
     socket: &Path,
     issuer: &str,
@@ -248,7 +251,7 @@ fn enclave_child(
 }
 
 /// The broker's configuration in the dev stack.
-fn broker_config(
+pub(crate) fn broker_config(
     args: &DevArgs,
     bind: SocketAddr,
     urls: &StandInUrls,
@@ -304,6 +307,9 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     write_atomically(&mock_root, agentkeys_mock_nsm::mock_root_pem().as_bytes())?;
     let mock_measurements = data_dir.join(MOCK_MEASUREMENTS_FILE);
     write_atomically(&mock_measurements, mock_measurements_json().as_bytes())?;
+    if let Some(plan) = crate::fleet::FleetPlan::from_args(&args)? {
+        return crate::fleet::run_fleet(&args, plan, &data_dir, &mock_root, started).await;
+    }
 
     // Listeners first, so every URL is known before anything starts.
     let broker_l = bind_loopback(args.port)?;
@@ -318,7 +324,9 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let switch = AuditFaultSwitch::default();
     let layer = switch.clone();
     let broker = broker::build_with_audit_layer(&config, move |store| layer.wrap(store)).await?;
-    let app = router(broker.state.clone()).merge(switch.router());
+    let app = router(broker.state.clone())
+        .merge(switch.router())
+        .merge(crate::audit_stats::router(broker.audit_store.clone()));
     let (srv_stop_tx, mut srv_stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve_http(broker_l, app, None, async move {
         let _ = srv_stop_rx.changed().await;
@@ -408,7 +416,7 @@ async fn serve_until_done(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_ready(
+pub(crate) async fn wait_ready(
     http: &reqwest::Client,
     broker: &str,
     need_backend: bool,
@@ -433,7 +441,7 @@ async fn wait_ready(
     Err(anyhow!("not ready after {READY_TIMEOUT:?}: {last}"))
 }
 
-fn print_next_steps(i: &ReadyInfo) {
+pub(crate) fn print_next_steps(i: &ReadyInfo) {
     let b = &i.broker_url;
     let be = &i.backend_url;
     println!(
