@@ -30,6 +30,9 @@ pub struct ReadyInfo {
     /// The `dev` process itself (the broker runs inside it), when the file says so.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Every host's broker URL (`dev --hosts N`; absent from a one-host SQLite stack).
+    #[serde(default)]
+    pub broker_urls: Vec<String>,
 }
 
 /// A running dev stack; stopped (SIGINT, then SIGKILL) when dropped.
@@ -70,6 +73,11 @@ pub fn free_port() -> anyhow::Result<u16> {
 impl DevStack {
     /// Spawns `agentkeys-dev dev` with `data_dir` and waits for its ready file.
     pub fn start(dev: &Path, data_dir: &Path) -> anyhow::Result<DevStack> {
+        DevStack::start_with(dev, data_dir, &[])
+    }
+
+    /// [`start`](Self::start) with `extra` flags for `dev` (`--hosts`, `--audit-db`).
+    pub fn start_with(dev: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<DevStack> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let ready_file = data_dir.join("bench-ready.json");
@@ -86,8 +94,12 @@ impl DevStack {
             .arg(&ready_file)
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--port")
-            .arg(port.to_string())
+            .args(if extra.iter().any(|a| a == "--port") {
+                Vec::new()
+            } else {
+                vec!["--port".to_string(), port.to_string()]
+            })
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -106,6 +118,7 @@ impl DevStack {
                 enclave_pid: 0,
                 audit_db: PathBuf::new(),
                 pid: None,
+                broker_urls: Vec::new(),
             },
             ready_in: Duration::ZERO,
             log,

@@ -25,6 +25,8 @@ mod cpu;
 mod histogram;
 #[path = "../bench/load.rs"]
 mod load;
+#[path = "../bench/postgres.rs"]
+mod postgres;
 #[path = "../bench/stack.rs"]
 mod stack;
 
@@ -135,6 +137,16 @@ struct Args {
     /// Skip the two ceiling measurements.
     #[arg(long)]
     no_ceilings: bool,
+    /// Skip the audit store comparison (SQLite against PostgreSQL on one host, then a
+    /// fleet), which needs the PostgreSQL server binaries and the dev stack.
+    #[arg(long)]
+    no_postgres: bool,
+    /// SQLite/PostgreSQL pairs of the comparison, interleaved (default 3; 1 with --short).
+    #[arg(long)]
+    store_rounds: Option<usize>,
+    /// Hosts of the comparison's fleet phase (`dev --hosts N`; 0 or 1: no fleet phase).
+    #[arg(long, default_value_t = 3)]
+    fleet_hosts: u16,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -931,8 +943,39 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         );
     }
 
+    // The store comparison starts stacks of its own: only when this run started one.
+    let stores = match (&args.url, args.no_postgres) {
+        (None, false) => {
+            let dev_bin = match &args.dev_bin {
+                Some(p) => p.clone(),
+                None => stack::sibling_dev_binary()?,
+            };
+            let cmp = postgres::run(
+                &load_rt,
+                &postgres::CompareSpec {
+                    dev_bin: &dev_bin,
+                    path: route.path(),
+                    event: route.audit_event(),
+                    connections: args.connections,
+                    warmup,
+                    duration,
+                    rounds: args.store_rounds.unwrap_or(if args.short { 1 } else { 3 }),
+                    fleet_hosts: args.fleet_hosts,
+                },
+            )?;
+            if let Some(c) = &cmp {
+                c.print();
+            }
+            cmp
+        }
+        _ => None,
+    };
+
     let audit_match = audit.as_ref().map(AuditCheck::matches);
     let mut failures = Vec::new();
+    if let Some(c) = &stores {
+        failures.extend(c.failures());
+    }
     if broker.errors > 0 {
         failures.push(format!("{} errors", broker.errors));
     }
@@ -1022,6 +1065,12 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             "cpu_vs_floor": cpu_vs_floor.map(|v| round(v, 3)),
         });
         if let (Some(o), serde_json::Value::Object(c)) = (j.as_object_mut(), cpu_j) {
+            o.extend(c);
+        }
+        if let (Some(o), Some(serde_json::Value::Object(c))) = (
+            j.as_object_mut(),
+            stores.as_ref().map(postgres::Comparison::json),
+        ) {
             o.extend(c);
         }
         println!("{j}");
