@@ -1,5 +1,6 @@
 //! `agentkeys-broker`: the parent broker (serve), the client command (creds), the audit
-//! tools (audit verify|tail) and the AWS policy generators (kms-policy, iam-oidc).
+//! tools (audit verify|tail), the AWS policy generators (kms-policy, iam-oidc) and the
+//! issuer's DNS CAA record (caa-record).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentkeys_broker::cli::audit::VerifyArgs;
-use agentkeys_broker::cli::{audit, aws_policies, creds, process};
+use agentkeys_broker::cli::{audit, aws_policies, caa, creds, process};
 use agentkeys_broker::{broker, config::ServeArgs};
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,9 @@ enum Command {
     KmsPolicy(aws_policies::KmsPolicyArgs),
     /// Print the IAM OIDC provider command and the role trust policy for the issuer.
     IamOidc(aws_policies::IamOidcArgs),
+    /// Print the DNS CAA record that lets only the enclave's attested ACME account obtain
+    /// certificates for the issuer host.
+    CaaRecord(caa::CaaArgs),
 }
 
 #[derive(Subcommand)]
@@ -76,6 +80,10 @@ fn main() -> ExitCode {
             }
             Command::IamOidc(args) => {
                 println!("{}", aws_policies::run_iam_oidc(&args)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::CaaRecord(args) => {
+                println!("{}", caa::run_caa_record(&args).await?);
                 Ok(ExitCode::SUCCESS)
             }
         }
