@@ -347,6 +347,9 @@ pub struct OnlineAudit {
     /// Audit an `http://` issuer (no TLS, so no TLS or ACME account check) instead of
     /// refusing it.
     pub allow_plain_http: bool,
+    /// Host names to connect to at the given address instead of the one DNS gives (one
+    /// host of a fleet, or a name only a test resolver knows); TLS still checks the name.
+    pub resolve: Vec<(String, std::net::IpAddr)>,
 }
 
 /// PEM roots and where they came from (for messages).
@@ -520,6 +523,10 @@ impl Fetcher {
             // A redirect could lead to another server, whose certificate would then be
             // the one recorded; the issuer's routes never redirect.
             .redirect(reqwest::redirect::Policy::none());
+        for (host, address) in &audit.resolve {
+            // The port of the URL is used; the address's port is ignored.
+            builder = builder.resolve(host, std::net::SocketAddr::new(*address, 0));
+        }
         if let Some(roots) = &audit.tls_roots_pem {
             let roots_error = |message: String| OnlineError::TlsRoots {
                 source_name: roots.source_name.clone(),

@@ -30,8 +30,15 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};
 
-/// The name the test issuer's certificates carry; it resolves to loopback.
-const HOST: &str = "localhost";
+/// The name the test issuer's certificates carry. No DNS server knows it: the audits
+/// connect to loopback by `--resolve` (`OnlineAudit::resolve`).
+const HOST: &str = "issuer.agentkeys.test";
+/// `--resolve` for [`HOST`].
+const RESOLVE: &str = "issuer.agentkeys.test:127.0.0.1";
+
+fn loopback() -> Vec<(String, std::net::IpAddr)> {
+    vec![(HOST.to_owned(), std::net::Ipv4Addr::LOCALHOST.into())]
+}
 const ACCOUNT_1: &str = "https://ca.test/acme/acct/1";
 const ACCOUNT_2: &str = "https://ca.test/acme/acct/2";
 const DIRECTORY: &str = "https://ca.test/dir";
@@ -456,6 +463,7 @@ fn audit(
             pem: world.ca.pem(),
         }),
         allow_plain_http: false,
+        resolve: loopback(),
     }
     .run()
 }
@@ -575,7 +583,7 @@ fn attest(args: &[&str], dir: &std::path::Path) -> std::process::Output {
         .args(args)
         .arg("--root")
         .arg(&root)
-        .args(["--allow-mock-root", "--no-pcr-policy"])
+        .args(["--allow-mock-root", "--no-pcr-policy", "--resolve", RESOLVE])
         .output()
         .unwrap()
 }
@@ -648,6 +656,8 @@ fn cli_verify_refuses_a_plain_http_issuer_unless_allowed() {
             &issuer.url,
             "--no-pcr-policy",
             "--json",
+            "--resolve",
+            RESOLVE,
         ])
         .output()
         .unwrap();
@@ -666,6 +676,7 @@ fn cli_verify_refuses_a_plain_http_issuer_unless_allowed() {
         expect_kids: vec![],
         tls_roots_pem: None,
         allow_plain_http: false,
+        resolve: loopback(),
     }
     .run()
     .unwrap_err();
@@ -874,4 +885,31 @@ fn watch_json_lines_name_the_alert() {
     assert_eq!(checks[1]["result"], "FAIL");
     assert_eq!(checks[1]["failed_check"], "tls_key");
     assert_eq!(checks[1]["alert"], true);
+}
+
+#[test]
+fn cli_resolve_takes_a_host_and_an_ip_address() {
+    for bad in [
+        "issuer.agentkeys.test",
+        "issuer.agentkeys.test:localhost",
+        ":127.0.0.1",
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
+            .args([
+                "verify",
+                "--issuer",
+                "https://issuer.agentkeys.test",
+                "--resolve",
+                bad,
+            ])
+            .args(["--no-pcr-policy"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--resolve"),
+            "{bad}: {}",
+            text(&o)
+        );
+    }
 }

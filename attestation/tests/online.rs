@@ -186,6 +186,7 @@ fn audit(issuer: &Issuer) -> Result<agentkeys_attestation::online::OnlineReport,
         expect_kids: vec![],
         tls_roots_pem: None,
         allow_plain_http: true,
+        resolve: vec![],
     }
     .run()
 }
@@ -256,6 +257,7 @@ fn audit_expecting(
         expect_kids: kids.iter().map(|k| k.to_string()).collect(),
         tls_roots_pem: None,
         allow_plain_http: true,
+        resolve: vec![],
     }
     .run()
 }

@@ -142,9 +142,30 @@ struct IssuerArgs {
     /// the TLS key and ACME account checks are skipped: for development stacks only.
     #[arg(long, requires = "issuer")]
     allow_plain_http: bool,
+    /// With --issuer: connect to HOST at ADDRESS (an IP address) instead of the address
+    /// DNS gives, e.g. to audit one host of a fleet; TLS still checks the certificate for
+    /// HOST. Repeatable.
+    #[arg(long, value_name = "HOST:ADDRESS", requires = "issuer", value_parser = parse_resolve)]
+    resolve: Vec<(String, std::net::IpAddr)>,
     /// HTTP timeout for --issuer, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
+}
+
+/// `HOST:ADDRESS`: a host name (which has no colon) and an IPv4 or IPv6 address.
+fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (host, address) = s
+        .split_once(':')
+        .ok_or_else(|| "expected HOST:ADDRESS, e.g. issuer.example.com:192.0.2.10".to_owned())?;
+    if host.is_empty() {
+        return Err("the host is empty".to_owned());
+    }
+    let address = address
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|e| format!("{address:?} is not an IP address: {e}"))?;
+    Ok((host.to_ascii_lowercase(), address))
 }
 
 #[derive(Args, Debug)]
@@ -705,6 +726,7 @@ fn online_audit(
         expect_kids: online.expect_kids.clone(),
         tls_roots_pem,
         allow_plain_http,
+        resolve: online.resolve.clone(),
     })
 }
 
