@@ -248,3 +248,94 @@ async fn tail_shows_the_latest_rows_of_every_chain_naming_each_chain() {
     let err = tail(Path::new("postgres://u:p@127.0.0.1:notaport/db"), 10, true).unwrap_err();
     assert!(matches!(err, AuditCliError::Db(_)), "{err:?}");
 }
+
+/// The issuer key of the CloudTrail records below.
+const TRAIL_KEY: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+/// An attested KMS call of the issuer key by enclave `module`, as CloudTrail records it.
+fn attested(operation: &str, module: &str) -> serde_json::Value {
+    serde_json::json!({
+        "eventTime": "2026-12-04T10:00:00Z",
+        "eventSource": "kms.amazonaws.com",
+        "eventName": operation,
+        "requestParameters": { "keyId": TRAIL_KEY },
+        "resources": [{ "ARN": TRAIL_KEY, "type": "AWS::KMS::Key" }],
+        "additionalEventData": { "recipient": {
+            "attestationDocumentModuleId": module,
+            "attestationDocumentEnclaveImageDigest": "ab"
+        } }
+    })
+}
+
+#[tokio::test]
+async fn cloudtrail_unseals_are_held_against_the_boots_of_every_chain() {
+    let Some(cluster) = PgCluster::start_or_skip() else {
+        return;
+    };
+    let raw = cluster.admin_url("postgres");
+    let url = pg_url(&raw);
+    for (chain, module) in [("host-a", "i-0a-enc1"), ("host-b", "i-0b-enc1")] {
+        let store = PgAuditStore::open(&url, chain, Default::default())
+            .await
+            .unwrap();
+        store
+            .append(
+                NewAuditRow::new(AuditEvent::EnclaveUnsealed, Outcome::Success)
+                    .detail(format!("module_id={module} genesis=false")),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let verify = |records: Vec<serde_json::Value>| {
+        let trail = dir.path().join("trail.json");
+        std::fs::write(
+            &trail,
+            serde_json::json!({ "Records": records }).to_string(),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentkeys-broker"))
+            .args([
+                "audit",
+                "verify",
+                "--kms-key-arn",
+                TRAIL_KEY,
+                "--cloudtrail",
+            ])
+            .arg(&trail)
+            .env("BROKER_AUDIT_DB", &raw)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // Each host's boot is in its own chain: both unseals are accounted for.
+    let (ok, stdout, stderr) = verify(vec![
+        attested("GenerateDataKey", "i-0a-enc1"),
+        attested("Decrypt", "i-0b-enc1"),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("chain host-a: 1 enclave boots")
+            && stderr.contains("chain host-b: 1 enclave boots")
+            && stderr.contains("2 attested unseals"),
+        "{stderr}"
+    );
+    // An unseal by an enclave no chain records is a hidden boot.
+    let (ok, stdout, stderr) = verify(vec![
+        attested("Decrypt", "i-0a-enc1"),
+        attested("Decrypt", "i-0c-enc9"),
+    ]);
+    assert!(!ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("by enclave i-0c-enc9")
+            && stdout.contains("records no boot")
+            && !stdout.contains("by enclave i-0a-enc1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SUPERUSER_PASSWORD) && !stderr.contains(SUPERUSER_PASSWORD));
+}

@@ -222,7 +222,8 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let mut report = report;
     if !args.cloudtrail.is_empty() {
-        check_cloudtrail(&args, &db, &mut report)?;
+        let boots = crate::audit::verify::cloudtrail::boots_in_log(&db)?;
+        check_cloudtrail(&args, &boots, &mut report)?;
     }
     if !args.tokens.is_empty() {
         check_found_tokens(&args, &db, &mut report)?;
@@ -275,9 +276,6 @@ async fn run_verify_pg(
     url: &PgUrl,
     anchor: &agentkeys_attestation::TrustAnchor,
 ) -> anyhow::Result<ExitCode> {
-    if !args.cloudtrail.is_empty() {
-        anyhow::bail!("--cloudtrail reads a SQLite log; it does not support a PostgreSQL log yet");
-    }
     let mut checkpoints = Vec::new();
     for broker in &args.broker_url {
         checkpoints.push(fetch_attested_checkpoint(args, broker, anchor).await?);
@@ -301,6 +299,15 @@ async fn run_verify_pg(
         );
     }
     let mut report = crate::audit::verify::verify_pg(url, &checkpoints).await?;
+    if !args.cloudtrail.is_empty() {
+        // One key, one trail: the boots of every chain answer for the fleet's unseals.
+        let by_chain = crate::audit::verify::postgres::boots_in_pg(url).await?;
+        for (chain, boots) in &by_chain {
+            eprintln!("cloudtrail: chain {chain}: {} enclave boots", boots.len());
+        }
+        let boots = by_chain.into_values().flatten().collect();
+        check_cloudtrail(args, &boots, &mut report)?;
+    }
     if !args.tokens.is_empty() {
         let (tokens, jwks) = found_tokens(args)?;
         let accounted =
@@ -325,9 +332,13 @@ fn mock_anchor(_pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor>
 }
 
 /// Adds a failure for every attested unseal in the CloudTrail files whose enclave has no
-/// boot in the log.
-fn check_cloudtrail(args: &VerifyArgs, db: &Path, report: &mut VerifyReport) -> anyhow::Result<()> {
-    use crate::audit::verify::cloudtrail::{attested_unseals, boots_in_log, hidden_boots};
+/// boot among `boots` (the module ids of the log's `enclave_unsealed` rows).
+fn check_cloudtrail(
+    args: &VerifyArgs,
+    boots: &std::collections::BTreeSet<String>,
+    report: &mut VerifyReport,
+) -> anyhow::Result<()> {
+    use crate::audit::verify::cloudtrail::{attested_unseals, hidden_boots};
     let key = args
         .kms_key_arn
         .as_deref()
@@ -337,13 +348,12 @@ fn check_cloudtrail(args: &VerifyArgs, db: &Path, report: &mut VerifyReport) -> 
     for file in &args.cloudtrail {
         unseals.extend(attested_unseals(file, key)?);
     }
-    let boots = boots_in_log(db)?;
     eprintln!(
         "cloudtrail: {} attested unseals of {key}; {} enclave boots in the log",
         unseals.len(),
         boots.len()
     );
-    for hidden in hidden_boots(&unseals, &boots) {
+    for hidden in hidden_boots(&unseals, boots) {
         report.failures.push(VerifyFailure::HiddenBoot {
             module_id: hidden.module_id,
             operation: hidden.operation,

@@ -172,11 +172,17 @@ pub fn boots_in_log(db: &Path) -> Result<BTreeSet<String>, CloudTrailError> {
     let mut boots = BTreeSet::new();
     for detail in details {
         let detail = detail.map_err(log_err)?;
-        if let Some(id) = detail.strip_prefix("module_id=") {
-            boots.insert(id.split_whitespace().next().unwrap_or_default().to_string());
+        if let Some(id) = boot_module_id(&detail) {
+            boots.insert(id.to_string());
         }
     }
     Ok(boots)
+}
+
+/// The module id an `enclave_unsealed` row's detail names (`module_id=ID …`).
+pub fn boot_module_id(detail: &str) -> Option<&str> {
+    let id = detail.strip_prefix("module_id=")?;
+    Some(id.split_whitespace().next().unwrap_or_default())
 }
 
 /// The attested unseals whose module id has no boot in the log.

@@ -8,7 +8,7 @@
 //! checked against the rows of its `(epoch, seq)` in whatever chain holds them
 //! (`audit verify --token`), and the most recent rows of all chains (`audit tail`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agentkeys_attestation::jwks::Jwk;
 use agentkeys_wire::CheckpointStatement;
@@ -283,6 +283,39 @@ pub async fn check_tokens_pg(
             }
         }
         Ok(accounted)
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// The module ids of the enclave boots every chain records (`enclave_unsealed` rows), by
+/// chain: what `audit verify --cloudtrail` holds CloudTrail's attested unseals against.
+pub async fn boots_in_pg(url: &PgUrl) -> Result<BTreeMap<String, BTreeSet<String>>, PgVerifyError> {
+    let shown = url.redacted().to_string();
+    let read = |e: tokio_postgres::Error| PgVerifyError::Read {
+        url: shown.clone(),
+        reason: describe(&e),
+    };
+    let (client, driver) = connect(url).await?;
+    let result = async {
+        check_schema(&client, &shown).await?;
+        let mut boots: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for r in client
+            .query(
+                "SELECT chain_id, detail FROM audit_log WHERE event = $1",
+                &[&crate::audit::AuditEvent::EnclaveUnsealed.as_str()],
+            )
+            .await
+            .map_err(read)?
+        {
+            let chain: String = r.try_get(0).map_err(read)?;
+            let detail: String = r.try_get(1).map_err(read)?;
+            if let Some(id) = super::cloudtrail::boot_module_id(&detail) {
+                boots.entry(chain).or_default().insert(id.to_string());
+            }
+        }
+        Ok(boots)
     }
     .await;
     driver.abort();
