@@ -41,9 +41,10 @@ pub struct CaaArgs {
     /// WebPKI roots (a test CA such as Pebble's).
     #[arg(long, value_name = "PEM")]
     pub cacert: Option<PathBuf>,
-    /// Connect to ADDR for HOST:PORT instead of resolving HOST (`curl --resolve` syntax,
-    /// `HOST:PORT:ADDR`), e.g. to ask one host of a fleet.
-    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    /// Connect to HOST at ADDRESS (an IP address) instead of the address DNS gives, e.g.
+    /// to ask one host of a fleet (as `agentkeys-attest verify --resolve`); TLS still
+    /// checks the certificate for HOST. Repeatable.
+    #[arg(long, value_name = "HOST:ADDRESS")]
     pub resolve: Vec<String>,
     /// The CA's issuer domain name for the record (RFC 8659 §4.2).
     #[arg(long, default_value = "letsencrypt.org")]
@@ -83,7 +84,7 @@ pub enum CaaError {
     #[error("--ca-domain {0:?} is not a domain name (letters, digits, '-' and '.')")]
     CaDomain(String),
     /// A `--resolve` value is malformed.
-    #[error("--resolve {0:?}: expected HOST:PORT:ADDR (e.g. issuer.example.com:443:10.0.0.5)")]
+    #[error("--resolve {0:?}: expected HOST:ADDRESS (e.g. issuer.example.com:192.0.2.10)")]
     Resolve(String),
     /// Neither PCRs nor `--no-pcr-policy`.
     #[error("no PCR policy for the acme-account document: give --measurements FILE (the nitro-cli measurements of the enclave image you rebuilt), or --no-pcr-policy to accept an account attested by any enclave image signed by the trusted root")]
@@ -222,12 +223,10 @@ fn is_domain(s: &str) -> bool {
         })
 }
 
-fn parse_resolve(value: &str) -> Result<(String, SocketAddr), CaaError> {
+fn parse_resolve(value: &str) -> Result<(String, std::net::IpAddr), CaaError> {
     let bad = || CaaError::Resolve(value.to_string());
-    let (host, rest) = value.split_once(':').ok_or_else(bad)?;
-    let (port, addr) = rest.split_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let ip: std::net::IpAddr = addr
+    let (host, addr) = value.split_once(':').ok_or_else(bad)?;
+    let ip = addr
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse()
@@ -235,7 +234,7 @@ fn parse_resolve(value: &str) -> Result<(String, SocketAddr), CaaError> {
     if host.is_empty() {
         return Err(bad());
     }
-    Ok((host.to_ascii_lowercase(), SocketAddr::new(ip, port)))
+    Ok((host.to_ascii_lowercase(), ip))
 }
 
 fn read_file(what: &'static str, path: &PathBuf) -> Result<String, CaaError> {
@@ -315,9 +314,9 @@ fn http_client(args: &CaaArgs, issuer: &IssuerUrl) -> Result<reqwest::Client, Ca
             .add_root_certificate(cert);
     }
     for value in &args.resolve {
-        let (host, addr) = parse_resolve(value)?;
-        if host == issuer.host && addr.port() == issuer.port {
-            builder = builder.resolve(&host, addr);
+        let (host, ip) = parse_resolve(value)?;
+        if host == issuer.host {
+            builder = builder.resolve(&host, SocketAddr::new(ip, issuer.port));
         }
     }
     builder.build().map_err(|e| CaaError::Fetch {
@@ -679,17 +678,12 @@ mod tests {
 
     #[test]
     fn resolve_and_ca_domain_are_checked() {
-        let (h, a) = parse_resolve("Issuer.agentkeys.test:5001:127.0.0.1").unwrap();
+        let (h, a) = parse_resolve("Issuer.agentkeys.test:127.0.0.1").unwrap();
         assert_eq!(h, "issuer.agentkeys.test");
-        assert_eq!(a, "127.0.0.1:5001".parse().unwrap());
-        assert!(parse_resolve("h:443:[::1]").is_ok());
-        for bad in [
-            "h",
-            "h:443",
-            "h:x:127.0.0.1",
-            ":443:127.0.0.1",
-            "h:443:nope",
-        ] {
+        assert_eq!(a, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+        assert!(parse_resolve("h:::1").is_ok());
+        assert!(parse_resolve("h:[::1]").is_ok());
+        for bad in ["h", "h:", "h:443:127.0.0.1", ":127.0.0.1", "h:nope"] {
             assert!(parse_resolve(bad).is_err(), "{bad}");
         }
         assert!(is_domain("letsencrypt.org"));
