@@ -61,6 +61,16 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// The CA answered with a server error (5xx).
+    #[error("{url} answered HTTP {status}: {detail}")]
+    ServerError {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The problem document's `detail` (RFC 7807), or the start of the body.
+        detail: String,
+    },
     /// The answer was larger than [`MAX_ACME_RESPONSE_BYTES`].
     #[error("answer from {url} is larger than {max} bytes")]
     TooLarge {
@@ -224,6 +234,15 @@ impl HttpClient for AcmeHttp {
                         }
                     })?
                     .to_bytes();
+                if parts.status.is_server_error() {
+                    // The client would read a 5xx answer as the resource it asked for;
+                    // the CA's own explanation is what the operator needs.
+                    return Err(TransportError::ServerError {
+                        url: url.clone(),
+                        status: parts.status.as_u16(),
+                        detail: problem_detail(&body),
+                    });
+                }
                 Ok::<_, TransportError>(http::Response::from_parts(parts, Full::new(body)))
             };
             match tokio::time::timeout(timeout, exchange).await {
@@ -248,4 +267,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The `detail` of an RFC 7807 problem document, else the start of the body as text
+/// (at most 200 characters either way).
+fn problem_detail(body: &[u8]) -> String {
+    let detail = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    detail.chars().take(200).collect()
 }
