@@ -347,9 +347,11 @@ pub struct OnlineAudit {
     /// Audit an `http://` issuer (no TLS, so no TLS or ACME account check) instead of
     /// refusing it.
     pub allow_plain_http: bool,
-    /// Host names to connect to at the given address instead of the one DNS gives (one
+    /// `(host, address:port)`: connect to `address` for the issuer's host when the host
+    /// and port are the issuer's (`curl --resolve`), instead of the address DNS gives (one
     /// host of a fleet, or a name only a test resolver knows); TLS still checks the name.
-    pub resolve: Vec<(String, std::net::IpAddr)>,
+    /// Entries for another host or port are not used.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
 }
 
 /// PEM roots and where they came from (for messages).
@@ -380,7 +382,7 @@ impl OnlineAudit {
             }
         };
         let host = issuer_url.host_str().unwrap_or_default().to_owned();
-        let mut fetcher = Fetcher::new(self, &issuer, tls)?;
+        let mut fetcher = Fetcher::new(self, &issuer_url, tls)?;
 
         // Discovery.
         let discovery_url = format!("{issuer}{DISCOVERY_PATH}");
@@ -516,16 +518,18 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    fn new(audit: &OnlineAudit, issuer: &str, tls: bool) -> Result<Fetcher, OnlineError> {
+    fn new(audit: &OnlineAudit, issuer: &Url, tls: bool) -> Result<Fetcher, OnlineError> {
         let mut builder = reqwest::blocking::Client::builder()
             .timeout(audit.timeout)
             .tls_info(true)
             // A redirect could lead to another server, whose certificate would then be
             // the one recorded; the issuer's routes never redirect.
             .redirect(reqwest::redirect::Policy::none());
-        for (host, address) in &audit.resolve {
-            // The port of the URL is used; the address's port is ignored.
-            builder = builder.resolve(host, std::net::SocketAddr::new(*address, 0));
+        let (host, port) = (issuer.host_str(), issuer.port_or_known_default());
+        for (name, address) in &audit.resolve {
+            if Some(name.as_str()) == host && Some(address.port()) == port {
+                builder = builder.resolve(name, *address);
+            }
         }
         if let Some(roots) = &audit.tls_roots_pem {
             let roots_error = |message: String| OnlineError::TlsRoots {
@@ -543,7 +547,7 @@ impl Fetcher {
             }
         }
         let client = builder.build().map_err(|e| OnlineError::Http {
-            url: issuer.to_owned(),
+            url: issuer.to_string(),
             message: error_chain(&e),
         })?;
         Ok(Fetcher {

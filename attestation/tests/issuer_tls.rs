@@ -33,11 +33,21 @@ use x509_cert::time::{Time, Validity};
 /// The name the test issuer's certificates carry. No DNS server knows it: the audits
 /// connect to loopback by `--resolve` (`OnlineAudit::resolve`).
 const HOST: &str = "issuer.agentkeys.test";
-/// `--resolve` for [`HOST`].
-const RESOLVE: &str = "issuer.agentkeys.test:127.0.0.1";
 
-fn loopback() -> Vec<(String, std::net::IpAddr)> {
-    vec![(HOST.to_owned(), std::net::Ipv4Addr::LOCALHOST.into())]
+/// `--resolve` for [`HOST`] at `url`'s port.
+fn resolve_arg(url: &str) -> String {
+    format!("{HOST}:{}:127.0.0.1", port_of(url))
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn loopback(url: &str) -> Vec<(String, std::net::SocketAddr)> {
+    vec![(
+        HOST.to_owned(),
+        (std::net::Ipv4Addr::LOCALHOST, port_of(url)).into(),
+    )]
 }
 const ACCOUNT_1: &str = "https://ca.test/acme/acct/1";
 const ACCOUNT_2: &str = "https://ca.test/acme/acct/2";
@@ -463,7 +473,7 @@ fn audit(
             pem: world.ca.pem(),
         }),
         allow_plain_http: false,
-        resolve: loopback(),
+        resolve: loopback(&issuer.url),
     }
     .run()
 }
@@ -579,11 +589,17 @@ fn mock_root(dir: &std::path::Path) -> std::path::PathBuf {
 
 fn attest(args: &[&str], dir: &std::path::Path) -> std::process::Output {
     let root = mock_root(dir);
+    let url = args
+        .iter()
+        .position(|a| *a == "--issuer")
+        .map(|i| args[i + 1])
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
         .args(args)
         .arg("--root")
         .arg(&root)
-        .args(["--allow-mock-root", "--no-pcr-policy", "--resolve", RESOLVE])
+        .args(["--allow-mock-root", "--no-pcr-policy", "--resolve"])
+        .arg(resolve_arg(url))
         .output()
         .unwrap()
 }
@@ -657,7 +673,7 @@ fn cli_verify_refuses_a_plain_http_issuer_unless_allowed() {
             "--no-pcr-policy",
             "--json",
             "--resolve",
-            RESOLVE,
+            &resolve_arg(&issuer.url),
         ])
         .output()
         .unwrap();
@@ -676,7 +692,7 @@ fn cli_verify_refuses_a_plain_http_issuer_unless_allowed() {
         expect_kids: vec![],
         tls_roots_pem: None,
         allow_plain_http: false,
-        resolve: loopback(),
+        resolve: loopback(&issuer.url),
     }
     .run()
     .unwrap_err();
@@ -891,8 +907,10 @@ fn watch_json_lines_name_the_alert() {
 fn cli_resolve_takes_a_host_and_an_ip_address() {
     for bad in [
         "issuer.agentkeys.test",
-        "issuer.agentkeys.test:localhost",
-        ":127.0.0.1",
+        "issuer.agentkeys.test:127.0.0.1",
+        "issuer.agentkeys.test:443:localhost",
+        "issuer.agentkeys.test:https:127.0.0.1",
+        ":443:127.0.0.1",
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
             .args([
@@ -912,4 +930,30 @@ fn cli_resolve_takes_a_host_and_an_ip_address() {
             text(&o)
         );
     }
+}
+
+#[test]
+fn a_resolve_entry_for_another_port_is_not_used() {
+    let world = World::new();
+    let issuer = start(vec![world.honest()]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = world.cacert(dir.path());
+    let root = mock_root(dir.path());
+    let run = |resolve: &str| {
+        Command::new(env!("CARGO_BIN_EXE_agentkeys-attest"))
+            .args(["verify", "--issuer", &issuer.url, "--cacert"])
+            .arg(&ca)
+            .arg("--root")
+            .arg(&root)
+            .args(["--allow-mock-root", "--no-pcr-policy", "--resolve", resolve])
+            .output()
+            .unwrap()
+    };
+    let used = run(&resolve_arg(&issuer.url));
+    assert_eq!(used.status.code(), Some(0), "{}", text(&used));
+    // Another port: the entry is ignored and the name (known to no DNS server) does not
+    // resolve, a transport error.
+    let other_port = port_of(&issuer.url).wrapping_add(1);
+    let unused = run(&format!("{HOST}:{other_port}:127.0.0.1"));
+    assert_eq!(unused.status.code(), Some(2), "{}", text(&unused));
 }

@@ -142,30 +142,37 @@ struct IssuerArgs {
     /// the TLS key and ACME account checks are skipped: for development stacks only.
     #[arg(long, requires = "issuer")]
     allow_plain_http: bool,
-    /// With --issuer: connect to HOST at ADDRESS (an IP address) instead of the address
-    /// DNS gives, e.g. to audit one host of a fleet; TLS still checks the certificate for
-    /// HOST. Repeatable.
-    #[arg(long, value_name = "HOST:ADDRESS", requires = "issuer", value_parser = parse_resolve)]
-    resolve: Vec<(String, std::net::IpAddr)>,
+    /// With --issuer: connect to ADDR for HOST:PORT instead of resolving HOST (`curl
+    /// --resolve` syntax), e.g. to audit one host of a fleet; TLS still checks the
+    /// certificate for HOST. Repeatable; entries for another host or port are not used.
+    #[arg(long, value_name = "HOST:PORT:ADDR", requires = "issuer", value_parser = parse_resolve)]
+    resolve: Vec<(String, std::net::SocketAddr)>,
     /// HTTP timeout for --issuer, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
 }
 
-/// `HOST:ADDRESS`: a host name (which has no colon) and an IPv4 or IPv6 address.
-fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
-    let (host, address) = s
-        .split_once(':')
-        .ok_or_else(|| "expected HOST:ADDRESS, e.g. issuer.example.com:192.0.2.10".to_owned())?;
+/// `HOST:PORT:ADDR` (`curl --resolve`): a host name (which has no colon), a port, and an
+/// IPv4 or IPv6 address (brackets optional).
+fn parse_resolve(s: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let usage = "expected HOST:PORT:ADDR, e.g. issuer.example.com:443:192.0.2.10";
+    let (host, rest) = s.split_once(':').ok_or_else(|| usage.to_owned())?;
+    let (port, address) = rest.split_once(':').ok_or_else(|| usage.to_owned())?;
     if host.is_empty() {
-        return Err("the host is empty".to_owned());
+        return Err(format!("the host is empty; {usage}"));
     }
-    let address = address
+    let port: u16 = port
+        .parse()
+        .map_err(|e| format!("port {port:?} is not a port number: {e}"))?;
+    let address: std::net::IpAddr = address
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse()
         .map_err(|e| format!("{address:?} is not an IP address: {e}"))?;
-    Ok((host.to_ascii_lowercase(), address))
+    Ok((
+        host.to_ascii_lowercase(),
+        std::net::SocketAddr::new(address, port),
+    ))
 }
 
 #[derive(Args, Debug)]
