@@ -41,11 +41,17 @@ pub struct CaaArgs {
     /// WebPKI roots (a test CA such as Pebble's).
     #[arg(long, value_name = "PEM")]
     pub cacert: Option<PathBuf>,
-    /// Connect to HOST at ADDRESS (an IP address) instead of the address DNS gives, e.g.
-    /// to ask one host of a fleet (as `agentkeys-attest verify --resolve`); TLS still
-    /// checks the certificate for HOST. Repeatable.
-    #[arg(long, value_name = "HOST:ADDRESS")]
+    /// Connect to ADDR for HOST:PORT instead of resolving HOST (`curl --resolve` syntax,
+    /// `HOST:PORT:ADDR`, as `agentkeys-attest --resolve`), e.g. to ask one host of a fleet.
+    /// Repeatable; entries for another host or port are ignored.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub resolve: Vec<String>,
+    /// Accept any certificate for the issuer's TLS instead of one valid under the WebPKI
+    /// (or --cacert) roots: e.g. the enclave's self-signed one before its first issuance,
+    /// while the CAA record is still `issue ";"`. The handshake's key must still be the
+    /// key the enclave attests, so only the enclave can answer.
+    #[arg(long, conflicts_with = "cacert")]
+    pub self_signed_ok: bool,
     /// The CA's issuer domain name for the record (RFC 8659 §4.2).
     #[arg(long, default_value = "letsencrypt.org")]
     pub ca_domain: String,
@@ -84,7 +90,7 @@ pub enum CaaError {
     #[error("--ca-domain {0:?} is not a domain name (letters, digits, '-' and '.')")]
     CaDomain(String),
     /// A `--resolve` value is malformed.
-    #[error("--resolve {0:?}: expected HOST:ADDRESS (e.g. issuer.example.com:192.0.2.10)")]
+    #[error("--resolve {0:?}: expected HOST:PORT:ADDR (e.g. issuer.example.com:443:10.0.0.5)")]
     Resolve(String),
     /// Neither PCRs nor `--no-pcr-policy`.
     #[error("no PCR policy for the acme-account document: give --measurements FILE (the nitro-cli measurements of the enclave image you rebuilt), or --no-pcr-policy to accept an account attested by any enclave image signed by the trusted root")]
@@ -223,10 +229,12 @@ fn is_domain(s: &str) -> bool {
         })
 }
 
-fn parse_resolve(value: &str) -> Result<(String, std::net::IpAddr), CaaError> {
+fn parse_resolve(value: &str) -> Result<(String, SocketAddr), CaaError> {
     let bad = || CaaError::Resolve(value.to_string());
-    let (host, addr) = value.split_once(':').ok_or_else(bad)?;
-    let ip = addr
+    let (host, rest) = value.split_once(':').ok_or_else(bad)?;
+    let (port, addr) = rest.split_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let ip: std::net::IpAddr = addr
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse()
@@ -234,7 +242,7 @@ fn parse_resolve(value: &str) -> Result<(String, std::net::IpAddr), CaaError> {
     if host.is_empty() {
         return Err(bad());
     }
-    Ok((host.to_ascii_lowercase(), ip))
+    Ok((host.to_ascii_lowercase(), SocketAddr::new(ip, port)))
 }
 
 fn read_file(what: &'static str, path: &PathBuf) -> Result<String, CaaError> {
@@ -313,10 +321,13 @@ fn http_client(args: &CaaArgs, issuer: &IssuerUrl) -> Result<reqwest::Client, Ca
             .tls_built_in_root_certs(false)
             .add_root_certificate(cert);
     }
+    if args.self_signed_ok {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
     for value in &args.resolve {
-        let (host, ip) = parse_resolve(value)?;
-        if host == issuer.host {
-            builder = builder.resolve(&host, SocketAddr::new(ip, issuer.port));
+        let (host, addr) = parse_resolve(value)?;
+        if host == issuer.host && addr.port() == issuer.port {
+            builder = builder.resolve(&host, addr);
         }
     }
     builder.build().map_err(|e| CaaError::Fetch {
@@ -678,12 +689,17 @@ mod tests {
 
     #[test]
     fn resolve_and_ca_domain_are_checked() {
-        let (h, a) = parse_resolve("Issuer.agentkeys.test:127.0.0.1").unwrap();
+        let (h, a) = parse_resolve("Issuer.agentkeys.test:5001:127.0.0.1").unwrap();
         assert_eq!(h, "issuer.agentkeys.test");
-        assert_eq!(a, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
-        assert!(parse_resolve("h:::1").is_ok());
-        assert!(parse_resolve("h:[::1]").is_ok());
-        for bad in ["h", "h:", "h:443:127.0.0.1", ":127.0.0.1", "h:nope"] {
+        assert_eq!(a, "127.0.0.1:5001".parse().unwrap());
+        assert!(parse_resolve("h:443:[::1]").is_ok());
+        for bad in [
+            "h",
+            "h:443",
+            "h:x:127.0.0.1",
+            ":443:127.0.0.1",
+            "h:443:nope",
+        ] {
             assert!(parse_resolve(bad).is_err(), "{bad}");
         }
         assert!(is_domain("letsencrypt.org"));
