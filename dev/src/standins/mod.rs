@@ -1,8 +1,9 @@
 //! Local stand-ins for the services the broker talks to, for the dev stack and tests:
-//! AWS STS ([`sts`]), the session backend ([`backend`]) and, from `agentkeys-mock-nsm`,
-//! AWS KMS. Loopback only.
+//! AWS STS ([`sts`]), the session backend ([`backend`]), an ACME CA ([`pebble`], the
+//! packaged Pebble) and, from `agentkeys-mock-nsm`, AWS KMS. Loopback only.
 
 pub mod backend;
+pub mod pebble;
 pub mod sts;
 
 use std::net::SocketAddr;

@@ -231,23 +231,12 @@ async fn order(
     )?)
 }
 
-/// Obtains a chain: the account (once), then an order, within the order deadline.
-async fn obtain(
+/// Runs `attempt` within the order deadline, clearing any pending challenge after.
+async fn within_deadline<T>(
     tls: &IssuerTls,
-    keys: &IssuerTlsKeys,
-    http: &AcmeHttp,
-    account_slot: &mut Option<Account>,
-) -> Result<CheckedChain, AcmeError> {
+    attempt: impl std::future::Future<Output = Result<T, AcmeError>>,
+) -> Result<T, AcmeError> {
     let deadline = tls.config().timing.order_deadline;
-    let attempt = async {
-        if account_slot.is_none() {
-            *account_slot = Some(account(tls, keys, http).await?);
-        }
-        match account_slot.as_ref() {
-            Some(a) => order(tls, keys, a).await,
-            None => Err(AcmeError::Clock),
-        }
-    };
     let result = match tokio::time::timeout(deadline, attempt).await {
         Ok(r) => r,
         Err(_) => Err(AcmeError::Deadline(deadline)),
@@ -277,43 +266,43 @@ pub async fn run(tls: Arc<IssuerTls>) {
         }
     };
     let timing = tls.config().timing;
-    let mut account = None;
+    let mut account: Option<Account> = None;
     let mut failures = 0u32;
     loop {
-        let now = match now_unix() {
-            Ok(n) => n,
-            Err(e) => {
-                tls.set_last_error(Some(e.to_string()));
-                tokio::time::sleep(timing.retry_max).await;
-                continue;
-            }
-        };
-        let renew_at = tls.renew_at();
-        if renew_at > now {
-            // Sleep until the renewal window, waking when a chain changes (a cached one
-            // accepted) to recompute; re-check at least hourly against clock drift.
-            let wait = Duration::from_secs(renew_at - now).min(Duration::from_secs(3600));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = tls.changed() => {}
-            }
-            continue;
-        }
-        match obtain(&tls, &keys, &http, &mut account).await {
-            Ok(chain) => match tls.serve_chain(chain) {
-                Ok(()) => {
-                    failures = 0;
-                    tls.set_last_error(None);
+        // The account first, whatever the certificate: its URL is published (and pinned
+        // by the CAA record) even while a cached chain is served.
+        let outcome = match &account {
+            None => within_deadline(&tls, self::account(&tls, &keys, &http))
+                .await
+                .map(|a| account = Some(a)),
+            Some(a) => match now_unix() {
+                Err(e) => Err(e),
+                Ok(now) if tls.renew_at() > now => {
+                    // Sleep until the renewal window, waking when a chain changes (a
+                    // cached one accepted) to recompute; re-check at least hourly.
+                    let wait =
+                        Duration::from_secs(tls.renew_at() - now).min(Duration::from_secs(3600));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = tls.changed() => {}
+                    }
+                    continue;
                 }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tls.set_last_error(Some(e.to_string()));
-                }
+                Ok(_) => match within_deadline(&tls, order(&tls, &keys, a)).await {
+                    Ok(chain) => tls.serve_chain(chain).map_err(AcmeError::from),
+                    Err(e) => Err(e),
+                },
             },
+        };
+        match outcome {
+            Ok(()) => {
+                failures = 0;
+                tls.set_last_error(None);
+            }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = backoff(timing.retry_min, timing.retry_max, failures);
-                tracing::warn!(error = %e, failures, retry_in = ?wait, "issuer certificate order failed; serving what we have");
+                tracing::warn!(error = %e, failures, retry_in = ?wait, "issuer certificate: ACME failed; serving what we have");
                 tls.set_last_error(Some(e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
