@@ -493,7 +493,9 @@ impl Args {
             Some(path) => Address::Unix(path),
             None => vsock_listen_address(self.vsock_port),
         };
-        let issuer_tls = match self.acme_directory {
+        // An empty value (the image's ENV when built without a directory) means none.
+        let acme_directory = self.acme_directory.filter(|d| !d.is_empty());
+        let issuer_tls = match acme_directory {
             None => {
                 if self.acme_root.is_some() {
                     return Err(ConfigError::NeedsAcmeDirectory {
@@ -835,6 +837,159 @@ mod tests {
             only(&["--session-key-thumbprint", &five]).unwrap_err(),
             ConfigError::Auth(AuthConfigError::TooManySessionKeys { found: 5, max: 4 })
         );
+    }
+
+    const DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+    #[test]
+    fn issuer_tls_is_on_only_with_an_acme_directory() {
+        assert!(config(&[]).unwrap().issuer_tls.is_none());
+        assert!(config(&["--acme-directory", ""])
+            .unwrap()
+            .issuer_tls
+            .is_none());
+        let c = config(&["--acme-directory", DIRECTORY]).unwrap();
+        let tls = c.issuer_tls.unwrap();
+        assert_eq!(tls.hostname, "issuer.example.com");
+        assert_eq!(tls.directory.host, "acme-v02.api.letsencrypt.org");
+        assert_eq!(tls.directory.port, 443);
+        assert_eq!(tls.proxy_port, 8002);
+        assert_ne!(tls.proxy_port, c.kms_proxy_port);
+        assert_eq!(
+            tls.listen,
+            Address::Vsock {
+                cid: agentkeys_wire::address::VSOCK_CID_ANY,
+                port: 5001
+            }
+        );
+        assert_eq!(tls.renew_before, None);
+        for (flag, value) in [
+            ("--acme-root", "/tmp/root.pem"),
+            ("--acme-renew-before", "60"),
+            ("--acme-contact", "mailto:ops@example.com"),
+        ] {
+            assert_eq!(
+                config(&[flag, value]).unwrap_err(),
+                ConfigError::NeedsAcmeDirectory {
+                    flag: match flag {
+                        "--acme-root" => "--acme-root",
+                        "--acme-renew-before" => "--acme-renew-before",
+                        _ => "--acme-contact",
+                    }
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn issuer_tls_flags_are_checked() {
+        let with = |extra: &[&str]| {
+            let mut v = vec!["--acme-directory", DIRECTORY];
+            v.extend_from_slice(extra);
+            config(&v)
+        };
+        assert_eq!(
+            with(&["--acme-root", "/tmp/root.pem"]).unwrap_err(),
+            ConfigError::NeedsMock {
+                flag: "--acme-root"
+            }
+        );
+        assert!(matches!(
+            with(&["--acme-contact", "ops@example.com"]),
+            Err(ConfigError::AcmeContact { .. })
+        ));
+        assert_eq!(
+            with(&["--acme-renew-before", "0"]).unwrap_err(),
+            ConfigError::RenewBefore
+        );
+        let c = with(&[
+            "--acme-renew-before",
+            "86400",
+            "--acme-contact",
+            "mailto:a@b.example",
+        ])
+        .unwrap()
+        .issuer_tls
+        .unwrap();
+        assert_eq!(c.renew_before, Some(Duration::from_secs(86400)));
+        assert_eq!(c.contact.as_deref(), Some("mailto:a@b.example"));
+        assert_eq!(
+            with(&["--mock", "--usock", "/tmp/x"]).unwrap_err(),
+            ConfigError::MockTlsOnVsock
+        );
+        let mock = with(&["--mock", "--usock", "/tmp/x", "--tls-usock", "/tmp/t"]);
+        // A production directory is refused in mock mode: only a loopback test CA.
+        assert!(matches!(mock, Err(ConfigError::AcmeDirectory { .. })));
+        let mock = config(&[
+            "--mock",
+            "--usock",
+            "/tmp/x",
+            "--tls-usock",
+            "/tmp/t",
+            "--acme-directory",
+            "https://127.0.0.1:14000/dir",
+            "--acme-root",
+            "/tmp/root.pem",
+        ])
+        .unwrap()
+        .issuer_tls
+        .unwrap();
+        assert_eq!(mock.listen, Address::Unix("/tmp/t".into()));
+        assert!(mock.mock);
+        assert_eq!(mock.directory.port, 14000);
+    }
+
+    #[test]
+    fn acme_directory_rules() {
+        for ok in [
+            DIRECTORY,
+            "https://acme.example.com:443/dir",
+            "https://ACME.example.com/dir",
+        ] {
+            validate_acme_directory(ok, false).unwrap();
+        }
+        for bad in [
+            "http://acme.example.com/dir",
+            "https://acme.example.com:14000/dir",
+            "https://127.0.0.1/dir",
+            "https://localhost/dir",
+            "https://u@acme.example.com/dir",
+            "https://acme.example.com/dir?x=1",
+            "https://acme.example.com/dir#f",
+            "https://acme example.com/dir",
+            "",
+        ] {
+            assert!(validate_acme_directory(bad, false).is_err(), "{bad}");
+        }
+        for ok in [
+            "https://127.0.0.1:14000/dir",
+            "https://localhost:14000/dir",
+            "https://[::1]:14000/dir",
+        ] {
+            validate_acme_directory(ok, true).unwrap();
+        }
+        for bad in ["https://10.0.0.1:14000/dir", "http://127.0.0.1:14000/dir"] {
+            assert!(validate_acme_directory(bad, true).is_err(), "{bad}");
+        }
+        let long = format!("https://acme.example.com/{}", "d".repeat(200));
+        assert!(validate_acme_directory(&long, false).is_err());
+    }
+
+    #[test]
+    fn the_certificate_name_is_the_issuer_dns_host() {
+        assert_eq!(
+            issuer_tls_hostname("https://Issuer.Example.com/path").unwrap(),
+            "issuer.example.com"
+        );
+        for bad in [
+            "http://issuer.example.com",
+            "https://10.1.2.3",
+            "https://[::1]",
+            "https://localhost",
+            "https://issuer_x.example.com",
+        ] {
+            assert!(issuer_tls_hostname(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -25,9 +25,10 @@ use rustls::RootCertStore;
 use crate::config::AcmeDirectory;
 use crate::kms::{VsockConnector, PARENT_CID};
 
-/// Default vsock port of the parent's `vsock-proxy` to the CA's host (port 443). The KMS
-/// proxy takes 8000 (AWS's `vsock-proxy` examples); the CA's is the next one.
-pub const DEFAULT_ACME_PROXY_PORT: u32 = 8001;
+/// Default vsock port of the parent's `vsock-proxy` to the CA's host (port 443). The stock
+/// `nitro-enclaves-vsock-proxy` takes 8000 (AWS's examples) and the image's KMS proxy 8001
+/// (`eif/Dockerfile`, `scripts/systemd/agentkeys-vsock-proxy.service`); the CA's is 8002.
+pub const DEFAULT_ACME_PROXY_PORT: u32 = 8002;
 /// Largest answer accepted from the CA: a directory, an order or a chain of a few
 /// certificates takes a few KiB; 1 MiB bounds what a misbehaving CA can make us hold.
 pub const MAX_ACME_RESPONSE_BYTES: usize = 1024 * 1024;
