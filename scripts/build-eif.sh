@@ -8,9 +8,15 @@
 #       --kms-key-arn arn:aws:kms:<region>:<account>:key/<key id> \
 #       [--auth-mode signed-session[,wallet-signature] | --auth-mode parent-vouched] \
 #       [--session-key-thumbprint <RFC 7638 thumbprint>[,<next>]] \
+#       [--acme-directory https://acme-v02.api.letsencrypt.org/directory] \
 #       [--output eif/agentkeys-enclave.eif] [--measurements eif/measurements.json] \
 #       [--tag agentkeys-enclave:<rev>] [--inputs eif/inputs.env] \
 #       [--signing-certificate cert.pem --private-key key.pem] [--check-reproducible]
+#
+# --acme-directory makes the enclave terminate the issuer's TLS itself, with a certificate
+# its own ACME client obtains from that CA; the URL is measured like --issuer. The parent
+# host then needs the CA host in its vsock-proxy allowlist (setup-parent-host.sh
+# --acme-directory with the same URL).
 #
 # Every build input besides the source tree comes from eif/inputs.env (builder image and
 # digest, toolchain, target, RUSTFLAGS, Alpine packages, SOURCE_DATE_EPOCH); change it
@@ -37,7 +43,7 @@ REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 . "$SCRIPT_DIR/lib/common.sh"
 
 usage() {
-    sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # Exit status of --check-reproducible when it cannot run here (the automake convention
@@ -49,6 +55,7 @@ KMS_KEY_ARN=""
 # The enclave's default: it signs only for the wallet a session the backend signed names.
 AUTH_MODES="signed-session"
 SESSION_KEYS=""
+ACME_DIRECTORY=""
 INPUTS="$REPO_ROOT/eif/inputs.env"
 OUTPUT="$REPO_ROOT/eif/agentkeys-enclave.eif"
 MEASUREMENTS="$REPO_ROOT/eif/measurements.json"
@@ -68,6 +75,7 @@ while [ $# -gt 0 ]; do
         --kms-key-arn) KMS_KEY_ARN="${2:?--kms-key-arn needs a value}"; shift 2 ;;
         --auth-mode) AUTH_MODES="${2:?--auth-mode needs a value}"; shift 2 ;;
         --session-key-thumbprint) SESSION_KEYS="${SESSION_KEYS:+$SESSION_KEYS,}${2:?--session-key-thumbprint needs a value}"; shift 2 ;;
+        --acme-directory) ACME_DIRECTORY="${2:?--acme-directory needs a value}"; shift 2 ;;
         --inputs) INPUTS="${2:?--inputs needs a value}"; shift 2 ;;
         --rust-image) OVERRIDE_RUST_IMAGE="${2:?--rust-image needs a value}"; shift 2 ;;
         --rust-image-digest) OVERRIDE_RUST_IMAGE_DIGEST="${2:?--rust-image-digest needs a value}"; shift 2 ;;
@@ -95,6 +103,9 @@ if ! reason="$(validate_kms_key_arn "$KMS_KEY_ARN")"; then
 fi
 if ! reason="$(validate_auth_modes "$AUTH_MODES" "$SESSION_KEYS")"; then
     die "$reason"
+fi
+if [ -n "$ACME_DIRECTORY" ] && ! reason="$(validate_acme_directory "$ACME_DIRECTORY")"; then
+    die "--acme-directory: $reason"
 fi
 if [ -n "$SIGNING_CERT" ] || [ -n "$PRIVATE_KEY" ]; then
     if [ -z "$SIGNING_CERT" ] || [ -z "$PRIVATE_KEY" ]; then
@@ -229,6 +240,7 @@ build_args=(
     --build-arg "KMS_KEY_ARN=$KMS_KEY_ARN"
     --build-arg "AUTH_MODES=$AUTH_MODES"
     --build-arg "SESSION_KEYS=$SESSION_KEYS"
+    --build-arg "ACME_DIRECTORY=$ACME_DIRECTORY"
 )
 
 # build_image TAG [docker build flags...]: the image, from the inputs above.

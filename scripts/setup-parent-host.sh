@@ -16,7 +16,13 @@
 #       [--data-dir /var/lib/agentkeys] [--bind 0.0.0.0:443] \
 #       [--enclave-memory-mib 512] [--enclave-cpus 2] [--enclave-cid 16] \
 #       [--eif-path /opt/agentkeys/agentkeys-enclave.eif] [--kms-proxy-port 8001] \
+#       [--acme-directory https://acme-v02.api.letsencrypt.org/directory [--acme-proxy-port 8002]] \
 #       [--dry-run]
+#
+# --acme-directory (the same URL the image was built with, build-eif.sh --acme-directory)
+# adds the CA's host to the vsock-proxy allowlist and a second proxy unit,
+# agentkeys-vsock-proxy-acme (vsock port 8002 -> the CA host's 443), through which the
+# enclave's own ACME client reaches the CA over TLS that ends inside the enclave.
 #
 # --dry-run prints every action (commands and file contents) without doing any of them.
 set -euo pipefail
@@ -27,7 +33,7 @@ SCRIPT_DIR="$(cd "$SCRIPT_DIR" && pwd)"
 . "$SCRIPT_DIR/lib/common.sh"
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 NON_INTERACTIVE=0
@@ -48,6 +54,8 @@ ENCLAVE_CPUS=""
 ENCLAVE_CID=""
 EIF_PATH=""
 KMS_PROXY_PORT=""
+ACME_DIRECTORY=""
+ACME_PROXY_PORT=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -69,6 +77,8 @@ while [ $# -gt 0 ]; do
         --enclave-cid) ENCLAVE_CID="${2?--enclave-cid needs a value}"; shift 2 ;;
         --eif-path) EIF_PATH="${2?--eif-path needs a value}"; shift 2 ;;
         --kms-proxy-port) KMS_PROXY_PORT="${2?--kms-proxy-port needs a value}"; shift 2 ;;
+        --acme-directory) ACME_DIRECTORY="${2?--acme-directory needs a value}"; shift 2 ;;
+        --acme-proxy-port) ACME_PROXY_PORT="${2?--acme-proxy-port needs a value}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -139,6 +149,8 @@ ENCLAVE_CPUS="${ENCLAVE_CPUS:-2}"
 ENCLAVE_CID="${ENCLAVE_CID:-16}"
 EIF_PATH="${EIF_PATH:-/opt/agentkeys/agentkeys-enclave.eif}"
 KMS_PROXY_PORT="${KMS_PROXY_PORT:-8001}"
+# The enclave's default --acme-proxy-port (enclave/src/tls/transport.rs).
+ACME_PROXY_PORT="${ACME_PROXY_PORT:-8002}"
 
 [ -n "$ISSUER" ] || die "--issuer is required"
 [ -n "$REGION" ] || die "--region is required"
@@ -184,6 +196,17 @@ uint_in_range "$ENCLAVE_CPUS" 1 1024 || die "--enclave-cpus must be a positive n
 uint_in_range "$ENCLAVE_CID" 4 4294967294 || die "--enclave-cid must be 4..4294967294"
 uint_in_range "$KMS_PROXY_PORT" 1024 65535 || die "--kms-proxy-port must be 1024..65535"
 [ "$KMS_PROXY_PORT" != 8000 ] || warn "--kms-proxy-port 8000 is the stock nitro-enclaves-vsock-proxy port; do not run both"
+ACME_HOST=""
+ACME_ALLOWLIST_ENTRY="# (no ACME CA: the enclave terminates no issuer TLS)"
+if [ -n "$ACME_DIRECTORY" ]; then
+    if ! reason="$(validate_acme_directory "$ACME_DIRECTORY")"; then
+        die "--acme-directory: $reason"
+    fi
+    ACME_HOST="$(acme_directory_host "$ACME_DIRECTORY")"
+    ACME_ALLOWLIST_ENTRY="- {address: $ACME_HOST, port: 443}"
+    uint_in_range "$ACME_PROXY_PORT" 1024 65535 || die "--acme-proxy-port must be 1024..65535"
+    [ "$ACME_PROXY_PORT" != "$KMS_PROXY_PORT" ] || die "--acme-proxy-port must differ from --kms-proxy-port ($KMS_PROXY_PORT)"
+fi
 case "$EIF_PATH" in
     /*) ;;
     *) die "--eif-path must be an absolute path" ;;
@@ -225,6 +248,9 @@ write_file() {
 render() {
     sed -e "s|@REGION@|$REGION|g" \
         -e "s|@KMS_PROXY_PORT@|$KMS_PROXY_PORT|g" \
+        -e "s|@ACME_HOST@|$ACME_HOST|g" \
+        -e "s|@ACME_PROXY_PORT@|$ACME_PROXY_PORT|g" \
+        -e "s|@ACME_ALLOWLIST_ENTRY@|$ACME_ALLOWLIST_ENTRY|g" \
         -e "s|@EIF_PATH@|$EIF_PATH|g" \
         -e "s|@ENCLAVE_CPUS@|$ENCLAVE_CPUS|g" \
         -e "s|@ENCLAVE_MEMORY_MIB@|$ENCLAVE_MEMORY_MIB|g" \
@@ -267,7 +293,8 @@ AgentKeys parent host plan
   bind               $BIND
   TLS                ${BEHIND_TLS_PROXY:+behind a TLS proxy}${TLS_CERT:+cert $TLS_CERT, key $TLS_KEY}
   enclave            $ENCLAVE_CPUS vCPU, $ENCLAVE_MEMORY_MIB MiB, CID $ENCLAVE_CID, EIF $EIF_PATH
-  vsock-proxy        port $KMS_PROXY_PORT -> kms.$REGION.amazonaws.com:443
+  vsock-proxy        port $KMS_PROXY_PORT -> kms.$REGION.amazonaws.com:443${ACME_HOST:+
+  vsock-proxy (ACME) port $ACME_PROXY_PORT -> $ACME_HOST:443}
 PLAN
 
 # 1. Packages.
@@ -332,7 +359,11 @@ fi
 # 6. vsock-proxy allowlist and units.
 render "$SCRIPT_DIR/vsock-proxy/agentkeys-vsock-proxy.yaml.template" |
     write_file /etc/nitro_enclaves/agentkeys-vsock-proxy.yaml 0644 root:root
-for unit in agentkeys-vsock-proxy agentkeys-enclave agentkeys-broker; do
+units=(agentkeys-vsock-proxy agentkeys-enclave agentkeys-broker)
+if [ -n "$ACME_HOST" ]; then
+    units+=(agentkeys-vsock-proxy-acme)
+fi
+for unit in "${units[@]}"; do
     render "$SCRIPT_DIR/systemd/$unit.service" | write_file "/etc/systemd/system/$unit.service" 0644 root:root
 done
 
@@ -342,6 +373,9 @@ run systemctl daemon-reload
 run systemctl enable --now nitro-enclaves-allocator.service
 run systemctl restart nitro-enclaves-allocator.service
 run systemctl enable --now agentkeys-vsock-proxy.service
+if [ -n "$ACME_HOST" ]; then
+    run systemctl enable --now agentkeys-vsock-proxy-acme.service
+fi
 run systemctl enable agentkeys-enclave.service agentkeys-broker.service
 if [ "$DRY_RUN" = 0 ]; then
     if [ -r "$EIF_PATH" ] && [ -x /usr/local/bin/agentkeys-broker ]; then

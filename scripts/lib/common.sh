@@ -71,6 +71,40 @@ validate_issuer() {
     return 0
 }
 
+# validate_acme_directory URL: the ACME (RFC 8555) directory of the CA that certifies the
+# issuer's TLS key, measured into the image: https://host[/path] on port 443 (the
+# enclave reaches the CA through a vsock-proxy to the host's port 443), no query, fragment,
+# user info or spaces, at most 200 characters (the enclave's attested statement limit).
+# Prints the reason and returns 1 when invalid.
+validate_acme_directory() {
+    local url="$1" host
+    case "$url" in
+        https://*) ;;
+        *) echo "ACME directory '$url' must start with https://"; return 1 ;;
+    esac
+    case "$url" in
+        *\?*|*\#*|*@*|*[[:space:]]*) echo "ACME directory '$url' must not contain a query, a fragment, user info or spaces"; return 1 ;;
+    esac
+    [ "${#url}" -le 200 ] || { echo "ACME directory '$url' is longer than 200 characters"; return 1; }
+    host="$(acme_directory_host "$url")"
+    case "$host" in
+        *:*) echo "ACME directory '$url' must use port 443 (the vsock-proxy forwards to the CA host's port 443)"; return 1 ;;
+    esac
+    if ! [[ "$host" =~ ^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$ ]] \
+        || [[ "$host" =~ ^[0-9.]+$ ]]; then
+        echo "ACME directory '$url' host '$host' is not a DNS name"
+        return 1
+    fi
+    return 0
+}
+
+# acme_directory_host URL: the host of an ACME directory URL (":443" dropped).
+acme_directory_host() {
+    local rest="${1#https://}"
+    rest="${rest%%/*}"
+    printf '%s\n' "${rest%:443}"
+}
+
 # is_uint VALUE: true for a non-empty string of digits.
 is_uint() {
     [[ "$1" =~ ^[0-9]+$ ]]
