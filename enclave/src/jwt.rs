@@ -12,7 +12,6 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::keys::SigningKey;
 
@@ -331,6 +330,14 @@ fn random_jti(rng: &SystemRandom) -> Result<String, TokenError> {
     Ok(hex::encode(b))
 }
 
+/// A SHA-256 digest as an array.
+fn sha256_array(digest: &aws_lc_rs::digest::Digest) -> Result<[u8; 32], TokenError> {
+    digest
+        .as_ref()
+        .try_into()
+        .map_err(|_| TokenError::Sign("SHA-256 digest of the wrong length".into()))
+}
+
 /// A checked request whose claims wait for their place in the audit chain
 /// ([`PendingMint::sign_at`]).
 #[derive(Debug)]
@@ -401,13 +408,22 @@ impl PendingMint {
         jwt.push_str(&header_b64);
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(claims_json, &mut jwt);
-        let signing_input_sha256 = agentkeys_wire::signing_input_sha256(&jwt);
+        // The signing input is hashed once: its SHA-256 is what the key signs and what the
+        // audit chain links, and the same running hash, carried on over the signature,
+        // gives the whole token's.
+        let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        hash.update(jwt.as_bytes());
+        let mut jwt_hash = hash.clone();
+        let signing_input_digest = hash.finish();
+        let signing_input_sha256 = sha256_array(&signing_input_digest)?;
         let sig = key
-            .sign(jwt.as_bytes())
+            .sign_digest(&signing_input_digest)
             .map_err(|e| TokenError::Sign(e.to_string()))?;
+        let signature_start = jwt.len();
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(sig, &mut jwt);
-        let jwt_sha256: [u8; 32] = Sha256::digest(jwt.as_bytes()).into();
+        jwt_hash.update(&jwt.as_bytes()[signature_start..]);
+        let jwt_sha256 = sha256_array(&jwt_hash.finish())?;
         Ok(Minted {
             jwt,
             kid: key.kid().to_string(),
@@ -438,6 +454,7 @@ pub fn mint(
 mod tests {
     use super::*;
     use crate::keys::{Seed, SigningKey};
+    use sha2::{Digest, Sha256};
 
     const W: &str = "0xAbCdEf0123456789abcdef0123456789ABCDEF01";
     /// An epoch above 2^53 (a JSON number could not carry it exactly) and a seq.

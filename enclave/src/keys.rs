@@ -346,14 +346,25 @@ impl SigningKey {
             .key_pair
             .sign(&self.rng, message)
             .map_err(|_| KeyError::Sign)?;
-        let bytes = sig.as_ref();
-        if bytes.len() != 64 {
-            return Err(KeyError::Sign);
-        }
-        let mut out = [0u8; 64];
-        out.copy_from_slice(bytes);
-        Ok(out)
+        fixed_signature(sig.as_ref())
     }
+
+    /// ES256 signature over the message whose SHA-256 `digest` the caller computed from
+    /// the message itself (a JWT's signing input, whose hash the audit chain also needs):
+    /// the same signature as [`SigningKey::sign`] of that message, without hashing it a
+    /// second time. A digest of another algorithm is refused (by aws-lc-rs).
+    pub fn sign_digest(&self, digest: &aws_lc_rs::digest::Digest) -> Result<[u8; 64], KeyError> {
+        let sig = self
+            .key_pair
+            .sign_digest(digest)
+            .map_err(|_| KeyError::Sign)?;
+        fixed_signature(sig.as_ref())
+    }
+}
+
+/// A fixed-format (r‖s) P-256 signature as an array; any other length is an error.
+fn fixed_signature(bytes: &[u8]) -> Result<[u8; 64], KeyError> {
+    bytes.try_into().map_err(|_| KeyError::Sign)
 }
 
 /// Which key versions a ring holds.
@@ -650,5 +661,21 @@ mod tests {
         let s = p256::ecdsa::Signature::from_slice(&sig).unwrap();
         vk.verify(b"hello", &s).unwrap();
         assert!(vk.verify(b"hellp", &s).is_err());
+    }
+
+    #[test]
+    fn a_signature_of_a_digest_verifies_over_the_message() {
+        use aws_lc_rs::digest::{digest, SHA256, SHA384};
+        use p256::ecdsa::signature::Verifier;
+        let k = SigningKey::derive(&seed(5), 1).unwrap();
+        let sig = k.sign_digest(&digest(&SHA256, b"hello")).unwrap();
+        let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(k.public_point()).unwrap();
+        let s = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+        vk.verify(b"hello", &s).unwrap();
+        assert!(vk.verify(b"hellp", &s).is_err());
+        assert!(matches!(
+            k.sign_digest(&digest(&SHA384, b"hello")),
+            Err(KeyError::Sign)
+        ));
     }
 }

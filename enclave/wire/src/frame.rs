@@ -121,7 +121,30 @@ const FRAME_INITIAL_CAPACITY: usize = 1536;
 
 /// A growable buffer that zeroizes each buffer it outgrows: encoding never leaves a
 /// partial copy of a frame behind in freed memory, as `Vec`'s own reallocation would.
-struct ZeroizingBuffer(Zeroizing<Vec<u8>>);
+pub(crate) struct ZeroizingBuffer(pub(crate) Zeroizing<Vec<u8>>);
+
+impl ZeroizingBuffer {
+    /// An empty buffer with room for `capacity` bytes.
+    pub(crate) fn with_capacity(capacity: usize) -> ZeroizingBuffer {
+        ZeroizingBuffer(Zeroizing::new(Vec::with_capacity(capacity)))
+    }
+
+    /// Removes the first `n` bytes (at most all of them), zeroizing every byte that no
+    /// longer belongs to the buffer's contents.
+    pub(crate) fn consume(&mut self, n: usize) {
+        use zeroize::Zeroize;
+        let len = self.0.len();
+        let n = n.min(len);
+        if n == len {
+            self.0.as_mut_slice().zeroize();
+            self.0.clear();
+            return;
+        }
+        self.0.copy_within(n..len, 0);
+        self.0[len - n..len].zeroize();
+        self.0.truncate(len - n);
+    }
+}
 
 impl io::Write for ZeroizingBuffer {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -146,22 +169,42 @@ impl io::Write for ZeroizingBuffer {
 /// The returned buffer is zeroized on drop (request frames can carry credentials), and
 /// so is every smaller buffer used on the way.
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
-    let mut buffer = ZeroizingBuffer(Zeroizing::new(Vec::with_capacity(FRAME_INITIAL_CAPACITY)));
+    let mut buffer = ZeroizingBuffer::with_capacity(FRAME_INITIAL_CAPACITY);
+    encode_frame_into(&mut buffer, message)?;
+    Ok(buffer.0)
+}
+
+/// Appends `message` as a complete frame (prefix ‖ CBOR body) to `buffer`, which can
+/// already hold frames. On failure `buffer` is left as it was, the bytes of the partial
+/// frame zeroized.
+pub(crate) fn encode_frame_into<T: Serialize>(
+    buffer: &mut ZeroizingBuffer,
+    message: &T,
+) -> Result<(), FrameError> {
+    use zeroize::Zeroize;
+    let start = buffer.0.len();
+    let undo = |buffer: &mut ZeroizingBuffer| {
+        buffer.0[start..].zeroize();
+        buffer.0.truncate(start);
+    };
     buffer.0.extend_from_slice(&[0u8; LENGTH_PREFIX_BYTES]);
-    ciborium::ser::into_writer(message, &mut buffer).map_err(|e| FrameError::Encode {
-        message: e.to_string(),
-    })?;
-    let mut frame = buffer.0;
-    let length = frame.len() - LENGTH_PREFIX_BYTES;
+    if let Err(e) = ciborium::ser::into_writer(message, &mut *buffer) {
+        undo(buffer);
+        return Err(FrameError::Encode {
+            message: e.to_string(),
+        });
+    }
+    let length = buffer.0.len() - start - LENGTH_PREFIX_BYTES;
     if length > MAX_FRAME_BYTES {
+        undo(buffer);
         return Err(FrameError::TooLarge {
             length: length as u64,
             max: MAX_FRAME_BYTES,
         });
     }
     // length <= MAX_FRAME_BYTES < u32::MAX, so the cast is exact.
-    frame[..LENGTH_PREFIX_BYTES].copy_from_slice(&(length as u32).to_be_bytes());
-    Ok(frame)
+    buffer.0[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&(length as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Decodes exactly one complete frame (prefix ‖ body, nothing after it).
