@@ -238,7 +238,7 @@ async fn connect(url: &PgUrl, chain: &str, migrate: bool) -> Result<Live, PgErro
             });
         }
         let insert = client
-            .prepare(rows::INSERT_ROW)
+            .prepare(rows::INSERT_ROWS)
             .await
             .map_err(PgError::query("preparing the insert"))?;
         Ok(insert)
@@ -680,8 +680,12 @@ fn accept(
     }
 }
 
-/// Inserts `withheld` then `batch` after `tip` (read from the database when `None`) in one
-/// transaction; the inserts are pipelined, so a batch costs one round trip plus the commit.
+/// Inserts `withheld` then `batch` after `tip` (read from the database when `None`) with
+/// one statement ([`rows::INSERT_ROWS`]) outside an explicit transaction: the statement is
+/// atomic and is committed when it returns (durably: the connection checked
+/// `synchronous_commit`), so a batch costs one round trip, its commit included. The chain's
+/// advisory lock, held by this connection, keeps the tip read and the insert free of any
+/// other writer of the chain; the primary key would refuse one anyway.
 async fn write_batch(
     client: &Client,
     insert: &Statement,
@@ -690,10 +694,6 @@ async fn write_batch(
     withheld: &[(NewAuditRow, i64)],
     batch: &[(NewAuditRow, i64)],
 ) -> Result<(Tip, Vec<AuditReceipt>), CommitFailure> {
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| CommitFailure::of(&e))?;
     let (mut last_seq, mut prev) = match tip {
         Some(t) => t,
         None => read_tip(client, chain)
@@ -705,7 +705,7 @@ async fn write_batch(
     for (i, (new, ts_ms)) in withheld.iter().chain(batch.iter()).enumerate() {
         let seq = last_seq + 1;
         let hash = row_hash(&prev, &encode_row(RowFormat::CURRENT, seq, *ts_ms, new));
-        values.push(rows::PgRowValues::new(chain, seq, *ts_ms, new, prev, hash));
+        values.push(rows::PgRowValues::new(seq, *ts_ms, new, prev, hash));
         if i >= withheld.len() {
             receipts.push(AuditReceipt {
                 id: seq,
@@ -715,17 +715,13 @@ async fn write_batch(
         last_seq = seq;
         prev = hash;
     }
-    let inserts = values.iter().map(|v| async move {
-        let params = v.params();
-        client.execute(insert, &params).await
-    });
-    let inserted = futures::future::try_join_all(inserts).await;
-    let committed = match inserted {
-        Ok(_) => client.batch_execute("COMMIT").await,
-        Err(e) => Err(e),
-    };
-    match committed {
-        Ok(()) => Ok(((last_seq, prev), receipts)),
+    let columns = rows::PgBatchValues::new(chain, &values);
+    match client.execute(insert, &columns.params()).await {
+        Ok(n) if n == values.len() as u64 => Ok(((last_seq, prev), receipts)),
+        Ok(n) => Err(CommitFailure::Failed(format!(
+            "PostgreSQL inserted {n} rows of a batch of {}",
+            values.len()
+        ))),
         Err(e) => Err(CommitFailure::of(&e)),
     }
 }
