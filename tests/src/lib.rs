@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 pub mod faults;
 pub mod fleet;
+pub mod issuer_tls;
 pub mod postgres;
 
 /// The wallet most tests use.
