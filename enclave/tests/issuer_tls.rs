@@ -280,7 +280,7 @@ async fn acme_tls_alpn_serves_the_challenge_certificate_only_while_pending() {
     );
     let digest: [u8; 32] = Sha256::digest(b"token.thumbprint").into();
     let cert = certs::challenge_certificate(&keys.tls, HOST, &digest).unwrap();
-    let certified = certs::certified_key(tls.provider(), &keys.tls, vec![cert]).unwrap();
+    let certified = certs::certified_key(&keys.tls, vec![cert]).unwrap();
     tls.set_challenge(Some(
         server_config(tls.provider(), certified, ACME_TLS_ALPN).unwrap(),
     ));

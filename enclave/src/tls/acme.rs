@@ -190,7 +190,7 @@ async fn order(
                     })?;
             let digest = challenge.key_authorization().digest();
             let cert = certs::challenge_certificate(&keys.tls, &hostname, digest.as_ref())?;
-            let certified = certs::certified_key(tls.provider(), &keys.tls, vec![cert])?;
+            let certified = certs::certified_key(&keys.tls, vec![cert])?;
             tls.set_challenge(Some(server_config(
                 tls.provider(),
                 certified,
@@ -310,5 +310,19 @@ pub async fn run(tls: Arc<IssuerTls>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_minimum_up_to_the_maximum() {
+        let (min, max) = (Duration::from_secs(30), Duration::from_secs(3600));
+        let waits: Vec<u64> = (1..=10).map(|f| backoff(min, max, f).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(backoff(min, max, 0), min);
+        assert_eq!(backoff(min, max, u32::MAX), max);
     }
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use rcgen::{CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
@@ -73,17 +72,16 @@ pub fn csr(key: &DerivedKey, hostname: &str) -> Result<Vec<u8>, CertError> {
     Ok(csr.der().to_vec())
 }
 
-/// A rustls certified key: `chain` (leaf first) with the TLS key as signer, loaded by
-/// `provider` (never a process default).
+/// A rustls certified key: `chain` (leaf first) with the TLS key as signer. The key is
+/// loaded by aws-lc-rs (the provider of every configuration built here, never a process
+/// default) from a borrowed view of the zeroized PKCS#8 bytes, so no further copy of the
+/// private key is left behind.
 pub fn certified_key(
-    provider: &CryptoProvider,
     key: &DerivedKey,
     chain: Vec<CertificateDer<'static>>,
 ) -> Result<Arc<CertifiedKey>, CertError> {
-    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()));
-    let signer = provider
-        .key_provider
-        .load_private_key(der)
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der()));
+    let signer = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&der)
         .map_err(|e| CertError::Rustls(e.to_string()))?;
     Ok(Arc::new(CertifiedKey::new(chain, signer)))
 }

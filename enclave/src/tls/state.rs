@@ -124,7 +124,7 @@ impl IssuerTls {
             return Ok(());
         }
         let cert = certs::self_signed(&keys.tls, self.hostname())?;
-        let certified = certs::certified_key(&self.provider, &keys.tls, vec![cert])?;
+        let certified = certs::certified_key(&keys.tls, vec![cert])?;
         let config = server_config(&self.provider, certified, HTTP11_ALPN)?;
         if self.keys.set(keys).is_err() {
             return Ok(());
@@ -177,7 +177,7 @@ impl IssuerTls {
         let Some(keys) = self.keys() else {
             return Err(CertError::Rustls("no TLS key yet".into()));
         };
-        let certified = certs::certified_key(&self.provider, &keys.tls, chain.der)?;
+        let certified = certs::certified_key(&keys.tls, chain.der)?;
         let config = server_config(&self.provider, certified, HTTP11_ALPN)?;
         tracing::info!(hostname = %self.hostname(), not_after = chain.not_after, "issuer TLS serving a CA-issued chain");
         self.set_serving(Serving {
