@@ -179,16 +179,63 @@ async fn mint_oidc_jwt_recorded(
         }
     };
     s.metrics.tokens_issued.inc();
-    json_ok_sized(
-        &MintJwtResponse {
-            jwt: &minted.jwt,
-            wallet: &minted.wallet,
-            expiration: rfc3339(minted.exp),
-            kid: &minted.kid,
-            audit_id: receipt.id,
-        },
-        minted.jwt.len() + MINT_BODY_FIELDS_CAPACITY,
+    mint_jwt_answer(&MintJwtResponse {
+        jwt: &minted.jwt,
+        wallet: &minted.wallet,
+        expiration: rfc3339(minted.exp),
+        kid: &minted.kid,
+        audit_id: receipt.id,
+    })
+}
+
+/// Whether serde_json writes `s` inside a JSON string as it is: it escapes only `"`, `\`
+/// and the control characters below U+0020 (RFC 8259, section 7), and writes every other
+/// byte of UTF-8 unchanged.
+fn json_verbatim(s: &str) -> bool {
+    // A fold without an early exit: the compiler checks many bytes at once.
+    s.bytes().fold(true, |verbatim, b| {
+        verbatim & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    })
+}
+
+/// The body of a mint answer, byte for byte what serde_json writes for `answer`. The
+/// token, wallet, kid and time never need escaping (base64url, hex, digits), so the body
+/// is written around them directly instead of through serde_json's per-byte escaping;
+/// any string that would need it takes serde_json's path.
+fn mint_jwt_body(answer: &MintJwtResponse<'_>) -> Result<Vec<u8>, ApiError> {
+    let strings = [answer.jwt, answer.wallet, &answer.expiration, answer.kid];
+    let mut body = Vec::with_capacity(answer.jwt.len() + MINT_BODY_FIELDS_CAPACITY);
+    if !strings.iter().all(|s| json_verbatim(s)) {
+        serde_json::to_writer(&mut body, answer).map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(body);
+    }
+    for (name, value) in ["jwt", "wallet", "expiration", "kid"].iter().zip(strings) {
+        body.extend_from_slice(if *name == "jwt" { b"{\"" } else { b",\"" });
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(b"\":\"");
+        body.extend_from_slice(value.as_bytes());
+        body.push(b'"');
+    }
+    body.extend_from_slice(b",\"audit_id\":");
+    body.extend_from_slice(answer.audit_id.to_string().as_bytes());
+    body.push(b'}');
+    Ok(body)
+}
+
+/// A `200 OK` mint answer with its JSON body.
+fn mint_jwt_answer(answer: &MintJwtResponse<'_>) -> Result<Response, ApiError> {
+    use axum::http::{header, HeaderValue};
+    use axum::response::IntoResponse;
+    let body = mint_jwt_body(answer)?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
     )
+        .into_response())
 }
 
 #[derive(Serialize)]
@@ -392,6 +439,38 @@ mod tests {
             parse_body::<MintJwtBody>(Ok(Bytes::from_static(b"{\"x\":1}")), 10),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn a_mint_answer_is_what_serde_json_writes_whatever_its_strings_hold() {
+        let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl-_";
+        let expiration = rfc3339(1_900_000_000);
+        let ordinary = MintJwtResponse {
+            jwt,
+            wallet: "0xabcdef0123456789abcdef0123456789abcdef01",
+            expiration: expiration.clone(),
+            kid: "kid-1_Az",
+            audit_id: 9_007_199_254_740_993,
+        };
+        let serde = |a: &MintJwtResponse<'_>| serde_json::to_vec(a).unwrap();
+        assert_eq!(mint_jwt_body(&ordinary).unwrap(), serde(&ordinary));
+        for odd in ["a\"b", "a\\b", "a\nb", "\u{1}", "é\u{7f}", "", "a/b"] {
+            for field in 0..4 {
+                let mut answer = MintJwtResponse {
+                    expiration: expiration.clone(),
+                    ..ordinary
+                };
+                match field {
+                    0 => answer.jwt = odd,
+                    1 => answer.wallet = odd,
+                    2 => answer.expiration = odd.to_string(),
+                    _ => answer.kid = odd,
+                }
+                let body = mint_jwt_body(&answer).unwrap();
+                assert_eq!(body, serde(&answer), "{odd:?} in field {field}");
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+            }
+        }
     }
 
     #[test]
