@@ -26,6 +26,11 @@ const SERVER_USER: &str = "postgres";
 /// Set to `1` to make a missing or unstartable server a test failure instead of a skip.
 pub const REQUIRE_ENV: &str = "AGENTKEYS_REQUIRE_POSTGRES";
 
+/// Extra server settings for every test cluster (`-c name=value …`, as `postgres`
+/// takes them), for measuring a server tuned otherwise, e.g. `-c
+/// wal_sync_method=open_datasync`; the settings the broker checks stay on.
+pub const SERVER_OPTIONS_ENV: &str = "AGENTKEYS_PG_SERVER_OPTIONS";
+
 /// TLS for a test cluster: the server's certificate chain and key (PEM), and whether
 /// `pg_hba.conf` accepts TCP connections over TLS only (`hostssl`).
 pub struct PgTls {
@@ -291,9 +296,10 @@ impl PgCluster {
     pub fn try_start_server(&mut self) -> Result<(), String> {
         let data = self.data_dir();
         let log = self.dir.path().join("server.log");
+        let extra = std::env::var(SERVER_OPTIONS_ENV).unwrap_or_default();
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=on \
-             -c synchronous_commit=on -c max_connections=50",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} {extra} \
+             -c fsync=on -c synchronous_commit=on -c max_connections=50",
             self.port,
             self.dir.path().display()
         );
