@@ -13,6 +13,7 @@
 //! | [`audit_faults`] | the audit fault switch (`POST /dev/faults/audit`) |
 //! | [`audit_stats`] | the audit store's commit counters (`GET /dev/audit/stats`) |
 //! | [`fleet`] | `dev --hosts N --audit-db postgres://…`: several hosts on one PostgreSQL log |
+//! | [`pebble_mode`] | `dev --acme pebble`: the issuer's TLS in the enclave, certificates from Pebble |
 //! | [`demo`] | `dev --demo`: the whole flow once, each step checked |
 //! | [`jwk`] | base64url and P-256 JWKs, for the STS stand-in and the demo |
 //! | [`siwe_wallet`] | a throwaway Ethereum wallet that writes and signs Sign-In with Ethereum messages |
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod enclave_child;
 pub mod fleet;
 pub mod jwk;
+pub mod pebble_mode;
 pub mod siwe_wallet;
 pub mod stack;
 pub mod standins;

@@ -94,6 +94,14 @@ pub struct DevArgs {
     /// Several hosts on one PostgreSQL audit log (`--hosts`, `--audit-db`).
     #[command(flatten)]
     pub fleet: crate::fleet::FleetArgs,
+    /// The issuer's TLS: `pebble` starts a local ACME CA (Pebble, Debian package
+    /// `pebble`) and has the enclave terminate the issuer's TLS with a certificate from it,
+    /// relayed unread by the broker; `none` keeps the plain-HTTP issuer.
+    #[arg(long, value_enum, default_value = "none")]
+    pub acme: crate::pebble_mode::AcmeMode,
+    /// With `--acme pebble`: the issuer's port on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    pub issuer_tls_port: u16,
 }
 
 /// The file of the backend stand-in's session key, in the data directory.
@@ -115,6 +123,18 @@ pub(crate) struct ReadyInfo {
     pub(crate) kms_cloudtrail: PathBuf,
     pub(crate) data_dir: PathBuf,
     pub(crate) pid: u32,
+}
+
+/// The ready file's JSON: `info`, and `issuer_tls` in the Pebble mode.
+fn ready_json(
+    info: &ReadyInfo,
+    issuer_tls: Option<&crate::pebble_mode::IssuerTlsReady>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut v = serde_json::to_value(info)?;
+    if let Some(t) = issuer_tls {
+        v["issuer_tls"] = serde_json::to_value(t)?;
+    }
+    Ok(serde_json::to_vec_pretty(&v)?)
 }
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -225,6 +245,17 @@ pub(crate) fn enclave_child(
     issuer: &str,
     session_keys: &[String],
 ) -> anyhow::Result<EnclaveChild> {
+    enclave_child_with(args, socket, issuer, session_keys, &[])
+}
+
+/// [`enclave_child`] with `extra` flags for the enclave.
+fn enclave_child_with(
+    args: &DevArgs,
+    socket: &Path,
+    issuer: &str,
+    session_keys: &[String],
+    extra: &[String],
+) -> anyhow::Result<EnclaveChild> {
     let (program, mut child_args) = match &args.enclave_bin {
         Some(p) => (p.clone(), vec![]),
         None => (
@@ -247,6 +278,7 @@ pub(crate) fn enclave_child(
         // One argument: a base64url thumbprint may start with '-'.
         child_args.push(format!("--session-key-thumbprint={key}"));
     }
+    child_args.extend(extra.iter().cloned());
     Ok(EnclaveChild::new(program, child_args, socket.to_path_buf()))
 }
 
@@ -308,16 +340,46 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let mock_measurements = data_dir.join(MOCK_MEASUREMENTS_FILE);
     write_atomically(&mock_measurements, mock_measurements_json().as_bytes())?;
     if let Some(plan) = crate::fleet::FleetPlan::from_args(&args)? {
+        if args.acme != crate::pebble_mode::AcmeMode::None {
+            bail!("--acme pebble runs one host; drop --hosts");
+        }
         return crate::fleet::run_fleet(&args, plan, &data_dir, &mock_root, started).await;
+    }
+    if args.demo && args.acme != crate::pebble_mode::AcmeMode::None {
+        bail!("--demo runs on the plain-HTTP issuer; drop --acme pebble");
     }
 
     // Listeners first, so every URL is known before anything starts.
     let broker_l = bind_loopback(args.port)?;
     let broker_addr = broker_l.local_addr()?;
-    let urls = start_stand_ins(&args, &data_dir, &format!("http://{broker_addr}")).await?;
+    let pebble = match args.acme {
+        crate::pebble_mode::AcmeMode::None => None,
+        crate::pebble_mode::AcmeMode::Pebble => {
+            Some(crate::pebble_mode::PebbleIssuer::start(&data_dir, args.issuer_tls_port).await?)
+        }
+    };
+    let issuer = pebble
+        .as_ref()
+        .map_or_else(|| format!("http://{broker_addr}"), |p| p.issuer.clone());
+    let urls = start_stand_ins(&args, &data_dir, &issuer).await?;
     let socket = socket_path(&data_dir);
-    let config = broker_config(&args, broker_addr, &urls, &socket, &data_dir);
-    let enclave = enclave_child(&args, &socket, &config.issuer, &urls.session_keys)?;
+    let mut config = broker_config(&args, broker_addr, &urls, &socket, &data_dir);
+    if let Some(p) = &pebble {
+        config.issuer = p.issuer.clone();
+        // The seed is bound to the issuer, whose port is the TLS port here.
+        config.sealed_seed = data_dir.join(format!("sealed-seed-tls-{}.bin", p.port()));
+    }
+    let enclave_extra = pebble
+        .as_ref()
+        .map(|p| p.enclave_args())
+        .unwrap_or_default();
+    let enclave = enclave_child_with(
+        &args,
+        &socket,
+        &config.issuer,
+        &urls.session_keys,
+        &enclave_extra,
+    )?;
     let first = enclave.spawn_once()?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -331,9 +393,18 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let server = tokio::spawn(serve_http(broker_l, app, None, async move {
         let _ = srv_stop_rx.changed().await;
     }));
+    let issuer_listener = match &pebble {
+        Some(p) => Some(broker::start_issuer_listener(
+            &broker,
+            &p.listen_config(&data_dir),
+            p.listener.try_clone()?,
+        )?),
+        None => None,
+    };
+    let issuer_tls = pebble.as_ref().map(|p| p.ready());
 
     let info = ReadyInfo {
-        broker_url: config.issuer.clone(),
+        broker_url: format!("http://{broker_addr}"),
         issuer: config.issuer.clone(),
         backend_url: urls.backend.clone(),
         sts_url: urls.sts.clone(),
@@ -350,21 +421,33 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let ready_file = args.ready_file.clone().map(|p| absolute(&p));
     let restart_info = info.clone();
     let restart_ready_file = ready_file.clone();
+    let restart_issuer_tls = issuer_tls.clone();
     let enclave_pid = enclave.pid_handle();
     let enclave_task = tokio::spawn(enclave.supervise(first, stop_rx, move |new_pid| {
         // Only a ready file already written is updated: it appears once the stack answers.
         if let Some(path) = restart_ready_file.as_ref().filter(|p| p.exists()) {
             let mut i = restart_info.clone();
             i.enclave_pid = new_pid;
-            if let Ok(json) = serde_json::to_vec_pretty(&i) {
+            if let Ok(json) = ready_json(&i, restart_issuer_tls.as_ref()) {
                 let _ = write_atomically(path, &json);
             }
         }
     }));
 
-    let code = serve_until_done(&args, info, &enclave_pid, ready_file.as_deref(), started).await;
+    let code = serve_until_done(
+        &args,
+        info,
+        issuer_tls.as_ref(),
+        &enclave_pid,
+        ready_file.as_deref(),
+        started,
+    )
+    .await;
 
     // Shut down: broker first (drain), then the enclave child.
+    if let Some(l) = issuer_listener {
+        l.shutdown(Duration::from_secs(10)).await;
+    }
     let _ = srv_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     broker
@@ -383,6 +466,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
 async fn serve_until_done(
     args: &DevArgs,
     mut info: ReadyInfo,
+    issuer_tls: Option<&crate::pebble_mode::IssuerTlsReady>,
     enclave_pid: &std::sync::atomic::AtomicU32,
     ready_file: Option<&Path>,
     started: Instant,
@@ -401,7 +485,7 @@ async fn serve_until_done(
     // The child may have been restarted while the stack came up: name the running one.
     info.enclave_pid = enclave_pid.load(std::sync::atomic::Ordering::SeqCst);
     if let Some(path) = ready_file {
-        write_atomically(path, &serde_json::to_vec_pretty(&info)?)?;
+        write_atomically(path, &ready_json(&info, issuer_tls)?)?;
     }
     if args.demo {
         let ok = run_demo(&http, &info.demo_urls()).await;
@@ -412,6 +496,17 @@ async fn serve_until_done(
         });
     }
     print_next_steps(&info);
+    if let Some(t) = issuer_tls {
+        println!(
+            "{}",
+            crate::pebble_mode::next_steps(
+                t,
+                &info.broker_url,
+                &info.mock_root_pem,
+                &info.data_dir.join(MOCK_MEASUREMENTS_FILE)
+            )
+        );
+    }
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
 }
