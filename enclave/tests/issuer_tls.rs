@@ -14,7 +14,9 @@ use agentkeys_enclave::config::{validate_acme_directory, IssuerTlsConfig};
 use agentkeys_enclave::keys::Seed;
 use agentkeys_enclave::tls::certs;
 use agentkeys_enclave::tls::keys::IssuerTlsKeys;
-use agentkeys_enclave::tls::server::{serve_with, IssuerSurface, Refusal};
+use agentkeys_enclave::tls::server::{
+    serve_with, IssuerSurface, Refusal, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
+};
 use agentkeys_enclave::tls::state::{server_config, ACME_TLS_ALPN};
 use agentkeys_enclave::tls::{AcmeTiming, IssuerTls};
 use agentkeys_wire::{Address, ISSUER_TLS_ISSUED, ISSUER_TLS_SELF_SIGNED};
@@ -544,4 +546,37 @@ async fn openssl_s_client_sees_the_attested_key_and_the_name_check() {
     let bad = run("other.agentkeys.test").await.unwrap();
     let err = String::from_utf8_lossy(&bad.stderr).to_string();
     assert!(err.contains("unrecognized name"), "{err}");
+}
+
+#[tokio::test]
+async fn stalled_clients_are_bounded_in_number_and_time() {
+    let (addr, _tls, keys) = plain().await;
+    let mut stalled = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        stalled.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Over the limit: closed at once, unanswered.
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf))
+        .await
+        .expect("a connection over the limit is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // A client that never sends its ClientHello is closed after the handshake timeout.
+    let started = Instant::now();
+    let n = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT + Duration::from_secs(5),
+        stalled[MAX_CONNECTIONS - 1].read(&mut buf),
+    )
+    .await
+    .expect("a stalled client is closed")
+    .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() + Duration::from_secs(1) >= HANDSHAKE_TIMEOUT);
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stream = connect(addr, HOST, &[]).await.unwrap();
+    assert_eq!(spki_sha256(&leaf(&stream)), keys.tls.spki_sha256());
 }
