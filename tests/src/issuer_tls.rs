@@ -14,8 +14,76 @@ use anyhow::{anyhow, bail, Context};
 pub use agentkeys_dev::standins::pebble::{skip_reason, Pebble, PebbleOptions};
 
 use crate::faults::Group;
-use crate::fleet::Shared;
 use crate::{binary, closed_port};
+
+static BIN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Take the shipped binaries from `dir` (e.g. the directory of `agentkeys-bench`) instead
+/// of the test build's (once per process).
+pub fn use_binaries_in(dir: PathBuf) {
+    let _ = BIN_DIR.set(dir);
+}
+
+fn bin(name: &str) -> PathBuf {
+    BIN_DIR
+        .get()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| binary(name))
+}
+
+/// The session backend and KMS stand-ins, in this process on a runtime of their own.
+pub struct StandIns {
+    /// The issuer URL.
+    pub issuer: String,
+    /// Session backend (unsigned sessions: the enclaves run parent-vouched).
+    pub backend_url: String,
+    /// KMS stand-in.
+    pub kms_url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl StandIns {
+    fn start(dir: &Path, issuer: &str) -> anyhow::Result<StandIns> {
+        use agentkeys_dev::standins::{bind_loopback, spawn_backend, spawn_kms};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let kms = bind_loopback(0)?;
+        let backend = bind_loopback(0)?;
+        let (kms_url, backend_url) = (
+            format!("http://{}", kms.local_addr()?),
+            format!("http://{}", backend.local_addr()?),
+        );
+        runtime.block_on(async {
+            spawn_kms(kms, Some(dir.join("kms-state.json")), None).await?;
+            spawn_backend(backend, None)
+        })?;
+        Ok(StandIns {
+            issuer: issuer.to_string(),
+            backend_url,
+            kms_url,
+            _runtime: runtime,
+        })
+    }
+
+    /// A session bearer for `wallet` from the backend stand-in.
+    pub fn session(
+        &self,
+        http: &reqwest::blocking::Client,
+        wallet: &str,
+    ) -> anyhow::Result<String> {
+        let v: serde_json::Value = http
+            .post(format!("{}/session/create", self.backend_url))
+            .json(&serde_json::json!({ "wallet": wallet }))
+            .send()?
+            .json()?;
+        v["token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no session token in {v}"))
+    }
+}
 
 /// The issuer host: Pebble's DNS answers 127.0.0.1 for it; clients are told with
 /// `--resolve`.
@@ -57,7 +125,7 @@ pub struct IssuerStack {
     /// The host (more can be made with [`IssuerStack::host`]).
     pub host: IssuerHost,
     /// The stand-ins.
-    pub shared: Shared,
+    pub shared: StandIns,
     /// PEM file of Pebble's issuing root: what the issuer's clients trust.
     pub issuing_root: PathBuf,
     /// The mock NSM root (PEM file) the attestation documents chain to.
@@ -89,7 +157,7 @@ impl IssuerStack {
         let mock_root = dir.path().join("mock-root.pem");
         std::fs::write(&mock_root, agentkeys_mock_nsm::mock_root_pem())?;
         let issuer = format!("https://{ISSUER_HOST}:{tls_port}");
-        let shared = Shared::start(dir.path(), &issuer, "unused")?;
+        let shared = StandIns::start(dir.path(), &issuer)?;
         let mut host = IssuerHost::new(dir.path(), "host1", "127.0.0.1", tls_port)?;
         host.start_enclave(&shared, &pebble)?;
         host.start_broker(&shared, options.relay_to.as_deref(), &options.broker_extra)?;
@@ -200,10 +268,10 @@ impl IssuerHost {
     }
 
     /// Starts the enclave: mock NSM, parent-vouched mints, TLS with Pebble as its CA.
-    pub fn start_enclave(&mut self, shared: &Shared, pebble: &Pebble) -> anyhow::Result<()> {
+    pub fn start_enclave(&mut self, shared: &StandIns, pebble: &Pebble) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(self.socket());
         let _ = std::fs::remove_file(self.tls_socket());
-        let mut enclave = Command::new(binary("agentkeys-enclave"));
+        let mut enclave = Command::new(bin("agentkeys-enclave"));
         enclave
             .args(["--mock", "--usock"])
             .arg(self.socket())
@@ -230,13 +298,13 @@ impl IssuerHost {
     /// Starts the broker, relaying to the enclave's TLS socket or to `enclave_tls`.
     pub fn start_broker(
         &mut self,
-        shared: &Shared,
+        shared: &StandIns,
         enclave_tls: Option<&Path>,
         extra: &[String],
     ) -> anyhow::Result<()> {
         let tls = enclave_tls.map_or_else(|| self.tls_socket(), Path::to_path_buf);
         let bind = self.mint_url.trim_start_matches("http://").to_string();
-        let mut serve = Command::new(binary("agentkeys-broker"));
+        let mut serve = Command::new(bin("agentkeys-broker"));
         serve
             .arg("serve")
             .args(["--issuer", &shared.issuer])
@@ -328,10 +396,10 @@ impl IssuerHost {
     /// A session bearer and a token minted through the mint API.
     pub fn mint(
         &self,
-        shared: &Shared,
+        shared: &StandIns,
         http: &reqwest::blocking::Client,
     ) -> anyhow::Result<String> {
-        let bearer = shared.session(http, crate::WALLET);
+        let bearer = shared.session(http, crate::WALLET)?;
         let v: serde_json::Value = http
             .post(format!("{}/v1/mint-oidc-jwt", self.mint_url))
             .bearer_auth(bearer)

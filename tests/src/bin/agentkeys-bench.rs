@@ -23,6 +23,8 @@
 mod cpu;
 #[path = "../bench/histogram.rs"]
 mod histogram;
+#[path = "../bench/issuer_tls.rs"]
+mod issuer_tls;
 #[path = "../bench/load.rs"]
 mod load;
 #[path = "../bench/postgres.rs"]
@@ -147,6 +149,10 @@ struct Args {
     /// Hosts of the comparison's fleet phase (`dev --hosts N`; 0 or 1: no fleet phase).
     #[arg(long, default_value_t = 3)]
     fleet_hosts: u16,
+    /// Skip the issuer TLS phase (handshakes and JWKS requests per second through the
+    /// relay to the enclave's TLS, which needs Pebble).
+    #[arg(long)]
+    no_issuer_tls: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -971,8 +977,31 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         _ => None,
     };
 
+    // The issuer's TLS through the relay: a stack of its own, only when this run started one.
+    let issuer = match (&args.url, args.no_issuer_tls) {
+        (None, false) => {
+            let bin_dir = stack::sibling_dev_binary()?
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .ok_or_else(|| anyhow!("no directory for the shipped binaries"))?;
+            let figures = issuer_tls::run(bin_dir, 8, warmup, duration)?;
+            if let Some(f) = &figures {
+                f.print();
+            }
+            figures
+        }
+        _ => None,
+    };
+
     let audit_match = audit.as_ref().map(AuditCheck::matches);
     let mut failures = Vec::new();
+    if let Some(f) = issuer.as_ref().filter(|f| f.errors > 0) {
+        failures.push(format!(
+            "issuer TLS had {} errors (first: {})",
+            f.errors,
+            f.first_error.as_deref().unwrap_or("-")
+        ));
+    }
     if let Some(c) = &stores {
         failures.extend(c.failures());
     }
@@ -1070,6 +1099,12 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         if let (Some(o), Some(serde_json::Value::Object(c))) = (
             j.as_object_mut(),
             stores.as_ref().map(postgres::Comparison::json),
+        ) {
+            o.extend(c);
+        }
+        if let (Some(o), Some(serde_json::Value::Object(c))) = (
+            j.as_object_mut(),
+            issuer.as_ref().map(issuer_tls::IssuerTlsFigures::json),
         ) {
             o.extend(c);
         }
