@@ -3,7 +3,7 @@
 //! and connects to the issuer TLS endpoint, which here listens on loopback TCP in place
 //! of the parent's relay. Issuance, renewal with a short certificate lifetime, the same
 //! key and account after a restart from the same seed, and clients we did not write
-//! (reqwest with Pebble's root, curl --cacert) verifying the served chain.
+//! (reqwest with Pebble's root, curl --cacert, Python's ssl) verifying the served chain.
 //!
 //! Prints `SKIPPED: …` and passes when Pebble is not installed, unless
 //! `AGENTKEYS_REQUIRE_PEBBLE=1`.
@@ -206,6 +206,38 @@ async fn pebble_issues_and_renews_and_a_restart_keeps_the_key_and_account() {
             assert_eq!(String::from_utf8_lossy(&out.stdout), JWKS);
         }
         Err(e) => println!("curl not run: {e}"),
+    }
+
+    // Python's ssl module (OpenSSL) with Pebble's root as its only CA.
+    let script = r#"
+import socket, ssl, sys
+host, port, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+with socket.create_connection(("127.0.0.1", port)) as raw:
+    with ctx.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(("GET /.well-known/jwks.json HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host).encode())
+        data = b""
+        while True:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+sys.stdout.write(data.split(b"\r\n\r\n", 1)[1].decode())
+"#;
+    match std::process::Command::new("python3")
+        .args(["-c", script, HOST, &addr.port().to_string()])
+        .arg(&root_file)
+        .output()
+    {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout), JWKS);
+        }
+        Err(e) => println!("python3 not run: {e}"),
     }
 
     // Renewal: a new chain for the same key before the first one expires.

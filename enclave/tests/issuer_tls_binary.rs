@@ -90,6 +90,13 @@ async fn start_kms() -> String {
     url
 }
 
+fn unseal_request_with(endpoint: &str, sealed_seed: Option<Vec<u8>>) -> Request {
+    match unseal_request(endpoint) {
+        Request::Unseal(u) => Request::Unseal(UnsealRequest { sealed_seed, ..u }),
+        other => other,
+    }
+}
+
 fn unseal_request(endpoint: &str) -> Request {
     Request::Unseal(UnsealRequest {
         region: "us-east-1".into(),
@@ -221,4 +228,71 @@ async fn the_attested_tls_key_is_the_one_the_handshake_presents() {
     assert!(status.cached_chain_refused.unwrap().contains("not PEM"));
     let error = status.last_error.expect("the unreachable CA is reported");
     assert!(error.contains(&directory), "{error}");
+}
+
+async fn issuer_tls_status(client: &EnclaveClient) -> agentkeys_wire::IssuerTlsStatus {
+    match client
+        .call(Request::IssuerTls(IssuerTlsRequest::default()))
+        .await
+        .unwrap()
+    {
+        Response::IssuerTls(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_the_same_sealed_seed_presents_the_same_tls_key() {
+    let kms = start_kms().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.pem");
+    let ca = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&ca)
+        .unwrap();
+    std::fs::write(&root, cert.pem()).unwrap();
+    let directory = "https://127.0.0.1:9/dir";
+    let first = start(directory, &root);
+    let client = EnclaveClient::new(
+        Address::Unix(first.wire.clone()),
+        1,
+        Duration::from_secs(60),
+    );
+    let sealed = match client.call(unseal_request(&kms)).await.unwrap() {
+        Response::Unsealed(u) => u.sealed_seed,
+        other => panic!("{other:?}"),
+    };
+    let spki = issuer_tls_status(&client).await.tls_spki_sha256;
+    let (leaf, _) = get_over_tls(&first.tls, "/.well-known/jwks.json").await;
+    assert_eq!(hex::encode(spki_sha256(&leaf)), spki);
+    drop(client);
+    drop(first);
+
+    let second = start(directory, &root);
+    let client = EnclaveClient::new(
+        Address::Unix(second.wire.clone()),
+        1,
+        Duration::from_secs(60),
+    );
+    assert!(matches!(
+        client
+            .call(unseal_request_with(&kms, Some(sealed)))
+            .await
+            .unwrap(),
+        Response::Unsealed(_)
+    ));
+    assert_eq!(issuer_tls_status(&client).await.tls_spki_sha256, spki);
+    let (leaf, _) = get_over_tls(&second.tls, "/.well-known/jwks.json").await;
+    assert_eq!(hex::encode(spki_sha256(&leaf)), spki);
+
+    // Another seed (a genesis on a third enclave) gives another key.
+    let third = start(directory, &root);
+    let client = EnclaveClient::new(
+        Address::Unix(third.wire.clone()),
+        1,
+        Duration::from_secs(60),
+    );
+    client.call(unseal_request(&kms)).await.unwrap();
+    assert_ne!(issuer_tls_status(&client).await.tls_spki_sha256, spki);
 }
