@@ -135,8 +135,8 @@ fn spki_sha256(der: &[u8]) -> String {
 }
 
 /// GET the JWKS with reqwest trusting only Pebble's root, verifying the chain and the
-/// name for real; returns the leaf's SPKI hash.
-async fn fetch_jwks(root_pem: &str, addr: SocketAddr) -> String {
+/// name for real; returns the leaf's SPKI hash and the body.
+async fn fetch(root_pem: &str, addr: SocketAddr) -> (String, String) {
     let client = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
@@ -152,8 +152,23 @@ async fn fetch_jwks(root_pem: &str, addr: SocketAddr) -> String {
         .get::<reqwest::tls::TlsInfo>()
         .unwrap()
         .clone();
-    assert_eq!(response.text().await.unwrap(), JWKS);
-    spki_sha256(info.peer_certificate().unwrap())
+    let body = response.text().await.unwrap();
+    (spki_sha256(info.peer_certificate().unwrap()), body)
+}
+
+/// [`fetch`] of the test surface's JWKS: the leaf's SPKI hash.
+async fn fetch_jwks(root_pem: &str, addr: SocketAddr) -> String {
+    let (spki, body) = fetch(root_pem, addr).await;
+    assert_eq!(body, JWKS);
+    spki
+}
+
+/// [`fetch`] of a real enclave's JWKS (a JWKS of one P-256 key): the leaf's SPKI hash.
+async fn fetch_jwks_of(root_pem: &str, addr: SocketAddr) -> String {
+    let (spki, body) = fetch(root_pem, addr).await;
+    let jwks: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    spki
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,4 +281,188 @@ sys.stdout.write(data.split(b"\r\n\r\n", 1)[1].decode())
     assert_eq!(again.acme_account_uri.as_deref(), Some(account.as_str()));
     assert_eq!(again.tls_spki_sha256, spki);
     assert_eq!(fetch_jwks(&root, addr).await, spki);
+}
+
+/// Copies each TCP connection on `listener` to the Unix socket `to`, unread: what the
+/// parent's issuer relay does.
+async fn relay(listener: TcpListener, to: std::path::PathBuf) {
+    loop {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let to = to.clone();
+        tokio::spawn(async move {
+            if let Ok(mut unix) = tokio::net::UnixStream::connect(&to).await {
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enclave_service_obtains_its_certificate_and_attests_its_account() {
+    use agentkeys_wire::{
+        AcmeAccountStatement, AwsCredentials, EnclaveClient, IssuerTlsRequest, JwksStatement,
+        Request, Response, UnsealRequest,
+    };
+    if skip_reason().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pebble = Pebble::start(&PebbleOptions {
+        tls_port: addr.port(),
+        certificate_validity_seconds: None,
+        dir: dir.path().to_path_buf(),
+    })
+    .unwrap();
+    let kms_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let kms = format!("http://{}", kms_listener.local_addr().unwrap());
+    tokio::spawn(agentkeys_mock_nsm::kms::serve(
+        kms_listener,
+        agentkeys_mock_nsm::kms::KmsConfig::new(),
+    ));
+    let key_arn = "arn:aws:kms:us-east-1:000000000000:key/6b1d2f0e-3c4a-4e5f-8a9b-0c1d2e3f4a5b";
+    let wire = dir.path().join("enclave.sock");
+    let tls_socket = dir.path().join("issuer-tls.sock");
+    let issuer = format!("https://{HOST}:{}", addr.port());
+    use clap::Parser;
+    let args = agentkeys_enclave::Args::try_parse_from([
+        "agentkeys-enclave",
+        "--mock",
+        "--auth-mode",
+        "parent-vouched",
+        "--usock",
+        wire.to_str().unwrap(),
+        "--tls-usock",
+        tls_socket.to_str().unwrap(),
+        "--issuer",
+        &issuer,
+        "--kms-key-arn",
+        key_arn,
+        "--acme-directory",
+        &pebble.directory,
+        "--acme-root",
+        pebble.listener_root.to_str().unwrap(),
+    ])
+    .unwrap();
+    let config = args.into_config_on(false).unwrap();
+    tokio::spawn(agentkeys_enclave::run(config));
+    tokio::spawn(relay(listener, tls_socket.clone()));
+    let client = EnclaveClient::new(Address::Unix(wire.clone()), 1, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tls_socket.exists() {
+        assert!(Instant::now() < deadline, "the enclave never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let unseal = Request::Unseal(UnsealRequest {
+        region: "us-east-1".into(),
+        kms_key_id: key_arn.into(),
+        kms_endpoint: Some(kms),
+        credentials: AwsCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "mock-secret".into(),
+            session_token: None,
+        },
+        sealed_seed: None,
+    });
+    assert!(matches!(
+        client.call(unseal).await.unwrap(),
+        Response::Unsealed(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = match client
+            .call(Request::IssuerTls(IssuerTlsRequest::default()))
+            .await
+            .unwrap()
+        {
+            Response::IssuerTls(s) => s,
+            other => panic!("{other:?}"),
+        };
+        if status.state == ISSUER_TLS_ISSUED {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no certificate: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let root = pebble.issuing_root_pem().await.unwrap();
+    assert_eq!(fetch_jwks_of(&root, addr).await, status.tls_spki_sha256);
+
+    // The attested account, read through the relay over the enclave's own TLS.
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+        .resolve(HOST, addr)
+        .build()
+        .unwrap();
+    let account: serde_json::Value = http
+        .get(format!("{issuer}/.well-known/acme-account"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uri = status.acme_account_uri.clone().unwrap();
+    assert_eq!(account["account_uri"], uri);
+    assert_eq!(account["hostname"], HOST);
+    assert_eq!(account["directory"], pebble.directory);
+    assert_eq!(account["tls_spki_sha256"], status.tls_spki_sha256);
+    assert_eq!(
+        account["caa_issue_value"],
+        format!("accounturi={uri}; validationmethods=tls-alpn-01")
+    );
+    use base64::Engine;
+    let document = base64::engine::general_purpose::STANDARD
+        .decode(account["attestation_document"].as_str().unwrap())
+        .unwrap();
+    let anchor = agentkeys_attestation::TrustAnchor::mock_root_explicitly_trusted(
+        &agentkeys_mock_nsm::mock_root_pem(),
+    )
+    .unwrap();
+    let verified = agentkeys_attestation::verify(
+        &document,
+        &anchor,
+        agentkeys_attestation::now_unix_ms(),
+        &agentkeys_attestation::Policy::default(),
+    )
+    .unwrap();
+    let statement =
+        AcmeAccountStatement::decode(verified.document.user_data.as_deref().unwrap()).unwrap();
+    assert_eq!(statement.account_uri, uri);
+    assert_eq!(statement.hostname, HOST);
+    assert_eq!(statement.directory, pebble.directory);
+    assert_eq!(
+        hex::encode(statement.tls_spki_sha256),
+        status.tls_spki_sha256
+    );
+    assert_eq!(
+        statement.account_key_thumbprint,
+        account["account_key_thumbprint"]
+    );
+    // The JWKS attestation states the same TLS key.
+    let attestation: serde_json::Value = http
+        .get(format!("{issuer}/.well-known/nitro-attestation"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let document = base64::engine::general_purpose::STANDARD
+        .decode(attestation["document"].as_str().unwrap())
+        .unwrap();
+    let verified = agentkeys_attestation::verify(
+        &document,
+        &anchor,
+        agentkeys_attestation::now_unix_ms(),
+        &agentkeys_attestation::Policy::default(),
+    )
+    .unwrap();
+    let jwks = JwksStatement::decode(verified.document.user_data.as_deref().unwrap()).unwrap();
+    assert_eq!(hex::encode(jwks.tls_spki_sha256), status.tls_spki_sha256);
 }
