@@ -875,21 +875,10 @@ fn garbage_silence_and_a_flood_over_the_cap_leave_the_relay_and_the_enclave_serv
     assert_eq!(get(&stack, "127.0.0.1", "/.well-known/jwks.json").0, 200);
     // A flood: past the cap, connections are closed at once.
     let mut held: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    let open = || {
-        let metrics = http()
-            .get(format!("{}/metrics", stack.host.mint_url))
-            .send()
-            .ok()?
-            .text()
-            .ok()?;
-        metrics.lines().find_map(|l| {
-            l.strip_prefix("agentkeys_issuer_relay_open ")?
-                .parse::<u64>()
-                .ok()
-        })
-    };
-    wait_for(Duration::from_secs(5), || open().filter(|n| *n == 8))
-        .expect("the three silent and five held connections fill the cap");
+    wait_for(Duration::from_secs(5), || {
+        metric(&stack.host, "agentkeys_issuer_relay_open").filter(|n| *n == 8.0)
+    })
+    .expect("the three silent and five held connections fill the cap");
     let over: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(&addr).unwrap())
         .collect();
@@ -900,21 +889,8 @@ fn garbage_silence_and_a_flood_over_the_cap_leave_the_relay_and_the_enclave_serv
         .filter(|c| *c)
         .count();
     assert_eq!(closed, 20, "every connection over the cap is closed");
-    let metrics = http()
-        .get(format!("{}/metrics", stack.host.mint_url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let refused: f64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("agentkeys_issuer_relay_refused_total ")?
-                .parse()
-                .ok()
-        })
-        .unwrap();
-    assert!(refused >= 20.0, "{metrics}");
+    let refused = metric(&stack.host, "agentkeys_issuer_relay_refused_total").unwrap();
+    assert!(refused >= 20.0, "{refused}");
     // Once the flood's holders leave, the issuer serves again.
     held.clear();
     drop(silent);
