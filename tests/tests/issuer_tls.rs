@@ -88,6 +88,27 @@ fn pcr_flags() -> Vec<String> {
         .collect()
 }
 
+/// A nitro-cli measurements file with the mock image's PCR0-2, PCR0 replaced by
+/// `pcr0` when given.
+fn measurements_file(stack: &IssuerStack, pcr0: Option<&str>) -> PathBuf {
+    let mut m = serde_json::Map::new();
+    m.insert("HashAlgorithm".into(), "Sha384 { ... }".into());
+    for (i, v) in agentkeys_mock_nsm::default_boot_pcrs() {
+        if i <= 2 {
+            m.insert(format!("PCR{i}"), hex::encode(v).into());
+        }
+    }
+    if let Some(p) = pcr0 {
+        m.insert("PCR0".into(), p.into());
+    }
+    let path = stack
+        .dir
+        .path()
+        .join(format!("measurements-{}.json", pcr0.is_some()));
+    std::fs::write(&path, serde_json::json!({ "Measurements": m }).to_string()).unwrap();
+    path
+}
+
 /// `agentkeys-attest verify --issuer` against the stack, trusting Pebble and the mock root.
 fn attest_verify(stack: &IssuerStack) -> std::process::Output {
     let mut cmd = Command::new(binary("agentkeys-attest"));
@@ -177,30 +198,40 @@ print(claims["sub"])
     validation.set_issuer(&[issuer.as_str()]);
     jsonwebtoken::decode::<serde_json::Value>(&jwt, &key, &validation).expect("the token verifies");
 
-    // The leaf's key is the one the enclave attests; the auditor's tool agrees.
+    // The CAA record from the attested account; not from another image.
+    let caa_record = |measurements: &Path| {
+        Command::new(binary("agentkeys-broker"))
+            .args(["caa-record", "--issuer", &issuer])
+            .arg("--cacert")
+            .arg(&stack.issuing_root)
+            .args(["--resolve", &resolve_arg(&stack, "127.0.0.1")])
+            .arg("--root")
+            .arg(&stack.mock_root)
+            .arg("--allow-mock-root")
+            .arg("--measurements")
+            .arg(measurements)
+            .output()
+            .unwrap()
+    };
+    let out = caa_record(&measurements_file(&stack, Some(&"55".repeat(48))));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed verification"),
+        "{}",
+        text(&out)
+    );
+    let out = caa_record(&measurements_file(&stack, None));
+    assert!(out.status.success(), "{}", text(&out));
     let tls = stack.host.readyz(&http()).unwrap()["issuer_tls"].clone();
-    assert_eq!(tls["tls_spki_sha256"], leaf.spki_sha256_hex());
-    let out = attest_verify(&stack);
-    assert!(out.status.success(), "{}", text(&out));
-
-    // The CAA record from the attested account.
-    let out = Command::new(binary("agentkeys-broker"))
-        .args(["caa-record", "--issuer", &issuer])
-        .arg("--cacert")
-        .arg(&stack.issuing_root)
-        .args(["--resolve", &resolve_arg(&stack, "127.0.0.1")])
-        .arg("--root")
-        .arg(&stack.mock_root)
-        .arg("--allow-mock-root")
-        .arg("--no-pcr-policy")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
     let account = tls["acme_account_uri"].as_str().expect("account URI");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("{ISSUER_HOST}. CAA 0 issue \"letsencrypt.org; accounturi={account}; validationmethods=tls-alpn-01\"")
     );
+    // The leaf's key is the one the enclave attests; the auditor's tool agrees.
+    assert_eq!(tls["tls_spki_sha256"], leaf.spki_sha256_hex());
+    let out = attest_verify(&stack);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// One relayed connection as the recording proxy saw it.
