@@ -263,24 +263,6 @@ fn value(v: Result<serde_json::Value, Refusal>) -> Response<Full<Bytes>> {
     }
 }
 
-/// The discovery document for `issuer` (`docs/api.md`,
-/// `GET /.well-known/openid-configuration`): the same document the broker serves.
-pub fn discovery_document(issuer: &str) -> serde_json::Value {
-    serde_json::json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "claims_supported": [
-            "iss", "sub", "aud", "iat", "nbf", "exp", "jti",
-            agentkeys_wire::WALLET_CLAIM, agentkeys_wire::EPOCH_CLAIM, agentkeys_wire::SEQ_CLAIM,
-            "https://aws.amazon.com/tags"
-        ],
-        "nitro_attestation_uri": format!("{issuer}/.well-known/nitro-attestation"),
-    })
-}
-
 /// Parses `nonce=<hex>` (1 to [`MAX_NONCE_BYTES`] bytes) from a query; any other
 /// parameter is refused.
 pub fn parse_nonce(query: Option<&str>) -> Result<Option<Vec<u8>>, Refusal> {
@@ -331,7 +313,7 @@ pub async fn route<S: IssuerSurface>(
     match path.as_str() {
         "/.well-known/openid-configuration" => json(
             StatusCode::OK,
-            discovery_document(&surface.issuer())
+            agentkeys_wire::discovery_document(&surface.issuer())
                 .to_string()
                 .into_bytes(),
             "public, max-age=300",

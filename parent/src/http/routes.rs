@@ -60,19 +60,7 @@ pub struct AppState {
 
 /// The discovery document for `issuer` (`docs/api.md`, `GET /.well-known/openid-configuration`).
 pub fn discovery_document(issuer: &str) -> serde_json::Value {
-    serde_json::json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "claims_supported": [
-            "iss", "sub", "aud", "iat", "nbf", "exp", "jti",
-            agentkeys_wire::WALLET_CLAIM, agentkeys_wire::EPOCH_CLAIM, agentkeys_wire::SEQ_CLAIM,
-            "https://aws.amazon.com/tags"
-        ],
-        "nitro_attestation_uri": format!("{issuer}/.well-known/nitro-attestation"),
-    })
+    agentkeys_wire::discovery_document(issuer)
 }
 
 /// The router with every route of the HTTP API (the table at the top of `docs/api.md`).
