@@ -142,7 +142,8 @@ impl IssuerListenArgs {
                 issuer: issuer.to_string(),
             });
         }
-        if listen == bind {
+        // Port 0 is any free port: two of those never collide.
+        if listen == bind && listen.port() != 0 {
             return Err(IssuerListenError::SameAsBind { addr: listen });
         }
         let max_connections = check_range(
@@ -319,6 +320,18 @@ mod tests {
         ])
         .unwrap_err();
         assert!(matches!(e, IssuerListenError::SameAsBind { .. }), "{e}");
+        let any = [
+            "t",
+            "--issuer-listen",
+            "127.0.0.1:0",
+            "--enclave-tls",
+            "unix:/x",
+        ];
+        assert!(T::try_parse_from(any)
+            .unwrap()
+            .a
+            .validate(ISSUER, "127.0.0.1:0".parse().unwrap(), Path::new(SEED))
+            .is_ok());
         let v = [
             "t",
             "--issuer-listen",
