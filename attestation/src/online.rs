@@ -1,8 +1,9 @@
 //! Online audit of a live issuer: fetch its OIDC discovery, its JWKS and a fresh
 //! attestation carrying our own random nonce, then check that the attestation's
-//! `user_data` is an `agentkeys/jwks/v2` statement binding the exact JWKS bytes served
-//! (and, when the auditor names them, the pinned KMS key and the expected key ids), and
-//! that its `public_key` is one of the JWKS keys.
+//! `user_data` binds (by SHA-256) the `agentkeys/jwks/v2` statement served beside it, that
+//! the statement names the exact JWKS bytes served (and, when the auditor names them, the
+//! pinned KMS key and the expected key ids), and that its `public_key` is one of the JWKS
+//! keys.
 //!
 //! Over `https://` the audit also looks at the TLS handshakes themselves: every response
 //! must come from a connection whose server certificate (validated by the TLS client
@@ -58,12 +59,14 @@ pub enum OnlineCheck {
     /// Discovery is JSON with `issuer` equal to the audited issuer, `jwks_uri` and
     /// `nitro_attestation_uri`.
     Discovery,
-    /// The attestation response is `{document: base64, jwks_sha256: hex, kids: [...]}`.
+    /// The attestation response is `{document: base64, statement_text, jwks_sha256: hex,
+    /// kids: [...]}`.
     AttestationResponse,
     /// The document verifies (with nonce = ours).
     Document,
-    /// The document's `user_data` is an `agentkeys/jwks/v2` statement whose `jwks_sha256`
-    /// is the hash of the JWKS bytes served, and whose `kms_key_arn` is the expected one.
+    /// The document's `user_data` binds the `agentkeys/jwks/v2` statement served beside it
+    /// (`statement_text`), whose `jwks_sha256` is the hash of the JWKS bytes served and
+    /// whose `kms_key_arn` is the expected one.
     Statement,
     /// The `jwks_sha256` the issuer claims equals the hash of the bytes it served.
     JwksSha256,
@@ -76,15 +79,15 @@ pub enum OnlineCheck {
     /// handshake certifies the key whose SPKI SHA-256 the JWKS statement attests
     /// (`tls_spki_sha256`).
     TlsKey,
-    /// The acme-account response is `{attestation_document: base64, account_uri, hostname,
-    /// tls_spki_sha256, directory, account_key_thumbprint, caa_issue_value}`, and its
-    /// fields say what its attested statement says.
+    /// The acme-account response is `{attestation_document: base64, statement_text,
+    /// account_uri, hostname, tls_spki_sha256, directory, account_key_thumbprint,
+    /// caa_issue_value}`, and its fields say what its attested statement says.
     AcmeAccountResponse,
     /// The acme-account document verifies like the JWKS one (same anchor and PCR policy),
     /// with a nonce of its own.
     AcmeAccountDocument,
-    /// Its `user_data` is an `agentkeys/acme-account/v1` statement for the audited host
-    /// and for the TLS key the JWKS statement attests.
+    /// Its `user_data` binds the `agentkeys/acme-account/v1` statement served beside it,
+    /// for the audited host and for the TLS key the JWKS statement attests.
     AcmeAccount,
 }
 
@@ -412,6 +415,7 @@ impl OnlineAudit {
         let verified = verify(&response.document, &self.anchor, at, &policy)?;
         let statement = check_statement(
             verified.document.user_data.as_deref(),
+            &response.statement_text,
             &jwks_sha256,
             self.expect_kms_key_arn.as_deref(),
         )?;
@@ -478,6 +482,7 @@ impl OnlineAudit {
             .map_err(OnlineError::AcmeDocument)?;
         let statement = check_acme_statement(
             verified.document.user_data.as_deref(),
+            &response.statement_text,
             host,
             &jwks_statement.tls_spki_sha256,
         )?;
@@ -651,10 +656,12 @@ fn check_tls_leaves(
     Ok(TlsEvidence { leaves: distinct })
 }
 
-/// The statement in `user_data`: the JWKS kind, the hash of the JWKS served, and the
-/// expected KMS key when one is given.
+/// The statement served beside the document, checked against the binding in its
+/// `user_data`: the JWKS kind, the hash of the JWKS served, and the expected KMS key when
+/// one is given.
 fn check_statement(
     user_data: Option<&[u8]>,
+    statement_text: &str,
     jwks_sha256: &[u8; 32],
     expect_kms_key_arn: Option<&str>,
 ) -> Result<JwksStatement, OnlineError> {
@@ -664,7 +671,7 @@ fn check_statement(
             "the document carries no user_data, so it states nothing about the JWKS".into(),
         )
     })?;
-    let statement = JwksStatement::decode(user_data)
+    let statement = JwksStatement::decode_attested(user_data, statement_text.as_bytes())
         .map_err(|e| protocol(OnlineCheck::Statement, e.to_string()))?;
     if statement.jwks_sha256 != *jwks_sha256 {
         return Err(protocol(
@@ -766,6 +773,8 @@ fn parse_discovery(body: &[u8], issuer: &str) -> Result<(String, String), Online
 
 struct AttestationResponse {
     document: Vec<u8>,
+    /// The statement the document binds (checked against the binding, never trusted).
+    statement_text: String,
     jwks_sha256: String,
     kids: Option<Vec<String>>,
 }
@@ -774,6 +783,7 @@ fn parse_attestation_response(body: &[u8]) -> Result<AttestationResponse, Online
     let check = OnlineCheck::AttestationResponse;
     let response = json(check, "attestation response", body)?;
     let document = base64_field(check, &response, "document")?;
+    let statement_text = string_field(check, &response, "statement_text")?;
     let jwks_sha256 = string_field(check, &response, "jwks_sha256")?;
     let kids = match response.get("kids") {
         None | Some(serde_json::Value::Null) => None,
@@ -793,6 +803,7 @@ fn parse_attestation_response(body: &[u8]) -> Result<AttestationResponse, Online
     };
     Ok(AttestationResponse {
         document,
+        statement_text,
         jwks_sha256,
         kids,
     })
@@ -874,6 +885,8 @@ fn find_attested_key(public_key: Option<&[u8]>, keys: &[JwkKey]) -> Result<Strin
 /// statement in the document is what counts).
 struct AcmeAccountResponse {
     document: Vec<u8>,
+    /// The statement the document binds (checked against the binding, never trusted).
+    statement_text: String,
     directory: String,
     account_uri: String,
     account_key_thumbprint: String,
@@ -888,6 +901,7 @@ fn parse_acme_account_response(body: &[u8]) -> Result<AcmeAccountResponse, Onlin
     let document = base64_field(check, &response, "attestation_document")?;
     Ok(AcmeAccountResponse {
         document,
+        statement_text: string_field(check, &response, "statement_text")?,
         directory: string_field(check, &response, "directory")?,
         account_uri: string_field(check, &response, "account_uri")?,
         account_key_thumbprint: string_field(check, &response, "account_key_thumbprint")?,
@@ -902,6 +916,7 @@ fn parse_acme_account_response(body: &[u8]) -> Result<AcmeAccountResponse, Onlin
 /// obtains).
 fn check_acme_statement(
     user_data: Option<&[u8]>,
+    statement_text: &str,
     host: &str,
     tls_spki_sha256: &[u8; 32],
 ) -> Result<AcmeAccountStatement, OnlineError> {
@@ -912,8 +927,8 @@ fn check_acme_statement(
             "the acme-account document carries no user_data, so it states no account".into(),
         )
     })?;
-    let statement =
-        AcmeAccountStatement::decode(user_data).map_err(|e| protocol(check, e.to_string()))?;
+    let statement = AcmeAccountStatement::decode_attested(user_data, statement_text.as_bytes())
+        .map_err(|e| protocol(check, e.to_string()))?;
     if !statement.hostname.eq_ignore_ascii_case(host) {
         return Err(protocol(
             check,

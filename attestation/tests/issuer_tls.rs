@@ -333,14 +333,15 @@ fn route(
         };
         let mut spec = DocSpec::new(pki.now_ms());
         spec.nonce = Some(nonce_of(query));
-        spec.user_data = Some(statement.encode());
+        spec.user_data = Some(statement.user_data());
         spec.public_key = Some(jwks_spki.to_vec());
         let doc = pki.document(&spec);
         return (
             "200 OK",
             format!(
-                r#"{{"document":"{}","jwks_sha256":"{}","kids":["kid-1"]}}"#,
+                r#"{{"document":"{}","statement_text":{},"jwks_sha256":"{}","kids":["kid-1"]}}"#,
                 STANDARD.encode(doc),
+                serde_json::Value::String(String::from_utf8(statement.encode()).unwrap()),
                 hex::encode(hash)
             ),
         );
@@ -375,7 +376,7 @@ fn route(
         } else {
             nonce_of(query)
         });
-        spec.user_data = Some(statement.encode());
+        spec.user_data = Some(statement.user_data());
         spec.public_key = None;
         let doc = pki.document(&spec);
         let claimed_uri = if served.acme == Acme::FieldsLie {
@@ -391,6 +392,7 @@ fn route(
             "tls_spki_sha256": hex::encode(statement.tls_spki_sha256),
             "caa_issue_value": format!("accounturi={claimed_uri}; validationmethods=tls-alpn-01"),
             "attestation_document": STANDARD.encode(doc),
+            "statement_text": String::from_utf8(statement.encode()).unwrap(),
         });
         return ("200 OK", body.to_string());
     }

@@ -31,6 +31,8 @@ enum Fault {
     BareHash,
     /// A statement of another kind: an audit checkpoint.
     CheckpointStatement,
+    /// The statement served beside the document is not the one its binding names.
+    UnboundStatement,
 }
 
 /// The KMS key the test issuer's enclave is pinned to.
@@ -38,7 +40,7 @@ pub const PINNED_KEY: &str =
     "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 /// The statement an honest enclave attests for a JWKS with this hash.
-fn statement(jwks_sha256: [u8; 32]) -> Vec<u8> {
+fn statement(jwks_sha256: [u8; 32]) -> agentkeys_statement::JwksStatement {
     agentkeys_statement::JwksStatement {
         jwks_sha256,
         kms_key_arn: agentkeys_statement::KmsKeyArn::parse(PINNED_KEY).unwrap(),
@@ -50,7 +52,6 @@ fn statement(jwks_sha256: [u8; 32]) -> Vec<u8> {
         session_keys: vec![],
         tls_spki_sha256: [8; 32],
     }
-    .encode()
 }
 
 struct Issuer {
@@ -129,6 +130,15 @@ fn start(fault: Fault) -> Issuer {
                     jwks.clone()
                 };
                 let hash = Sha256::digest(hashed.as_bytes());
+                let bound = statement(hash.into());
+                let mut served = bound.clone();
+                if fault == Fault::UnboundStatement {
+                    served.kms_key_arn = agentkeys_statement::KmsKeyArn::parse(
+                        "arn:aws:kms:us-east-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                    )
+                    .unwrap();
+                }
+                let statement_text = String::from_utf8(served.encode()).unwrap();
                 let mut spec = DocSpec::new(pki.now_ms());
                 spec.nonce = Some(nonce);
                 spec.user_data = Some(match fault {
@@ -140,7 +150,7 @@ fn start(fault: Fault) -> Issuer {
                         module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
                     }
                     .encode(),
-                    _ => statement(hash.into()),
+                    _ => bound.user_data(),
                 });
                 spec.public_key = Some(spki.clone());
                 let doc = pki.document(&spec);
@@ -157,8 +167,9 @@ fn start(fault: Fault) -> Issuer {
                 (
                     "200 OK",
                     format!(
-                        r#"{{"document":"{}","jwks_sha256":"{claimed}","kids":{kids}}}"#,
-                        STANDARD.encode(doc)
+                        r#"{{"document":"{}","statement_text":{},"jwks_sha256":"{claimed}","kids":{kids}}}"#,
+                        STANDARD.encode(doc),
+                        serde_json::Value::String(statement_text)
                     ),
                 )
             } else {
@@ -227,6 +238,13 @@ fn attestation_of_other_jwks_bytes_fails() {
     let e = audit(&start(Fault::OtherJwksHash)).unwrap_err();
     assert_eq!(e.check(), Some(OnlineCheck::Statement), "{e}");
     assert!(e.to_string().contains("the issuer served JWKS"), "{e}");
+}
+
+#[test]
+fn a_served_statement_the_document_does_not_bind_fails() {
+    let e = audit(&start(Fault::UnboundStatement)).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::Statement), "{e}");
+    assert!(e.to_string().contains("not the attested one"), "{e}");
 }
 
 #[test]

@@ -261,8 +261,12 @@ async fn step_attest(c: &mut Ctx<'_>) -> anyhow::Result<String> {
     let verified =
         agentkeys_attestation::verify(&doc, &anchor, agentkeys_attestation::now_unix_ms(), &policy)
             .map_err(|e| anyhow!("attestation: {e}"))?;
-    let statement = agentkeys_wire::JwksStatement::decode(
+    let statement_text = v["statement_text"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no statement_text beside the document"))?;
+    let statement = agentkeys_wire::JwksStatement::decode_attested(
         verified.document.user_data.as_deref().unwrap_or_default(),
+        statement_text.as_bytes(),
     )
     .map_err(|e| anyhow!("attestation statement: {e}"))?;
     let jwks_sha256: [u8; 32] = Sha256::digest(&jwks).into();

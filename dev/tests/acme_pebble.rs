@@ -431,8 +431,11 @@ async fn the_enclave_service_obtains_its_certificate_and_attests_its_account() {
         &agentkeys_attestation::Policy::default(),
     )
     .unwrap();
-    let statement =
-        AcmeAccountStatement::decode(verified.document.user_data.as_deref().unwrap()).unwrap();
+    let statement = AcmeAccountStatement::decode_attested(
+        verified.document.user_data.as_deref().unwrap(),
+        account["statement_text"].as_str().unwrap().as_bytes(),
+    )
+    .unwrap();
     assert_eq!(statement.account_uri, uri);
     assert_eq!(statement.hostname, HOST);
     assert_eq!(statement.directory, pebble.directory);
@@ -463,6 +466,10 @@ async fn the_enclave_service_obtains_its_certificate_and_attests_its_account() {
         &agentkeys_attestation::Policy::default(),
     )
     .unwrap();
-    let jwks = JwksStatement::decode(verified.document.user_data.as_deref().unwrap()).unwrap();
+    let jwks = JwksStatement::decode_attested(
+        verified.document.user_data.as_deref().unwrap(),
+        attestation["statement_text"].as_str().unwrap().as_bytes(),
+    )
+    .unwrap();
     assert_eq!(hex::encode(jwks.tls_spki_sha256), status.tls_spki_sha256);
 }

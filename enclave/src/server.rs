@@ -12,9 +12,9 @@
 use std::sync::{Arc, RwLock};
 
 use agentkeys_wire::{
-    AcmeAccountStatement, Attestation, AuditCheckpoint, EnclaveStatus, IssuerTlsRequest,
-    IssuerTlsStatus, JwksStatement, MintJwtRequest, MintedJwt, Request, Response, UnsealRequest,
-    UnsealResult, WireError, WireErrorKind,
+    attestation_json, AcmeAccountStatement, Attestation, AuditCheckpoint, EnclaveStatus,
+    IssuerTlsRequest, IssuerTlsStatus, JwksStatement, MintJwtRequest, MintedJwt, Request, Response,
+    UnsealRequest, UnsealResult, WireError, WireErrorKind,
 };
 use aws_lc_rs::rand::SystemRandom;
 use sha2::{Digest, Sha256};
@@ -383,9 +383,11 @@ impl Enclave {
             auth_modes: self.authorizer.policy().mode_names(),
             session_keys: self.authorizer.policy().session_keys().to_vec(),
             tls_spki_sha256: state.tls_keys.tls.spki_sha256(),
-        }
-        .encode();
-        let user_data = statement.clone();
+        };
+        // The statement can outgrow the NSM's user_data; the document binds its hash and
+        // the statement travels beside it.
+        let user_data = statement.user_data();
+        let statement = statement.encode();
         let document = tokio::task::spawn_blocking(move || {
             nsm::attest(
                 nsm.as_ref(),
@@ -529,34 +531,6 @@ pub async fn serve_listener(enclave: Arc<Enclave>, listener: agentkeys_wire::Lis
     .await;
 }
 
-/// JSON body of an attestation answer: the shape the broker serves at
-/// `/.well-known/nitro-attestation` (`docs/api.md`).
-pub fn attestation_json(a: &Attestation, nonce: Option<&[u8]>, mock: bool) -> serde_json::Value {
-    use base64::Engine;
-    let statement = match JwksStatement::decode(&a.statement) {
-        Ok(s) => serde_json::json!({
-            "tag": agentkeys_wire::statement::JWKS_TAG,
-            "jwks_sha256": hex::encode(s.jwks_sha256),
-            "kms_key_arn": s.kms_key_arn.as_str(),
-            "sealed_seed_sha256": hex::encode(s.sealed_seed_sha256),
-            "key_version": s.key_version,
-            "audit_epoch": s.audit_epoch,
-            "module_id": s.module_id,
-            "tls_spki_sha256": hex::encode(s.tls_spki_sha256),
-        }),
-        Err(e) => serde_json::json!({ "error": e.to_string() }),
-    };
-    serde_json::json!({
-        "document": base64::engine::general_purpose::STANDARD.encode(&a.document),
-        "format": "cose_sign1",
-        "jwks_sha256": hex::encode(a.jwks_sha256),
-        "kids": a.kids,
-        "statement": statement,
-        "nonce": nonce.map(hex::encode),
-        "mock": mock,
-    })
-}
-
 fn surface_refusal(e: WireError) -> Refusal {
     match e.kind {
         WireErrorKind::NotUnsealed => Refusal::new(
@@ -627,7 +601,8 @@ impl IssuerSurface for Enclave {
             tls_spki_sha256: state.tls_keys.tls.spki_sha256(),
             module_id: self.module_id.clone(),
         };
-        let user_data = statement.encode();
+        let user_data = statement.user_data();
+        let statement_text = String::from_utf8_lossy(&statement.encode()).into_owned();
         let nsm = self.nsm.clone();
         let document = tokio::task::spawn_blocking(move || {
             nsm::attest(nsm.as_ref(), Some(&user_data), None, None)
@@ -648,6 +623,7 @@ impl IssuerSurface for Enclave {
             "hostname": statement.hostname,
             "tls_spki_sha256": hex::encode(statement.tls_spki_sha256),
             "caa_issue_value": format!("accounturi={account_uri}; validationmethods=tls-alpn-01"),
+            "statement_text": statement_text,
             "attestation_document": base64::engine::general_purpose::STANDARD.encode(document),
         }))
     }

@@ -361,16 +361,22 @@ async fn minted_jwt_verifies_against_attested_jwks() {
         other => panic!("{other:?}"),
     };
     assert_eq!(statement.audit_epoch, status.epoch);
+    // The document's user_data binds the statement by hash (the statement can outgrow
+    // the NSM's 512 bytes).
     let policy = Policy {
         nonce: Some(nonce),
-        user_data: Some(att.statement.clone()),
+        user_data: Some(statement.user_data()),
         public_key: Some(spki),
         ..Policy::default()
     };
     let verified = verify(&att.document, &mock_anchor(), now_ms(), &policy).unwrap();
     assert_eq!(
-        verified.document.user_data.as_deref(),
-        Some(&att.statement[..])
+        agentkeys_wire::JwksStatement::decode_attested(
+            verified.document.user_data.as_deref().unwrap(),
+            &att.statement
+        )
+        .unwrap(),
+        statement
     );
     assert_eq!(statement.module_id, verified.document.module_id);
 

@@ -187,7 +187,11 @@ async fn the_attested_tls_key_is_the_one_the_handshake_presents() {
         .unwrap()
         .as_millis() as u64;
     let verified = verify(&attestation.document, &anchor, now_ms, &Policy::default()).unwrap();
-    let statement = JwksStatement::decode(verified.document.user_data.as_deref().unwrap()).unwrap();
+    let statement = JwksStatement::decode_attested(
+        verified.document.user_data.as_deref().unwrap(),
+        &attestation.statement,
+    )
+    .unwrap();
 
     let (leaf, jwks) = get_over_tls(&enclave.tls, "/.well-known/jwks.json").await;
     assert_eq!(spki_sha256(&leaf), statement.tls_spki_sha256);

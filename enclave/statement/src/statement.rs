@@ -1,6 +1,6 @@
-//! What the enclave attests. The `user_data` of every attestation document the enclave
-//! asks the NSM for is a *statement*: a tag that names its kind and version, then its
-//! fields, one `name=value` line each, in a fixed order.
+//! What the enclave attests. Every attestation document the enclave asks the NSM for
+//! carries a *statement*: a tag that names its kind and version, then its fields, one
+//! `name=value` line each, in a fixed order.
 //!
 //! ```text
 //! agentkeys/jwks/v2                     agentkeys/audit-checkpoint/v1
@@ -22,10 +22,28 @@
 //! zero. The tag keeps one kind of document from passing for another (a JWKS attestation
 //! is never an audit checkpoint, whatever its length), and its version lets the format
 //! change without ambiguity. Plain text keeps the statement readable in any decoded
-//! document and easy to rebuild in any language. The largest statement stays far below
-//! the NSM's 1024-byte limit on `user_data`.
+//! document and easy to rebuild in any language.
+//!
+//! # Where a statement sits
+//!
+//! The NSM signs at most [`MAX_USER_DATA_BYTES`] of `user_data`. The audit checkpoint
+//! always fits, so it is the document's `user_data` itself. A JWKS or ACME account
+//! statement can be longer (four session keys, a long hostname), so the document's
+//! `user_data` holds its *binding* instead, and the statement travels beside the
+//! document (the wire's `Attestation.statement`, the JSON's `statement_text`):
+//!
+//! ```text
+//! <the statement's tag>
+//! statement_sha256=<64 hex: SHA-256 of the statement's bytes>
+//! ```
+//!
+//! A verifier reads the binding from the signed document, checks the served statement's
+//! hash against it, and only then reads the statement
+//! ([`JwksStatement::decode_attested`], [`AcmeAccountStatement::decode_attested`]).
 
 use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
 
 use crate::kms_key_arn::KmsKeyArn;
 
@@ -46,9 +64,15 @@ pub const CHECKPOINT_TAG: &str = "agentkeys/audit-checkpoint/v1";
 /// Longest module id accepted: a Nitro module id (`i-<17 hex>-enc<16 hex>`) has 41
 /// characters; 64 leaves room without letting a field grow unbounded.
 pub const MAX_MODULE_ID_CHARS: usize = 64;
-/// Largest statement accepted: the NSM's limit on `user_data` (AWS Nitro Enclaves NSM
-/// API, "Attestation" request: each field ≤ 1024 bytes).
-pub const MAX_STATEMENT_BYTES: usize = 1024;
+/// Largest `user_data` the NSM signs (AWS Nitro Enclaves attestation document:
+/// `user_data` is 0 to 512 bytes).
+pub const MAX_USER_DATA_BYTES: usize = 512;
+/// Largest statement accepted: the largest ACME account statement (two URLs of
+/// [`MAX_URL_CHARS`], a hostname of [`MAX_HOSTNAME_CHARS`], a thumbprint, a hash and a
+/// module id) is under 1 KiB; 4 KiB bounds what a verifier reads.
+pub const MAX_STATEMENT_BYTES: usize = 4096;
+/// The binding's field: SHA-256 of the statement it binds.
+const BINDING_FIELD: &str = "statement_sha256";
 
 /// Why bytes are not the statement expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +117,17 @@ pub enum StatementError {
     Trailing {
         /// The first extra line (at most 64 characters).
         found: String,
+    },
+    /// The statement served beside a document is not the one its binding names.
+    #[error(
+        "the served statement is not the attested one: the document binds SHA-256 {attested}, \
+         the statement served beside it hashes to {served}"
+    )]
+    NotAttested {
+        /// Hash in the document's binding (hex).
+        attested: String,
+        /// Hash of the served statement (hex).
+        served: String,
     },
 }
 
@@ -159,7 +194,7 @@ pub struct CheckpointStatement {
 }
 
 impl JwksStatement {
-    /// The statement's bytes (the document's `user_data`).
+    /// The statement's bytes, served beside the document that binds them ([`user_data`](Self::user_data)).
     pub fn encode(&self) -> Vec<u8> {
         let mut s = format!("{JWKS_TAG}\n");
         line(&mut s, "jwks_sha256", &hex::encode(self.jwks_sha256));
@@ -219,7 +254,7 @@ impl JwksStatement {
 }
 
 impl AcmeAccountStatement {
-    /// The statement's bytes (the document's `user_data`).
+    /// The statement's bytes, served beside the document that binds them ([`user_data`](Self::user_data)).
     pub fn encode(&self) -> Vec<u8> {
         let mut s = format!("{ACME_ACCOUNT_TAG}\n");
         line(&mut s, "directory", &self.directory);
@@ -262,6 +297,70 @@ impl AcmeAccountStatement {
             module_id,
         })
     }
+}
+
+impl JwksStatement {
+    /// The document's `user_data` for this statement: its binding (see the module docs).
+    pub fn user_data(&self) -> Vec<u8> {
+        binding(JWKS_TAG, &self.encode())
+    }
+
+    /// Reads `statement`, served beside a document whose signed `user_data` is
+    /// `user_data`: the binding must name this kind of statement and the statement's hash.
+    pub fn decode_attested(
+        user_data: &[u8],
+        statement: &[u8],
+    ) -> Result<JwksStatement, StatementError> {
+        check_binding(JWKS_TAG, user_data, statement)?;
+        JwksStatement::decode(statement)
+    }
+}
+
+impl AcmeAccountStatement {
+    /// The document's `user_data` for this statement: its binding (see the module docs).
+    pub fn user_data(&self) -> Vec<u8> {
+        binding(ACME_ACCOUNT_TAG, &self.encode())
+    }
+
+    /// Reads `statement`, served beside a document whose signed `user_data` is
+    /// `user_data`: the binding must name this kind of statement and the statement's hash.
+    pub fn decode_attested(
+        user_data: &[u8],
+        statement: &[u8],
+    ) -> Result<AcmeAccountStatement, StatementError> {
+        check_binding(ACME_ACCOUNT_TAG, user_data, statement)?;
+        AcmeAccountStatement::decode(statement)
+    }
+}
+
+/// The binding of `statement` under `tag`.
+fn binding(tag: &str, statement: &[u8]) -> Vec<u8> {
+    let mut s = format!("{tag}\n");
+    line(
+        &mut s,
+        BINDING_FIELD,
+        &hex::encode(Sha256::digest(statement)),
+    );
+    s.into_bytes()
+}
+
+/// Checks that `user_data` is the binding of `statement` under `tag`.
+fn check_binding(
+    tag: &'static str,
+    user_data: &[u8],
+    statement: &[u8],
+) -> Result<(), StatementError> {
+    let mut fields = Fields::new(user_data, tag)?;
+    let attested = hash32(BINDING_FIELD, fields.next(BINDING_FIELD)?)?;
+    fields.end()?;
+    let served: [u8; 32] = Sha256::digest(statement).into();
+    if attested != served {
+        return Err(StatementError::NotAttested {
+            attested: hex::encode(attested),
+            served: hex::encode(served),
+        });
+    }
+    Ok(())
 }
 
 impl CheckpointStatement {
@@ -796,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_acme_account_statement_fits_the_nsm_limit() {
+    fn the_largest_acme_account_statement_is_read_and_its_binding_fits_the_nsm() {
         let s = AcmeAccountStatement {
             directory: format!("https://{}", "d".repeat(MAX_URL_CHARS - 8)),
             account_uri: format!("https://{}", "a".repeat(MAX_URL_CHARS - 8)),
@@ -813,10 +912,11 @@ mod tests {
         assert_eq!(s.hostname.len(), MAX_HOSTNAME_CHARS);
         assert!(s.encode().len() <= MAX_STATEMENT_BYTES);
         assert_eq!(AcmeAccountStatement::decode(&s.encode()).unwrap(), s);
+        assert!(s.user_data().len() <= MAX_USER_DATA_BYTES);
     }
 
     #[test]
-    fn the_largest_statement_fits_the_nsm_limit() {
+    fn the_largest_jwks_statement_is_read_and_its_binding_fits_the_nsm() {
         let s = JwksStatement {
             module_id: "m".repeat(MAX_MODULE_ID_CHARS),
             key_version: u32::MAX,
@@ -825,6 +925,96 @@ mod tests {
             session_keys: vec!["k".repeat(43); MAX_SESSION_KEYS],
             ..jwks()
         };
-        assert!(s.encode().len() < MAX_STATEMENT_BYTES);
+        assert!(
+            s.encode().len() > MAX_USER_DATA_BYTES,
+            "too long for user_data"
+        );
+        assert!(s.encode().len() <= MAX_STATEMENT_BYTES);
+        assert_eq!(JwksStatement::decode(&s.encode()).unwrap(), s);
+        assert!(s.user_data().len() <= MAX_USER_DATA_BYTES);
+    }
+
+    #[test]
+    fn a_bound_statement_is_read_only_with_its_own_binding() {
+        let statement = jwks().encode();
+        let user_data = jwks().user_data();
+        assert!(user_data.len() <= MAX_USER_DATA_BYTES);
+        assert_eq!(
+            JwksStatement::decode_attested(&user_data, &statement).unwrap(),
+            jwks()
+        );
+        let account = account();
+        assert_eq!(
+            AcmeAccountStatement::decode_attested(&account.user_data(), &account.encode()).unwrap(),
+            account
+        );
+    }
+
+    #[test]
+    fn a_served_statement_other_than_the_bound_one_is_refused() {
+        let mut other = jwks();
+        other.key_version += 1;
+        let e = JwksStatement::decode_attested(&jwks().user_data(), &other.encode()).unwrap_err();
+        assert!(matches!(e, StatementError::NotAttested { .. }), "{e}");
+        assert!(e.to_string().contains("not the attested one"), "{e}");
+    }
+
+    #[test]
+    fn a_binding_of_another_kind_or_a_whole_statement_is_no_binding() {
+        let account = account();
+        // An ACME account binding never binds a JWKS statement, even one with its hash.
+        let forged = binding(ACME_ACCOUNT_TAG, &jwks().encode());
+        assert!(matches!(
+            JwksStatement::decode_attested(&forged, &jwks().encode()),
+            Err(StatementError::Tag { .. })
+        ));
+        // The statement itself in user_data is not a binding.
+        assert!(matches!(
+            JwksStatement::decode_attested(&jwks().encode(), &jwks().encode()),
+            Err(StatementError::FieldLine { .. })
+        ));
+        assert!(matches!(
+            AcmeAccountStatement::decode_attested(&jwks().user_data(), &account.encode()),
+            Err(StatementError::Tag { .. })
+        ));
+        let mut trailing = jwks().user_data();
+        trailing.extend_from_slice(b"extra=1\n");
+        assert!(matches!(
+            JwksStatement::decode_attested(&trailing, &jwks().encode()),
+            Err(StatementError::Trailing { .. })
+        ));
+    }
+
+    #[test]
+    fn what_sits_in_user_data_always_fits_the_nsm() {
+        let widest_module = "m".repeat(MAX_MODULE_ID_CHARS);
+        let checkpoint = CheckpointStatement {
+            epoch: u64::MAX,
+            seq: u64::MAX,
+            head: [0xff; 32],
+            module_id: widest_module.clone(),
+        };
+        assert!(checkpoint.encode().len() <= MAX_USER_DATA_BYTES);
+        let jwks = JwksStatement {
+            module_id: widest_module.clone(),
+            audit_epoch: u64::MAX,
+            key_version: u32::MAX,
+            ..jwks()
+        };
+        assert!(jwks.user_data().len() <= MAX_USER_DATA_BYTES);
+        let account = AcmeAccountStatement {
+            directory: format!("https://{}", "d".repeat(MAX_URL_CHARS - 8)),
+            account_uri: format!("https://{}", "a".repeat(MAX_URL_CHARS - 8)),
+            hostname: "h".repeat(MAX_HOSTNAME_CHARS),
+            module_id: widest_module,
+            ..account()
+        };
+        let encoded = account.encode();
+        assert!(
+            encoded.len() > MAX_USER_DATA_BYTES,
+            "the case that needs a binding"
+        );
+        assert!(encoded.len() <= MAX_STATEMENT_BYTES);
+        assert!(account.user_data().len() <= MAX_USER_DATA_BYTES);
     }
 }

@@ -9,8 +9,8 @@
 //!   pure encode/decode functions (fuzzable) and async read/write helpers.
 //! * [`messages`]: [`Request`]/[`Response`] carried in [`RequestEnvelope`]/[`ResponseEnvelope`]
 //!   with a `u64` request id, and [`WireError`].
-//! * [`published`]: the discovery document the issuer publishes, shared by the broker
-//!   and the enclave.
+//! * [`published`]: the discovery document and the attestation answer the issuer
+//!   publishes, shared by the broker and the enclave.
 //! * [`chain`]: the enclave audit chain, over the signing input of every JWT.
 //! * [`statement`] and [`kms_key_arn`] (from `agentkeys-statement`): what the enclave
 //!   attests, and the key it is pinned to.
@@ -51,6 +51,6 @@ pub use messages::{
     MintJwtRequest, MintedJwt, Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest,
     UnsealResult, WalletProof, WireError, WireErrorKind, ISSUER_TLS_ISSUED, ISSUER_TLS_SELF_SIGNED,
 };
-pub use published::discovery_document;
+pub use published::{attestation_json, discovery_document};
 pub use server::{serve, serve_connection, MAX_IN_FLIGHT_PER_CONNECTION};
 pub use wallet::{Wallet, WalletError};

@@ -178,6 +178,8 @@ struct AcmeAccountJson {
     tls_spki_sha256: String,
     caa_issue_value: String,
     attestation_document: String,
+    /// The statement the document binds by hash.
+    statement_text: String,
 }
 
 /// The checked issuer URL.
@@ -404,8 +406,8 @@ fn check(
         .document
         .user_data
         .ok_or_else(|| CaaError::Statement("the document carries no user_data".into()))?;
-    let s =
-        AcmeAccountStatement::decode(&user_data).map_err(|e| CaaError::Statement(e.to_string()))?;
+    let s = AcmeAccountStatement::decode_attested(&user_data, j.statement_text.as_bytes())
+        .map_err(|e| CaaError::Statement(e.to_string()))?;
     if s.hostname != issuer.host {
         return Err(CaaError::Hostname {
             issuer_host: issuer.host.clone(),
@@ -545,7 +547,7 @@ mod tests {
     /// image PCRs), and a handshake with the attested key.
     fn served(s: &AcmeAccountStatement) -> Fetched {
         let doc = agentkeys_mock_nsm::MockNsm::new(agentkeys_mock_nsm::MockNsmConfig::default())
-            .attest(Some(s.encode()), None, None)
+            .attest(Some(s.user_data()), None, None)
             .unwrap();
         Fetched {
             json: AcmeAccountJson {
@@ -556,6 +558,7 @@ mod tests {
                 tls_spki_sha256: hex::encode(s.tls_spki_sha256),
                 caa_issue_value: caa_parameters(&s.account_uri),
                 attestation_document: base64::engine::general_purpose::STANDARD.encode(doc),
+                statement_text: String::from_utf8(s.encode()).unwrap(),
             },
             leaf: TlsLeaf {
                 subject: String::new(),
@@ -677,6 +680,19 @@ mod tests {
         f.json.attestation_document = base64::engine::general_purpose::STANDARD.encode(doc);
         let e = run(&f, image_pcrs()).unwrap_err();
         assert!(matches!(e, CaaError::Statement(_)), "{e}");
+    }
+
+    #[test]
+    fn a_served_statement_the_document_does_not_bind_is_refused() {
+        let mut f = served(&statement());
+        let mut other = statement();
+        other.account_uri = "https://127.0.0.1:14000/my-account/2".into();
+        f.json.statement_text = String::from_utf8(other.encode()).unwrap();
+        f.json.account_uri = other.account_uri.clone();
+        f.json.caa_issue_value = caa_parameters(&other.account_uri);
+        let e = run(&f, image_pcrs()).unwrap_err();
+        assert!(matches!(e, CaaError::Statement(_)), "{e}");
+        assert!(e.to_string().contains("not the attested one"), "{e}");
     }
 
     #[test]

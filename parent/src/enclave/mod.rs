@@ -14,7 +14,6 @@ use agentkeys_wire::{
     Attestation, AuditCheckpoint, AwsCredentials, ClientError, EnclaveClient, EnclaveStatus,
     MintJwtRequest, MintedJwt, UnsealRequest, WalletProof, WireErrorKind,
 };
-use base64::Engine;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
@@ -74,36 +73,8 @@ pub struct Published {
     pub fetched: Instant,
 }
 
-/// JSON body for an attestation answer.
-pub fn attestation_json(a: &Attestation, nonce: Option<&[u8]>, mock: bool) -> serde_json::Value {
-    serde_json::json!({
-        "document": base64::engine::general_purpose::STANDARD.encode(&a.document),
-        "format": "cose_sign1",
-        "jwks_sha256": hex::encode(a.jwks_sha256),
-        "kids": a.kids,
-        "statement": statement_json(&a.statement),
-        "nonce": nonce.map(hex::encode),
-        "mock": mock,
-    })
-}
-
-/// The fields of the JWKS statement, for reading: an auditor checks them in the
-/// document's own `user_data`, which is what the enclave signed.
-fn statement_json(statement: &[u8]) -> serde_json::Value {
-    match agentkeys_wire::JwksStatement::decode(statement) {
-        Ok(s) => serde_json::json!({
-            "tag": agentkeys_wire::statement::JWKS_TAG,
-            "jwks_sha256": hex::encode(s.jwks_sha256),
-            "kms_key_arn": s.kms_key_arn.as_str(),
-            "sealed_seed_sha256": hex::encode(s.sealed_seed_sha256),
-            "key_version": s.key_version,
-            "audit_epoch": s.audit_epoch,
-            "module_id": s.module_id,
-            "tls_spki_sha256": hex::encode(s.tls_spki_sha256),
-        }),
-        Err(e) => serde_json::json!({ "error": e.to_string() }),
-    }
-}
+/// JSON body for an attestation answer: one shape for the broker and the enclave.
+pub use agentkeys_wire::attestation_json;
 
 /// Supervisor state and the client.
 pub struct EnclaveManager {
