@@ -353,11 +353,38 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Sends `signal` (e.g. `KILL`, `STOP`, `CONT`) to `pid`.
+/// Sends `signal` (e.g. `KILL`, `STOP`, `CONT`) to `pid`; a failed `kill` (no such
+/// process) fails the test.
 pub fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
+    let status = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
-        .status();
+        .status()
+        .unwrap_or_else(|e| panic!("run kill -{signal} {pid}: {e}"));
+    assert!(
+        status.success(),
+        "kill -{signal} {pid} failed ({status}): no such process, so the test holds a stale pid"
+    );
+}
+
+/// Stops `pid` with SIGSTOP and returns once the kernel reports it stopped (state `T` in
+/// `/proc/PID/stat`), so nothing the test sends next can be answered by it.
+pub fn stop(pid: u32) {
+    signal(pid, "STOP");
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+        // The state follows the parenthesised command name (proc(5)).
+        let state = text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        if state == Some('T') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} not stopped 5 s after SIGSTOP: {text:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Runs a shipped binary with arguments; returns its output.

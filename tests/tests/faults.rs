@@ -684,7 +684,7 @@ fn an_enclave_answer_after_the_timeout_is_recorded_as_withheld() {
     let (status, body) = stack.post("/v1/mint-oidc-jwt", Some(&bearer), "");
     assert_eq!(status, 200, "{body}");
     let pid = stack.info.enclave_pid;
-    agentkeys_e2e::signal(pid, "STOP");
+    agentkeys_e2e::stop(pid);
     let (status, body, waited) = timed_post(&stack, "/v1/mint-oidc-jwt", &bearer);
     agentkeys_e2e::signal(pid, "CONT");
     eprintln!("mint against a stopped enclave: {status} after {waited:?}: {body}");
