@@ -375,7 +375,9 @@ pub fn stop(pid: u32) {
     loop {
         let text = std::fs::read_to_string(&stat).unwrap_or_default();
         // The state follows the parenthesised command name (proc(5)).
-        let state = text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        let state = text
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
         if state == Some('T') {
             return;
         }
