@@ -185,8 +185,10 @@ enum Acme {
     OtherKey,
     /// The JSON names another account than the statement.
     FieldsLie,
-    /// The document ignores the auditor's nonce (a replayed document).
+    /// The document carries another nonce than the auditor's (a replayed document).
     StaleNonce,
+    /// The document carries no nonce (an enclave that takes none on this route).
+    NoNonce,
     /// 404, as before any account exists.
     Missing,
 }
@@ -371,11 +373,11 @@ fn route(
             module_id: MODULE.into(),
         };
         let mut spec = DocSpec::new(pki.now_ms());
-        spec.nonce = Some(if served.acme == Acme::StaleNonce {
-            vec![0; 32]
-        } else {
-            nonce_of(query)
-        });
+        spec.nonce = match served.acme {
+            Acme::StaleNonce => Some(vec![0; 32]),
+            Acme::NoNonce => None,
+            _ => Some(nonce_of(query)),
+        };
         spec.user_data = Some(statement.user_data());
         spec.public_key = None;
         let doc = pki.document(&spec);
@@ -555,6 +557,17 @@ fn a_replayed_acme_account_document_fails_its_nonce() {
     assert_eq!(e.check(), Some(OnlineCheck::AcmeAccountDocument), "{e}");
     assert_eq!(e.failed_check_name(), "acme_account_document");
     assert!(e.to_string().contains("nonce"), "{e}");
+}
+
+#[test]
+fn an_acme_account_document_without_a_nonce_is_accepted_and_reported_not_fresh() {
+    let world = World::new();
+    let report = audit(&start(vec![world.with_acme(Acme::NoNonce)]), &world).unwrap();
+    let account = report.acme_account.expect("ACME account");
+    assert!(!account.fresh);
+    assert_eq!(account.statement.account_uri, ACCOUNT_1);
+    let report = audit(&start(vec![world.honest()]), &world).unwrap();
+    assert!(report.acme_account.expect("ACME account").fresh);
 }
 
 #[test]
