@@ -37,7 +37,7 @@ impl IssuerSurface for Surface {
     async fn attestation(&self, _nonce: Option<Vec<u8>>) -> Result<serde_json::Value, Refusal> {
         Ok(serde_json::json!({}))
     }
-    async fn acme_account(&self) -> Result<serde_json::Value, Refusal> {
+    async fn acme_account(&self, _nonce: Option<Vec<u8>>) -> Result<serde_json::Value, Refusal> {
         Ok(serde_json::json!({}))
     }
 }
@@ -73,6 +73,8 @@ fn start(pebble: &Pebble, listener: TcpListener, cached: Option<&str>) -> Instan
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(2),
             poll_initial: Duration::from_millis(200),
+            // The test offers the cached chain itself, before the client runs.
+            parent_offer_window: Duration::ZERO,
         },
     };
     let tls = Arc::new(IssuerTls::new(config));
@@ -397,8 +399,12 @@ async fn the_enclave_service_obtains_its_certificate_and_attests_its_account() {
         .resolve(HOST, addr)
         .build()
         .unwrap();
+    let account_nonce = [0x5a_u8; 16];
     let account: serde_json::Value = http
-        .get(format!("{issuer}/.well-known/acme-account"))
+        .get(format!(
+            "{issuer}/.well-known/acme-account?nonce={}",
+            hex::encode(account_nonce)
+        ))
         .send()
         .await
         .unwrap()
@@ -428,7 +434,10 @@ async fn the_enclave_service_obtains_its_certificate_and_attests_its_account() {
         &document,
         &anchor,
         agentkeys_attestation::now_unix_ms(),
-        &agentkeys_attestation::Policy::default(),
+        &agentkeys_attestation::Policy {
+            nonce: Some(account_nonce.to_vec()),
+            ..Default::default()
+        },
     )
     .unwrap();
     let statement = AcmeAccountStatement::decode_attested(

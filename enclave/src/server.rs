@@ -226,6 +226,7 @@ impl Enclave {
                 let now = jwt::now_unix().map_err(token_error)?;
                 tls.offer_cached(pem, now);
             }
+            tls.note_offer();
             return Ok(Response::IssuerTls(tls.status()));
         }
         Ok(Response::IssuerTls(IssuerTlsStatus {
@@ -572,7 +573,7 @@ impl IssuerSurface for Enclave {
         ))
     }
 
-    async fn acme_account(&self) -> Result<serde_json::Value, Refusal> {
+    async fn acme_account(&self, nonce: Option<Vec<u8>>) -> Result<serde_json::Value, Refusal> {
         let state = self.require_unsealed().map_err(surface_refusal)?;
         let Some(tls) = &self.issuer_tls else {
             return Err(Refusal::new(
@@ -605,7 +606,7 @@ impl IssuerSurface for Enclave {
         let statement_text = String::from_utf8_lossy(&statement.encode()).into_owned();
         let nsm = self.nsm.clone();
         let document = tokio::task::spawn_blocking(move || {
-            nsm::attest(nsm.as_ref(), Some(&user_data), None, None)
+            nsm::attest(nsm.as_ref(), Some(&user_data), nonce.as_deref(), None)
         })
         .await
         .map_err(|e| {

@@ -74,7 +74,7 @@ impl IssuerSurface for Fake {
     async fn attestation(&self, nonce: Option<Vec<u8>>) -> Result<serde_json::Value, Refusal> {
         Ok(serde_json::json!({"nonce": nonce.map(hex::encode)}))
     }
-    async fn acme_account(&self) -> Result<serde_json::Value, Refusal> {
+    async fn acme_account(&self, _nonce: Option<Vec<u8>>) -> Result<serde_json::Value, Refusal> {
         Err(Refusal::new(
             http::StatusCode::NOT_FOUND,
             "no_account",
@@ -108,6 +108,8 @@ fn fast() -> AcmeTiming {
         retry_min: Duration::from_millis(200),
         retry_max: Duration::from_millis(400),
         poll_initial: Duration::from_millis(100),
+        // No parent here: nothing to wait for.
+        parent_offer_window: Duration::ZERO,
     }
 }
 

@@ -257,6 +257,12 @@ pub fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
 /// Runs until the process ends: keeps the issuer's certificate current.
 pub async fn run(tls: Arc<IssuerTls>) {
     let keys = tls.wait_keys().await;
+    if !tls
+        .wait_offer(tls.config().timing.parent_offer_window)
+        .await
+    {
+        tracing::info!("no cached issuer chain offered by the parent; ordering one");
+    }
     let http = match transport(&tls) {
         Ok(h) => h,
         Err(e) => {

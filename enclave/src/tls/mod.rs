@@ -41,6 +41,10 @@ pub struct AcmeTiming {
     pub retry_max: Duration,
     /// First wait while polling an order's state (grows by half each time).
     pub poll_initial: Duration,
+    /// Longest wait after unseal for the parent to offer the chain it cached, before the
+    /// client orders a certificate of its own (a restarted enclave then serves the cached
+    /// chain instead of ordering again).
+    pub parent_offer_window: Duration,
 }
 
 impl Default for AcmeTiming {
@@ -57,6 +61,10 @@ impl Default for AcmeTiming {
             retry_min: Duration::from_secs(30),
             retry_max: Duration::from_secs(3600),
             poll_initial: Duration::from_secs(1),
+            // The broker offers its cache in its first request after the unseal returns
+            // (`parent/src/enclave/issuer_tls.rs`), well within a second; 10 s keeps an
+            // enclave without such a broker from waiting long.
+            parent_offer_window: Duration::from_secs(10),
         }
     }
 }

@@ -59,8 +59,12 @@ pub trait IssuerSurface: Send + Sync + 'static {
         &self,
         nonce: Option<Vec<u8>>,
     ) -> impl Future<Output = Result<serde_json::Value, Refusal>> + Send;
-    /// The body of `/.well-known/acme-account`.
-    fn acme_account(&self) -> impl Future<Output = Result<serde_json::Value, Refusal>> + Send;
+    /// The body of `/.well-known/acme-account`, its document carrying the auditor's
+    /// nonce when one is given.
+    fn acme_account(
+        &self,
+        nonce: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<serde_json::Value, Refusal>> + Send;
 }
 
 /// An error answer: status, `error` code and message.
@@ -326,7 +330,10 @@ pub async fn route<S: IssuerSurface>(
             Ok(nonce) => value(surface.attestation(nonce).await),
             Err(r) => refusal(r),
         },
-        "/.well-known/acme-account" => value(surface.acme_account().await),
+        "/.well-known/acme-account" => match parse_nonce(query.as_deref()) {
+            Ok(nonce) => value(surface.acme_account(nonce).await),
+            Err(r) => refusal(r),
+        },
         other => refusal(Refusal::new(
             StatusCode::NOT_FOUND,
             "not_found",

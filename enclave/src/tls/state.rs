@@ -2,7 +2,9 @@
 //! the keys (once unsealed), the configuration served now, a pending TLS-ALPN-01
 //! challenge, and what the parent is told.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use agentkeys_wire::{IssuerTlsStatus, ISSUER_TLS_ISSUED, ISSUER_TLS_SELF_SIGNED};
 use rustls::crypto::CryptoProvider;
@@ -76,6 +78,10 @@ pub struct IssuerTls {
     challenge: RwLock<Option<Arc<ServerConfig>>>,
     report: Mutex<Report>,
     changed: Notify,
+    /// Set once the parent has asked for the issuer TLS status after unseal (offering
+    /// its cached chain, or saying it has none).
+    offered: AtomicBool,
+    offer: Notify,
 }
 
 impl std::fmt::Debug for IssuerTls {
@@ -99,7 +105,30 @@ impl IssuerTls {
             challenge: RwLock::new(None),
             report: Mutex::new(Report::default()),
             changed: Notify::new(),
+            offered: AtomicBool::new(false),
+            offer: Notify::new(),
         }
+    }
+
+    /// Notes that the parent has made its offer (a cached chain or none), so the ACME
+    /// client need not wait for it any longer.
+    pub fn note_offer(&self) {
+        self.offered.store(true, Ordering::SeqCst);
+        self.offer.notify_waiters();
+    }
+
+    /// Waits until the parent has made its offer, or `window` has passed; says which.
+    pub async fn wait_offer(&self, window: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.offer.notified();
+                if self.offered.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(window, wait).await.is_ok()
     }
 
     /// The configuration.
