@@ -311,9 +311,6 @@ pub struct AcmeAccountReport {
     pub url: String,
     /// Our nonce, hex.
     pub nonce_hex: String,
-    /// True when the document carries our nonce; false when it carries none (an enclave
-    /// that attests its account without the caller's nonce).
-    pub fresh: bool,
     /// The statement the document attests.
     pub statement: AcmeAccountStatement,
     /// The CAA `issue` parameters the enclave publishes (checked against the statement).
@@ -477,14 +474,12 @@ impl OnlineAudit {
         let body = fetcher.get(&url)?;
         let response = parse_acme_account_response(&body)?;
         let mut policy = self.policy.clone();
-        // The nonce is checked below: a document without one is accepted.
-        policy.nonce = None;
+        policy.nonce = Some(nonce.to_vec());
         policy.user_data = None;
         policy.public_key = None;
         let at = self.at_unix_ms.unwrap_or_else(crate::now_unix_ms);
         let verified = verify(&response.document, &self.anchor, at, &policy)
             .map_err(OnlineError::AcmeDocument)?;
-        let fresh = check_acme_nonce(verified.document.nonce.as_deref(), &nonce)?;
         let statement = check_acme_statement(
             verified.document.user_data.as_deref(),
             &response.statement_text,
@@ -495,31 +490,10 @@ impl OnlineAudit {
         Ok(AcmeAccountReport {
             url,
             nonce_hex: hex::encode(nonce),
-            fresh,
             caa_issue_value: response.caa_issue_value,
             statement,
             verified,
         })
-    }
-}
-
-/// The acme-account document's nonce: ours (fresh: true), or none (fresh: false); any
-/// other nonce is a replayed or foreign document and fails. A document without a nonce
-/// is accepted because freshness adds nothing here: its statement must name the TLS key
-/// of the fresh JWKS statement (bound to our other nonce), the account key comes from the
-/// same seed, and a CA gives one key one account, so an older document of the same
-/// enclave says what a fresh one would.
-fn check_acme_nonce(found: Option<&[u8]>, ours: &[u8]) -> Result<bool, OnlineError> {
-    match found {
-        None => Ok(false),
-        Some(found) if found == ours => Ok(true),
-        Some(found) => Err(OnlineError::AcmeDocument(VerifyError::Policy(
-            crate::error::PolicyError::FieldMismatch {
-                field: "nonce",
-                expected: hex::encode(ours),
-                actual: hex::encode(found),
-            },
-        ))),
     }
 }
 

@@ -560,14 +560,20 @@ fn a_replayed_acme_account_document_fails_its_nonce() {
 }
 
 #[test]
-fn an_acme_account_document_without_a_nonce_is_accepted_and_reported_not_fresh() {
+fn an_acme_account_document_without_our_nonce_is_refused() {
     let world = World::new();
-    let report = audit(&start(vec![world.with_acme(Acme::NoNonce)]), &world).unwrap();
-    let account = report.acme_account.expect("ACME account");
-    assert!(!account.fresh);
-    assert_eq!(account.statement.account_uri, ACCOUNT_1);
+    let e = audit(&start(vec![world.with_acme(Acme::NoNonce)]), &world).unwrap_err();
+    assert_eq!(e.check(), Some(OnlineCheck::AcmeAccountDocument), "{e}");
+    assert!(e.to_string().contains("nonce"), "{e}");
     let report = audit(&start(vec![world.honest()]), &world).unwrap();
-    assert!(report.acme_account.expect("ACME account").fresh);
+    assert_eq!(
+        report
+            .acme_account
+            .expect("ACME account")
+            .statement
+            .account_uri,
+        ACCOUNT_1
+    );
 }
 
 #[test]
