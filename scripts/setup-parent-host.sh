@@ -16,13 +16,17 @@
 #       [--data-dir /var/lib/agentkeys] [--bind 0.0.0.0:443] \
 #       [--enclave-memory-mib 512] [--enclave-cpus 2] [--enclave-cid 16] \
 #       [--eif-path /opt/agentkeys/agentkeys-enclave.eif] [--kms-proxy-port 8001] \
-#       [--acme-directory https://acme-v02.api.letsencrypt.org/directory [--acme-proxy-port 8002]] \
+#       [--acme-directory https://acme-v02.api.letsencrypt.org/directory \
+#        [--acme-proxy-port 8002] [--issuer-listen 0.0.0.0:443]] \
 #       [--dry-run]
 #
 # --acme-directory (the same URL the image was built with, build-eif.sh --acme-directory)
 # adds the CA's host to the vsock-proxy allowlist and a second proxy unit,
 # agentkeys-vsock-proxy-acme (vsock port 8002 -> the CA host's 443), through which the
-# enclave's own ACME client reaches the CA over TLS that ends inside the enclave.
+# enclave's own ACME client reaches the CA over TLS that ends inside the enclave. The
+# broker then relays the issuer hostname's connections, unread, from --issuer-listen
+# (default 0.0.0.0:443) to the enclave's TLS on vsock port 5001, and the mint API moves
+# off port 443 (--bind defaults to 0.0.0.0:8443).
 #
 # --dry-run prints every action (commands and file contents) without doing any of them.
 set -euo pipefail
@@ -33,7 +37,7 @@ SCRIPT_DIR="$(cd "$SCRIPT_DIR" && pwd)"
 . "$SCRIPT_DIR/lib/common.sh"
 
 usage() {
-    sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 NON_INTERACTIVE=0
@@ -56,6 +60,7 @@ EIF_PATH=""
 KMS_PROXY_PORT=""
 ACME_DIRECTORY=""
 ACME_PROXY_PORT=""
+ISSUER_LISTEN=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -79,6 +84,7 @@ while [ $# -gt 0 ]; do
         --kms-proxy-port) KMS_PROXY_PORT="${2?--kms-proxy-port needs a value}"; shift 2 ;;
         --acme-directory) ACME_DIRECTORY="${2?--acme-directory needs a value}"; shift 2 ;;
         --acme-proxy-port) ACME_PROXY_PORT="${2?--acme-proxy-port needs a value}"; shift 2 ;;
+        --issuer-listen) ISSUER_LISTEN="${2?--issuer-listen needs a value}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -125,7 +131,12 @@ ask BACKEND_URL "Session backend base URL: the broker validates bearers with GET
 ask CREDENTIAL_MODE "How /v1/mint-aws-creds gets credentials: 'web-identity' (AssumeRoleWithWebIdentity with the enclave-signed JWT; the parent needs no AWS credentials for it) or 'assume-role' (the parent's own credentials, the older mode)." "web-identity"
 ask ROLE_ARN "Role agents receive credentials for (BROKER_DATA_ROLE_ARN). Empty: the broker's default (agentkeys-data-role in this account)." ""
 ask DATA_DIR "Data directory for the audit database and the sealed seed (owned by the agentkeys user, mode 0700)." "/var/lib/agentkeys"
-ask BIND "Address the broker listens on. IAM fetches the discovery document and the JWKS from the issuer over HTTPS on port 443." "0.0.0.0:443"
+if [ -n "$ACME_DIRECTORY" ]; then
+    # The issuer hostname takes port 443 (the relay to the enclave's TLS).
+    ask BIND "Address the mint API listens on. The issuer hostname's relay takes port 443 (--issuer-listen), so the mint API needs another port or address." "0.0.0.0:8443"
+else
+    ask BIND "Address the broker listens on. IAM fetches the discovery document and the JWKS from the issuer over HTTPS on port 443." "0.0.0.0:443"
+fi
 if [ "$INTERACTIVE" = 1 ] && [ -z "$TLS_CERT" ] && [ -z "$BEHIND_TLS_PROXY" ]; then
     printf '\n%s\n' "TLS: either the broker serves HTTPS itself (give a certificate chain and key in PEM), or a TLS-terminating proxy/load balancer is in front. Answer 'cert' or 'proxy'." >&2
     read -r -p "> [cert] " tls_choice
@@ -143,12 +154,21 @@ ask ENCLAVE_CPUS "vCPUs reserved for the enclave (allocator cpu_count; whole cor
 # ---- defaults and validation -----------------------------------------------------------------
 CREDENTIAL_MODE="${CREDENTIAL_MODE:-web-identity}"
 DATA_DIR="${DATA_DIR:-/var/lib/agentkeys}"
-BIND="${BIND:-0.0.0.0:443}"
+if [ -n "$ACME_DIRECTORY" ]; then
+    BIND="${BIND:-0.0.0.0:8443}"
+    # IAM fetches the issuer's documents on port 443 (iam-oidc refuses an issuer with a port).
+    ISSUER_LISTEN="${ISSUER_LISTEN:-0.0.0.0:443}"
+else
+    BIND="${BIND:-0.0.0.0:443}"
+fi
 ENCLAVE_MEMORY_MIB="${ENCLAVE_MEMORY_MIB:-512}"
 ENCLAVE_CPUS="${ENCLAVE_CPUS:-2}"
 ENCLAVE_CID="${ENCLAVE_CID:-16}"
 EIF_PATH="${EIF_PATH:-/opt/agentkeys/agentkeys-enclave.eif}"
 KMS_PROXY_PORT="${KMS_PROXY_PORT:-8001}"
+# The vsock port the image's command line gives the enclave's issuer TLS
+# (--tls-vsock-port, eif/Dockerfile).
+ENCLAVE_TLS_PORT=5001
 # The enclave's default --acme-proxy-port (enclave/src/tls/transport.rs).
 ACME_PROXY_PORT="${ACME_PROXY_PORT:-8002}"
 
@@ -181,6 +201,7 @@ case "$DATA_DIR" in
     *[[:space:]]*|*..*) die "--data-dir '$DATA_DIR' must not contain spaces or '..'" ;;
 esac
 [[ "$BIND" =~ ^([0-9.]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})$ ]] || die "--bind '$BIND' must be IP:PORT (e.g. 0.0.0.0:443)"
+BIND_ADDR="${BASH_REMATCH[1]}"
 BIND_PORT="${BASH_REMATCH[2]}"
 uint_in_range "$BIND_PORT" 1 65535 || die "--bind port must be 1..65535"
 if [ -n "$TLS_CERT" ] || [ -n "$TLS_KEY" ]; then
@@ -206,6 +227,19 @@ if [ -n "$ACME_DIRECTORY" ]; then
     ACME_ALLOWLIST_ENTRY="- {address: $ACME_HOST, port: 443}"
     uint_in_range "$ACME_PROXY_PORT" 1024 65535 || die "--acme-proxy-port must be 1024..65535"
     [ "$ACME_PROXY_PORT" != "$KMS_PROXY_PORT" ] || die "--acme-proxy-port must differ from --kms-proxy-port ($KMS_PROXY_PORT)"
+    [[ "$ISSUER_LISTEN" =~ ^([0-9.]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})$ ]] || die "--issuer-listen '$ISSUER_LISTEN' must be IP:PORT (e.g. 0.0.0.0:443)"
+    ISSUER_LISTEN_ADDR="${BASH_REMATCH[1]}"
+    ISSUER_LISTEN_PORT="${BASH_REMATCH[2]}"
+    uint_in_range "$ISSUER_LISTEN_PORT" 1 65535 || die "--issuer-listen port must be 1..65535"
+    if [ "$ISSUER_LISTEN_PORT" = "$BIND_PORT" ]; then
+        case "$ISSUER_LISTEN_ADDR|$BIND_ADDR" in
+            "$BIND_ADDR|$BIND_ADDR"|0.0.0.0\|*|*\|0.0.0.0|\[::\]\|*|*\|\[::\])
+                die "--issuer-listen $ISSUER_LISTEN and --bind $BIND both take port $BIND_PORT: the issuer hostname's relay and the mint API need different ports (or different addresses of the instance)" ;;
+        esac
+    fi
+    [ "$ISSUER_LISTEN_PORT" = 443 ] || warn "--issuer-listen port $ISSUER_LISTEN_PORT: AWS STS fetches the issuer's documents on port 443, so forward 443 to it"
+elif [ -n "$ISSUER_LISTEN" ]; then
+    die "--issuer-listen needs --acme-directory: without it the enclave terminates no issuer TLS to relay to"
 fi
 case "$EIF_PATH" in
     /*) ;;
@@ -260,9 +294,10 @@ render() {
         "$1"
 }
 
-# Binding a port below 1024 needs CAP_NET_BIND_SERVICE; nothing else needs a capability.
+# Binding a port below 1024 (the mint API's or the issuer relay's) needs
+# CAP_NET_BIND_SERVICE; nothing else needs a capability.
 CAPABILITIES=""
-if [ "$BIND_PORT" -lt 1024 ]; then
+if [ "$BIND_PORT" -lt 1024 ] || { [ -n "$ISSUER_LISTEN" ] && [ "$ISSUER_LISTEN_PORT" -lt 1024 ]; }; then
     CAPABILITIES="CAP_NET_BIND_SERVICE"
 fi
 
@@ -294,7 +329,8 @@ AgentKeys parent host plan
   TLS                ${BEHIND_TLS_PROXY:+behind a TLS proxy}${TLS_CERT:+cert $TLS_CERT, key $TLS_KEY}
   enclave            $ENCLAVE_CPUS vCPU, $ENCLAVE_MEMORY_MIB MiB, CID $ENCLAVE_CID, EIF $EIF_PATH
   vsock-proxy        port $KMS_PROXY_PORT -> kms.$REGION.amazonaws.com:443${ACME_HOST:+
-  vsock-proxy (ACME) port $ACME_PROXY_PORT -> $ACME_HOST:443}
+  vsock-proxy (ACME) port $ACME_PROXY_PORT -> $ACME_HOST:443
+  issuer relay       $ISSUER_LISTEN -> enclave vsock:$ENCLAVE_CID:$ENCLAVE_TLS_PORT (TLS ends in the enclave)}
 PLAN
 
 # 1. Packages.
@@ -349,6 +385,10 @@ run install -m 0644 -o root -g root "$SCRIPT_DIR/lib/common.sh" /usr/local/lib/a
         echo "BROKER_TLS_KEY=$TLS_KEY"
     fi
     if [ -n "$BEHIND_TLS_PROXY" ]; then echo "BROKER_BEHIND_TLS_PROXY=true"; fi
+    if [ -n "$ISSUER_LISTEN" ]; then
+        echo "BROKER_ISSUER_LISTEN=$ISSUER_LISTEN"
+        echo "BROKER_ENCLAVE_TLS=vsock:$ENCLAVE_CID:$ENCLAVE_TLS_PORT"
+    fi
 } | write_file /etc/agentkeys/broker.env 0640 root:agentkeys
 
 if [ -n "$TLS_CERT" ] && [ "$DRY_RUN" = 0 ]; then

@@ -1093,3 +1093,213 @@ fn every_script_parses_and_passes_shellcheck_when_available() {
         ),
     }
 }
+
+/// The ACME directory tests use (Let's Encrypt's production directory).
+const ACME: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+fn with_acme(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut f = valid_flags();
+    f.extend(["--acme-directory", ACME]);
+    f.extend_from_slice(extra);
+    f
+}
+
+/// With `--acme-directory` the setup lets the enclave reach the CA (allowlist entry and a
+/// proxy unit for its host) and has the broker relay the issuer hostname to the enclave's
+/// TLS; the mint API moves off port 443. Without it, none of that is written.
+#[test]
+fn setup_with_an_acme_directory_relays_the_issuer_host_to_the_enclave() {
+    let out = bash("setup-parent-host.sh", &with_acme(&[]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    for needle in [
+        "- {address: acme-v02.api.letsencrypt.org, port: 443}",
+        "ExecStart=/usr/bin/vsock-proxy 8002 acme-v02.api.letsencrypt.org 443",
+        "[dry-run] systemctl enable --now agentkeys-vsock-proxy-acme.service",
+        "BROKER_ISSUER_LISTEN=0.0.0.0:443",
+        "BROKER_ENCLAVE_TLS=vsock:16:5001",
+        "BROKER_BIND=0.0.0.0:8443",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "issuer relay       0.0.0.0:443 -> enclave vsock:16:5001",
+    ] {
+        assert!(stdout.contains(needle), "plan lacks {needle:?}:\n{stdout}");
+    }
+
+    let out = bash("setup-parent-host.sh", &valid_flags());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("BROKER_BIND=0.0.0.0:443"), "{stdout}");
+    for absent in [
+        "agentkeys-vsock-proxy-acme",
+        "BROKER_ISSUER_LISTEN",
+        "BROKER_ENCLAVE_TLS",
+        "issuer relay",
+        "letsencrypt",
+    ] {
+        assert!(!stdout.contains(absent), "plan has {absent:?}:\n{stdout}");
+    }
+}
+
+/// The relay follows the enclave's CID and the chosen addresses; with both listeners on
+/// high ports the broker gets no capability, and an issuer port other than 443 is warned.
+#[test]
+fn setup_issuer_listen_takes_the_cid_addresses_and_ports_given() {
+    let out = bash(
+        "setup-parent-host.sh",
+        &with_acme(&[
+            "--enclave-cid",
+            "20",
+            "--issuer-listen",
+            "10.0.0.5:443",
+            "--bind",
+            "10.0.0.6:443",
+        ]),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    for needle in [
+        "BROKER_ISSUER_LISTEN=10.0.0.5:443",
+        "BROKER_BIND=10.0.0.6:443",
+        "BROKER_ENCLAVE_TLS=vsock:20:5001",
+        "BROKER_ENCLAVE_ADDR=vsock:20:5000",
+    ] {
+        assert!(stdout.contains(needle), "plan lacks {needle:?}:\n{stdout}");
+    }
+
+    let out = bash(
+        "setup-parent-host.sh",
+        &with_acme(&["--issuer-listen", "0.0.0.0:4443", "--bind", "0.0.0.0:8443"]),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        !stdout.contains("CAP_NET_BIND_SERVICE"),
+        "no listener below 1024 needs no capability:\n{stdout}"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "--issuer-listen port 4443: AWS STS fetches the issuer's documents on port 443"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn setup_refuses_bad_acme_and_relay_values() {
+    let cases: [(&[&'static str], &str); 10] = [
+        (
+            &["--acme-directory", "http://acme.example.com/directory"],
+            "--acme-directory: ACME directory 'http://acme.example.com/directory' must start with https://",
+        ),
+        (
+            &["--acme-directory", "https://acme.example.com/dir?x=1"],
+            "must not contain a query",
+        ),
+        (
+            &["--acme-directory", "https://acme.example.com:14000/dir"],
+            "must use port 443",
+        ),
+        (
+            &["--acme-directory", "https://10.0.0.1/dir"],
+            "is not a DNS name",
+        ),
+        (
+            &["--acme-directory", ACME, "--acme-proxy-port", "8001"],
+            "--acme-proxy-port must differ from --kms-proxy-port (8001)",
+        ),
+        (
+            &["--acme-directory", ACME, "--acme-proxy-port", "80"],
+            "--acme-proxy-port must be 1024..65535",
+        ),
+        (
+            &["--acme-directory", ACME, "--bind", "0.0.0.0:443"],
+            "--issuer-listen 0.0.0.0:443 and --bind 0.0.0.0:443 both take port 443",
+        ),
+        (
+            &[
+                "--acme-directory",
+                ACME,
+                "--issuer-listen",
+                "10.0.0.5:8443",
+            ],
+            "--issuer-listen 10.0.0.5:8443 and --bind 0.0.0.0:8443 both take port 8443",
+        ),
+        (
+            &["--acme-directory", ACME, "--issuer-listen", "issuer:443"],
+            "--issuer-listen 'issuer:443' must be IP:PORT",
+        ),
+        (
+            &["--issuer-listen", "0.0.0.0:443"],
+            "--issuer-listen needs --acme-directory",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut f = valid_flags();
+        f.extend_from_slice(extra);
+        let out = bash("setup-parent-host.sh", &f);
+        assert_fails(&out, needle);
+        assert!(
+            !text(&out.stdout).contains("[dry-run]"),
+            "{extra:?} refused only after the plan ran:\n{}",
+            text(&out.stdout)
+        );
+    }
+}
+
+/// `--acme-directory` goes into the image as the build argument eif/Dockerfile reads
+/// (measured with the rest); a URL the enclave could not use is refused before anything is
+/// built.
+#[test]
+fn build_eif_checks_the_acme_directory_and_passes_it_into_the_image() {
+    let digest = test_digest('a');
+    for (bad, names) in [
+        (
+            "http://acme.example.com/directory",
+            "must start with https://",
+        ),
+        ("https://acme.example.com:14000/dir", "must use port 443"),
+        ("https://user@acme.example.com/dir", "user info"),
+        ("https://acme/dir", "is not a DNS name"),
+    ] {
+        let args = [
+            "--issuer",
+            "https://i.example.com",
+            "--kms-key-arn",
+            PINNED_KEY,
+            "--session-key-thumbprint",
+            THUMBPRINT,
+            "--rust-image-digest",
+            &digest,
+            "--acme-directory",
+            bad,
+        ];
+        assert_fails(&bash("build-eif.sh", &args), names);
+    }
+
+    let tools = fake_build_tools(Fakes {
+        refuses_mock: true,
+        ..Fakes::default()
+    });
+    let inputs = inputs_copy(tools.path(), &digest);
+    let out = build_eif_with(&tools, &inputs, &["--acme-directory", ACME]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made = calls(&tools);
+    assert!(
+        made.contains(&format!("--build-arg ACME_DIRECTORY={ACME} ")),
+        "{made}"
+    );
+
+    let tools = fake_build_tools(Fakes {
+        refuses_mock: true,
+        ..Fakes::default()
+    });
+    let inputs = inputs_copy(tools.path(), &digest);
+    let out = build_eif_with(&tools, &inputs, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made = calls(&tools);
+    assert!(
+        made.contains("--build-arg ACME_DIRECTORY= "),
+        "without --acme-directory the image terminates no issuer TLS: {made}"
+    );
+}
