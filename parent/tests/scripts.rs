@@ -1277,27 +1277,23 @@ fn build_eif_checks_the_acme_directory_and_passes_it_into_the_image() {
         assert_fails(&bash("build-eif.sh", &args), names);
     }
 
-    let tools = fake_build_tools(Fakes {
-        refuses_mock: true,
-        ..Fakes::default()
-    });
-    let inputs = inputs_copy(tools.path(), &digest);
-    let out = build_eif_with(&tools, &inputs, &["--acme-directory", ACME]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let made = calls(&tools);
+    // The calls a successful build with the fake tools makes, given `extra` flags.
+    let build_calls = |extra: &[&str]| {
+        let tools = fake_build_tools(Fakes {
+            refuses_mock: true,
+            ..Fakes::default()
+        });
+        let inputs = inputs_copy(tools.path(), &digest);
+        let out = build_eif_with(&tools, &inputs, extra);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        calls(&tools)
+    };
+    let made = build_calls(&["--acme-directory", ACME]);
     assert!(
         made.contains(&format!("--build-arg ACME_DIRECTORY={ACME} ")),
         "{made}"
     );
-
-    let tools = fake_build_tools(Fakes {
-        refuses_mock: true,
-        ..Fakes::default()
-    });
-    let inputs = inputs_copy(tools.path(), &digest);
-    let out = build_eif_with(&tools, &inputs, &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let made = calls(&tools);
+    let made = build_calls(&[]);
     assert!(
         made.contains("--build-arg ACME_DIRECTORY= "),
         "without --acme-directory the image terminates no issuer TLS: {made}"
