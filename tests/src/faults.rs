@@ -40,7 +40,9 @@ impl Group {
             .open(log)?;
         cmd.stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().context("spawn")?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", cmd.get_program().to_string_lossy()))?;
         Ok(Group {
             pid: child.id(),
             child: Some(child),
