@@ -40,10 +40,6 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// enclave over its own TLS; `docs/api.md`).
 pub const ACME_ACCOUNT_PATH: &str = "/.well-known/acme-account";
 
-/// The CAA parameter that restricts issuance to TLS-ALPN-01 validation (RFC 8657 §4,
-/// method name from RFC 8737 §6.1).
-pub const CAA_VALIDATION_METHODS: &str = "validationmethods=tls-alpn-01";
-
 /// Bytes of the random nonce sent to the attestation endpoint (256 bits).
 pub const NONCE_BYTES: usize = 32;
 
@@ -317,13 +313,6 @@ pub struct AcmeAccountReport {
     pub caa_issue_value: String,
     /// The verified document.
     pub verified: VerifiedDocument,
-}
-
-/// The parameters of the CAA `issue` property (RFC 8659 §4.2 with RFC 8657 §3 and §4) that
-/// let only `account_uri`, validated by TLS-ALPN-01, obtain certificates for the host. The
-/// CA's issuer domain name precedes them in the record.
-pub fn caa_parameters(account_uri: &str) -> String {
-    format!("accounturi={account_uri}; {CAA_VALIDATION_METHODS}")
 }
 
 /// How to run an online audit.
@@ -960,7 +949,7 @@ fn check_acme_response_fields(
     statement: &AcmeAccountStatement,
 ) -> Result<(), OnlineError> {
     let spki = hex::encode(statement.tls_spki_sha256);
-    let caa = caa_parameters(&statement.account_uri);
+    let caa = agentkeys_statement::caa_issue_parameters(&statement.account_uri);
     let fields: [(&str, &str, &str); 6] = [
         ("directory", &response.directory, &statement.directory),
         ("account_uri", &response.account_uri, &statement.account_uri),

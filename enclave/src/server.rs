@@ -623,7 +623,7 @@ impl IssuerSurface for Enclave {
             "account_key_thumbprint": statement.account_key_thumbprint,
             "hostname": statement.hostname,
             "tls_spki_sha256": hex::encode(statement.tls_spki_sha256),
-            "caa_issue_value": format!("accounturi={account_uri}; validationmethods=tls-alpn-01"),
+            "caa_issue_value": agentkeys_wire::caa_issue_parameters(&account_uri),
             "statement_text": statement_text,
             "attestation_document": base64::engine::general_purpose::STANDARD.encode(document),
         }))

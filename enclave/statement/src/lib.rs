@@ -17,4 +17,7 @@ pub mod kms_key_arn;
 pub mod statement;
 
 pub use kms_key_arn::{KeyArnError, KmsKeyArn};
-pub use statement::{AcmeAccountStatement, CheckpointStatement, JwksStatement, StatementError};
+pub use statement::{
+    caa_issue_parameters, AcmeAccountStatement, CheckpointStatement, JwksStatement, StatementError,
+    CAA_VALIDATION_METHODS,
+};

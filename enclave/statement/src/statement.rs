@@ -177,6 +177,18 @@ pub struct AcmeAccountStatement {
     pub module_id: String,
 }
 
+/// The CAA `validationmethods` parameter that binds the issuer host to TLS-ALPN-01 (RFC
+/// 8657 §4; the method of RFC 8737, the only one the enclave answers).
+pub const CAA_VALIDATION_METHODS: &str = "validationmethods=tls-alpn-01";
+
+/// The CAA `issue` parameters that let only `account_uri` obtain certificates, and only
+/// by TLS-ALPN-01 (RFC 8657 §3 and §4): `accounturi=<uri>; validationmethods=tls-alpn-01`.
+/// One home for the value the enclave publishes, `agentkeys-broker caa-record` prints and
+/// `agentkeys-attest` checks.
+pub fn caa_issue_parameters(account_uri: &str) -> String {
+    format!("accounturi={account_uri}; {CAA_VALIDATION_METHODS}")
+}
+
 /// Most session key thumbprints a statement carries.
 pub const MAX_SESSION_KEYS: usize = 4;
 

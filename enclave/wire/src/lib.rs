@@ -35,10 +35,11 @@ pub mod server;
 pub mod wallet;
 
 pub use address::{Address, AddressError, Listener, Stream};
-pub use agentkeys_statement::{kms_key_arn, statement};
 pub use agentkeys_statement::{
-    AcmeAccountStatement, CheckpointStatement, JwksStatement, StatementError,
+    caa_issue_parameters, AcmeAccountStatement, CheckpointStatement, JwksStatement, StatementError,
+    CAA_VALIDATION_METHODS,
 };
+pub use agentkeys_statement::{kms_key_arn, statement};
 pub use agentkeys_statement::{KeyArnError, KmsKeyArn};
 pub use chain::{
     chain_genesis, chain_next, signing_input, signing_input_sha256, ChainVersion, EPOCH_CLAIM,

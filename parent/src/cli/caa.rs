@@ -16,16 +16,13 @@ use std::time::Duration;
 
 use agentkeys_attestation::tls_leaf::TlsLeaf;
 use agentkeys_attestation::{Policy, TrustAnchor};
-use agentkeys_wire::AcmeAccountStatement;
+use agentkeys_wire::{caa_issue_parameters, AcmeAccountStatement};
 use base64::Engine;
 use clap::Args;
 use serde::Deserialize;
 
 /// Path of the attested ACME account on the issuer host.
 pub const ACME_ACCOUNT_PATH: &str = "/.well-known/acme-account";
-/// The only validation method the record allows (RFC 8737 TLS-ALPN-01, answered inside
-/// the enclave), as RFC 8657 §4 names it.
-pub const VALIDATION_METHODS: &str = "validationmethods=tls-alpn-01";
 /// Time budget of the request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer read (the JSON with a base64 attestation document of at most 16 KiB).
@@ -415,7 +412,7 @@ fn check(
         });
     }
     let spki = hex::encode(s.tls_spki_sha256);
-    let parameters = caa_parameters(&s.account_uri);
+    let parameters = caa_issue_parameters(&s.account_uri);
     for (field, json, attested) in [
         ("hostname", &j.hostname, &s.hostname),
         ("account_uri", &j.account_uri, &s.account_uri),
@@ -451,16 +448,11 @@ fn check(
     Ok(s)
 }
 
-/// The CAA `issue` parameters for `account_uri` (RFC 8657 §3 and §4).
-pub fn caa_parameters(account_uri: &str) -> String {
-    format!("accounturi={account_uri}; {VALIDATION_METHODS}")
-}
-
 /// The zone-file line: `HOST. CAA 0 issue "<ca-domain>; accounturi=<uri>; validationmethods=tls-alpn-01"`.
 pub fn caa_record(hostname: &str, ca_domain: &str, account_uri: &str) -> String {
     format!(
         "{hostname}. CAA 0 issue \"{ca_domain}; {}\"",
-        caa_parameters(account_uri)
+        caa_issue_parameters(account_uri)
     )
 }
 
@@ -556,7 +548,7 @@ mod tests {
                 account_key_thumbprint: s.account_key_thumbprint.clone(),
                 hostname: s.hostname.clone(),
                 tls_spki_sha256: hex::encode(s.tls_spki_sha256),
-                caa_issue_value: caa_parameters(&s.account_uri),
+                caa_issue_value: caa_issue_parameters(&s.account_uri),
                 attestation_document: base64::engine::general_purpose::STANDARD.encode(doc),
                 statement_text: String::from_utf8(s.encode()).unwrap(),
             },
@@ -641,7 +633,7 @@ mod tests {
             "{e}"
         );
         let mut f = served(&statement());
-        f.json.caa_issue_value = caa_parameters(parents);
+        f.json.caa_issue_value = caa_issue_parameters(parents);
         let e = run(&f, image_pcrs()).unwrap_err();
         assert!(
             matches!(
@@ -689,7 +681,7 @@ mod tests {
         other.account_uri = "https://127.0.0.1:14000/my-account/2".into();
         f.json.statement_text = String::from_utf8(other.encode()).unwrap();
         f.json.account_uri = other.account_uri.clone();
-        f.json.caa_issue_value = caa_parameters(&other.account_uri);
+        f.json.caa_issue_value = caa_issue_parameters(&other.account_uri);
         let e = run(&f, image_pcrs()).unwrap_err();
         assert!(matches!(e, CaaError::Statement(_)), "{e}");
         assert!(e.to_string().contains("not the attested one"), "{e}");
