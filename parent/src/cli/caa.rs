@@ -3,9 +3,9 @@
 //! with the `accounturi` and `validationmethods` parameters of RFC 8657).
 //!
 //! The account URI is taken from what the enclave attests, never from the parent's word:
-//! the command fetches `/.well-known/acme-account` from the issuer host over TLS (which
-//! the enclave terminates), verifies the attestation document in it against the pinned
-//! root and a PCR policy, reads the `agentkeys/acme-account/v1` statement from its
+//! the command fetches `/.well-known/acme-account?nonce=<ours>` from the issuer host over
+//! TLS (which the enclave terminates), verifies the attestation document in it against the
+//! pinned root, a PCR policy and our nonce, reads the `agentkeys/acme-account/v1` statement from its
 //! `user_data`, and checks that the statement names the issuer host, that the JSON beside
 //! it says the same, and that the TLS key the host presented is the attested one. Only
 //! then is the record printed.
@@ -385,19 +385,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The attested statement, checked against the JSON beside it and the TLS handshake.
+/// The attested statement, checked against the JSON beside it and the TLS handshake. The
+/// document must carry `nonce`, the one our request sent: a parent cannot answer with a
+/// document an enclave attested earlier (for an account since replaced).
 fn check(
     fetched: &Fetched,
     issuer: &IssuerUrl,
     anchor: &TrustAnchor,
     policy: &Policy,
+    nonce: &[u8],
     now_ms: u64,
 ) -> Result<AcmeAccountStatement, CaaError> {
     let j = &fetched.json;
     let document = base64::engine::general_purpose::STANDARD
         .decode(j.attestation_document.trim())
         .map_err(|e| CaaError::Malformed(format!("attestation_document is not base64: {e}")))?;
-    let verified = agentkeys_attestation::verify(&document, anchor, now_ms, policy)
+    let policy = Policy {
+        nonce: Some(nonce.to_vec()),
+        ..policy.clone()
+    };
+    let verified = agentkeys_attestation::verify(&document, anchor, now_ms, &policy)
         .map_err(|e| CaaError::Verification(e.to_string()))?;
     let user_data = verified
         .document
@@ -466,13 +473,19 @@ pub async fn run_caa_record(args: &CaaArgs) -> Result<String, CaaError> {
     let policy = policy(args)?;
     let anchor = trust_anchor(args)?;
     let client = http_client(args, &issuer)?;
-    let url = format!("{}{ACME_ACCOUNT_PATH}", issuer.url);
+    let nonce: [u8; 32] = rand::random();
+    let url = format!(
+        "{}{ACME_ACCOUNT_PATH}?nonce={}",
+        issuer.url,
+        hex::encode(nonce)
+    );
     let fetched = fetch(&client, &url).await?;
     let statement = check(
         &fetched,
         &issuer,
         &anchor,
         &policy,
+        &nonce,
         agentkeys_attestation::now_unix_ms(),
     )?;
     Ok(caa_record(
@@ -535,11 +548,19 @@ mod tests {
         }
     }
 
-    /// What an honest enclave serves for `s`: the JSON, its document (mock NSM, default
-    /// image PCRs), and a handshake with the attested key.
+    /// The nonce the tests' requests send.
+    const NONCE: [u8; 32] = [0x4e; 32];
+
+    /// What an honest enclave serves for `s` when asked with [`NONCE`]: the JSON, its
+    /// document (mock NSM, default image PCRs), and a handshake with the attested key.
     fn served(s: &AcmeAccountStatement) -> Fetched {
+        served_with_nonce(s, Some(NONCE.to_vec()))
+    }
+
+    /// As [`served`], with the document carrying `nonce`.
+    fn served_with_nonce(s: &AcmeAccountStatement, nonce: Option<Vec<u8>>) -> Fetched {
         let doc = agentkeys_mock_nsm::MockNsm::new(agentkeys_mock_nsm::MockNsmConfig::default())
-            .attest(Some(s.user_data()), None, None)
+            .attest(Some(s.user_data()), nonce, None)
             .unwrap();
         Fetched {
             json: AcmeAccountJson {
@@ -581,8 +602,22 @@ mod tests {
             &issuer,
             &anchor,
             &policy,
+            &NONCE,
             agentkeys_attestation::now_unix_ms(),
         )
+    }
+
+    #[test]
+    fn a_document_without_our_nonce_is_refused_as_stale() {
+        for nonce in [None, Some(vec![0x11; 32])] {
+            let e = run(
+                &served_with_nonce(&statement(), nonce.clone()),
+                image_pcrs(),
+            )
+            .unwrap_err();
+            assert!(matches!(e, CaaError::Verification(_)), "{nonce:?}: {e}");
+            assert!(e.to_string().contains("nonce"), "{e}");
+        }
     }
 
     fn image_pcrs() -> std::collections::BTreeMap<u16, Vec<u8>> {
@@ -665,7 +700,7 @@ mod tests {
         let doc = agentkeys_mock_nsm::MockNsm::new(agentkeys_mock_nsm::MockNsmConfig::default())
             .attest(
                 Some(b"agentkeys/audit-checkpoint/v1\n".to_vec()),
-                None,
+                Some(NONCE.to_vec()),
                 None,
             )
             .unwrap();
