@@ -617,3 +617,20 @@ pub enum AnchorError {
         subject: String,
     },
 }
+
+/// An error with its sources, `: `-separated, each cause once, so that a refused
+/// certificate says why (e.g. "invalid peer certificate: UnknownIssuer") and not only
+/// "error sending request" (reqwest's and hyper's own messages omit the cause).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

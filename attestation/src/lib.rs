@@ -65,8 +65,8 @@ pub use decode::{
 };
 pub use document::{AttestationDocument, DEBUG_MODE_PCRS};
 pub use error::{
-    AnchorError, CertPosition, ChainError, Check, DecodeError, PolicyError, SignatureError,
-    VerifyError,
+    error_chain, AnchorError, CertPosition, ChainError, Check, DecodeError, PolicyError,
+    SignatureError, VerifyError,
 };
 pub use measurements::MeasurementsError;
 pub use policy::{expected_pcrs_from_measurements, Policy, DEFAULT_CLOCK_SKEW};

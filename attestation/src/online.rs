@@ -26,7 +26,7 @@ use reqwest::Url;
 use sha2::{Digest, Sha256};
 
 use crate::anchor::TrustAnchor;
-use crate::error::VerifyError;
+use crate::error::{error_chain, VerifyError};
 use crate::jwks::Jwk as JwkKey;
 use crate::policy::Policy;
 use crate::tls_leaf::TlsLeaf;
@@ -600,22 +600,6 @@ impl Fetcher {
         }
         Ok(body)
     }
-}
-
-/// An error with its sources, so that a refused certificate says why (e.g. "invalid
-/// peer certificate: UnknownIssuer") and not only "error sending request".
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 /// Every certificate recorded certifies the attested key; returns the distinct ones.

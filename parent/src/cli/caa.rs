@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agentkeys_attestation::tls_leaf::TlsLeaf;
-use agentkeys_attestation::{Policy, TrustAnchor};
+use agentkeys_attestation::{error_chain, Policy, TrustAnchor};
 use agentkeys_wire::{caa_issue_parameters, AcmeAccountStatement};
 use base64::Engine;
 use clap::Args;
@@ -371,18 +371,6 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Fetched, CaaError>
     }
     let json = serde_json::from_slice(&bytes).map_err(|e| CaaError::Malformed(e.to_string()))?;
     Ok(Fetched { json, leaf })
-}
-
-/// The error and its causes, on one line (reqwest's own message omits the TLS cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The attested statement, checked against the JSON beside it and the TLS handshake. The
