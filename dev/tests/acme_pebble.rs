@@ -214,14 +214,7 @@ async fn pebble_issues_and_renews_and_a_restart_keeps_the_key_and_account() {
         ))
         .output()
     {
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(String::from_utf8_lossy(&out.stdout), JWKS);
-        }
+        Ok(out) => assert_served_the_jwks(&out),
         Err(e) => println!("curl not run: {e}"),
     }
 
@@ -246,14 +239,7 @@ sys.stdout.write(data.split(b"\r\n\r\n", 1)[1].decode())
         .arg(&root_file)
         .output()
     {
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(String::from_utf8_lossy(&out.stdout), JWKS);
-        }
+        Ok(out) => assert_served_the_jwks(&out),
         Err(e) => println!("python3 not run: {e}"),
     }
 
@@ -481,4 +467,14 @@ async fn the_enclave_service_obtains_its_certificate_and_attests_its_account() {
     )
     .unwrap();
     assert_eq!(hex::encode(jwks.tls_spki_sha256), status.tls_spki_sha256);
+}
+
+/// A client we did not write exited successfully and printed exactly the JWKS.
+fn assert_served_the_jwks(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), JWKS);
 }

@@ -90,14 +90,22 @@ async fn start_kms() -> String {
     url
 }
 
-fn unseal_request_with(endpoint: &str, sealed_seed: Option<Vec<u8>>) -> Request {
-    match unseal_request(endpoint) {
-        Request::Unseal(u) => Request::Unseal(UnsealRequest { sealed_seed, ..u }),
-        other => other,
-    }
+/// A self-signed root in `dir` for `--acme-root`: the tests' CA is never reached, so any
+/// root will do.
+fn unused_root(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("root.pem");
+    let ca = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&ca)
+        .unwrap();
+    std::fs::write(&root, cert.pem()).unwrap();
+    root
 }
 
-fn unseal_request(endpoint: &str) -> Request {
+/// An unseal through the KMS stand-in at `endpoint`: a first one (no `sealed_seed`) makes
+/// the seed, a later one opens `sealed_seed`.
+fn unseal_request(endpoint: &str, sealed_seed: Option<Vec<u8>>) -> Request {
     Request::Unseal(UnsealRequest {
         region: "us-east-1".into(),
         kms_key_id: KEY_ARN.into(),
@@ -107,7 +115,7 @@ fn unseal_request(endpoint: &str) -> Request {
             secret_access_key: "mock-secret".into(),
             session_token: None,
         },
-        sealed_seed: None,
+        sealed_seed,
     })
 }
 
@@ -147,13 +155,7 @@ async fn the_attested_tls_key_is_the_one_the_handshake_presents() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let directory = format!("https://{}/dir", closed.local_addr().unwrap());
     drop(closed);
-    let root = dir.path().join("root.pem");
-    let ca = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .self_signed(&ca)
-        .unwrap();
-    std::fs::write(&root, cert.pem()).unwrap();
+    let root = unused_root(dir.path());
     let enclave = start(&directory, &root);
     let client = EnclaveClient::new(
         Address::Unix(enclave.wire.clone()),
@@ -173,7 +175,7 @@ async fn the_attested_tls_key_is_the_one_the_handshake_presents() {
         .is_err());
 
     assert!(matches!(
-        client.call(unseal_request(&kms)).await.unwrap(),
+        client.call(unseal_request(&kms, None)).await.unwrap(),
         Response::Unsealed(_)
     ));
     let attestation = match client.call(Request::Attest { nonce: None }).await.unwrap() {
@@ -249,13 +251,7 @@ async fn issuer_tls_status(client: &EnclaveClient) -> agentkeys_wire::IssuerTlsS
 async fn a_restart_from_the_same_sealed_seed_presents_the_same_tls_key() {
     let kms = start_kms().await;
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root.pem");
-    let ca = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .self_signed(&ca)
-        .unwrap();
-    std::fs::write(&root, cert.pem()).unwrap();
+    let root = unused_root(dir.path());
     let directory = "https://127.0.0.1:9/dir";
     let first = start(directory, &root);
     let client = EnclaveClient::new(
@@ -263,7 +259,7 @@ async fn a_restart_from_the_same_sealed_seed_presents_the_same_tls_key() {
         1,
         Duration::from_secs(60),
     );
-    let sealed = match client.call(unseal_request(&kms)).await.unwrap() {
+    let sealed = match client.call(unseal_request(&kms, None)).await.unwrap() {
         Response::Unsealed(u) => u.sealed_seed,
         other => panic!("{other:?}"),
     };
@@ -281,7 +277,7 @@ async fn a_restart_from_the_same_sealed_seed_presents_the_same_tls_key() {
     );
     assert!(matches!(
         client
-            .call(unseal_request_with(&kms, Some(sealed)))
+            .call(unseal_request(&kms, Some(sealed)))
             .await
             .unwrap(),
         Response::Unsealed(_)
@@ -297,6 +293,6 @@ async fn a_restart_from_the_same_sealed_seed_presents_the_same_tls_key() {
         1,
         Duration::from_secs(60),
     );
-    client.call(unseal_request(&kms)).await.unwrap();
+    client.call(unseal_request(&kms, None)).await.unwrap();
     assert_ne!(issuer_tls_status(&client).await.tls_spki_sha256, spki);
 }
