@@ -126,20 +126,17 @@ pub const NO_PCR_POLICY_WARNING: &str = "warning: --no-pcr-policy: the checkpoin
 
 /// The PCR policy for a checkpoint's document: required whenever there is a checkpoint.
 fn checkpoint_pcrs(args: &VerifyArgs) -> anyhow::Result<std::collections::BTreeMap<u16, Vec<u8>>> {
-    match (&args.measurements, args.no_pcr_policy) {
-        (Some(path), _) => Ok(
-            agentkeys_attestation::measurements::PublishedMeasurements::expected_from_file(path)
-                .map_err(|e| anyhow::anyhow!("--measurements: {e}"))?
-                .pcrs,
-        ),
-        (None, true) => {
-            eprintln!("{NO_PCR_POLICY_WARNING}");
-            Ok(Default::default())
-        }
-        (None, false) => anyhow::bail!(
+    crate::cli::trust::expected_pcrs(
+        args.measurements.as_deref(),
+        args.no_pcr_policy,
+        NO_PCR_POLICY_WARNING,
+    )
+    .map_err(|e| anyhow::anyhow!("--measurements: {e}"))?
+    .ok_or_else(|| {
+        anyhow::anyhow!(
             "no PCR policy for the checkpoint's document: give --measurements FILE (the nitro-cli measurements of the enclave image you rebuilt), or --no-pcr-policy to accept a checkpoint from any enclave image signed by the trusted root"
-        ),
-    }
+        )
+    })
 }
 
 /// The time to verify an archived checkpoint at: `--at` seconds, or the document's own
@@ -180,11 +177,7 @@ pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         (Some(p), allow_mock) => {
             let pem = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
-            if allow_mock {
-                mock_anchor(&pem)?
-            } else {
-                agentkeys_attestation::TrustAnchor::from_pem(&pem)?
-            }
+            crate::cli::trust::anchor_from_pem(&pem, allow_mock).map_err(anyhow::Error::msg)?
         }
     };
     let db = match &args.db {
@@ -319,16 +312,6 @@ async fn run_verify_pg(
         );
     }
     Ok(print_report(&report))
-}
-
-#[cfg(feature = "mock-root")]
-fn mock_anchor(pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor> {
-    Ok(agentkeys_attestation::TrustAnchor::mock_root_explicitly_trusted(pem)?)
-}
-
-#[cfg(not(feature = "mock-root"))]
-fn mock_anchor(_pem: &str) -> anyhow::Result<agentkeys_attestation::TrustAnchor> {
-    anyhow::bail!("--allow-mock-root needs a build with the `mock-root` feature (the dev stack's)")
 }
 
 /// Adds a failure for every attested unseal in the CloudTrail files whose enclave has no

@@ -257,45 +257,27 @@ fn trust_anchor(args: &CaaArgs) -> Result<TrustAnchor, CaaError> {
         return Ok(TrustAnchor::aws_nitro_root_g1());
     };
     let pem = read_file("--root", path)?;
-    let anchor = if args.allow_mock_root {
-        mock_anchor(&pem)
-    } else {
-        TrustAnchor::from_pem(&pem).map_err(|e| e.to_string())
-    };
-    anchor.map_err(|reason| CaaError::File {
-        what: "--root",
-        path: path.clone(),
-        reason,
+    crate::cli::trust::anchor_from_pem(&pem, args.allow_mock_root).map_err(|reason| {
+        CaaError::File {
+            what: "--root",
+            path: path.clone(),
+            reason,
+        }
     })
 }
 
-#[cfg(feature = "mock-root")]
-fn mock_anchor(pem: &str) -> Result<TrustAnchor, String> {
-    TrustAnchor::mock_root_explicitly_trusted(pem).map_err(|e| e.to_string())
-}
-
-#[cfg(not(feature = "mock-root"))]
-fn mock_anchor(_pem: &str) -> Result<TrustAnchor, String> {
-    Err("--allow-mock-root needs a build with the `mock-root` feature (the dev stack's)".into())
-}
-
 fn policy(args: &CaaArgs) -> Result<Policy, CaaError> {
-    let expected_pcrs = match (&args.measurements, args.no_pcr_policy) {
-        (Some(path), _) => {
-            agentkeys_attestation::measurements::PublishedMeasurements::expected_from_file(path)
-                .map_err(|e| CaaError::File {
-                    what: "--measurements",
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?
-                .pcrs
-        }
-        (None, true) => {
-            eprintln!("{NO_PCR_POLICY_WARNING}");
-            Default::default()
-        }
-        (None, false) => return Err(CaaError::NoPcrPolicy),
-    };
+    let expected_pcrs = crate::cli::trust::expected_pcrs(
+        args.measurements.as_deref(),
+        args.no_pcr_policy,
+        NO_PCR_POLICY_WARNING,
+    )
+    .map_err(|reason| CaaError::File {
+        what: "--measurements",
+        path: args.measurements.clone().unwrap_or_default(),
+        reason,
+    })?
+    .ok_or(CaaError::NoPcrPolicy)?;
     Ok(Policy {
         expected_pcrs,
         ..Policy::default()

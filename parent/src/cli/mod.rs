@@ -9,3 +9,4 @@ pub mod aws_policies;
 pub mod caa;
 pub mod creds;
 pub mod process;
+pub mod trust;
