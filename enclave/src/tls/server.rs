@@ -37,9 +37,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest life of one connection, however busy.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
-/// Longest nonce accepted, in bytes: the NSM accepts at most 512 bytes of nonce (AWS
-/// Nitro Enclaves NSM API, `Attestation.nonce`).
-pub const MAX_NONCE_BYTES: usize = 512;
 
 /// TLS alert `unrecognized_name` (RFC 6066 section 3; RFC 8446 section 6.2 code 112).
 pub const ALERT_UNRECOGNIZED_NAME: u8 = 112;
@@ -267,34 +264,10 @@ fn value(v: Result<serde_json::Value, Refusal>) -> Response<Full<Bytes>> {
     }
 }
 
-/// Parses `nonce=<hex>` (1 to [`MAX_NONCE_BYTES`] bytes) from a query; any other
-/// parameter is refused.
+/// The nonce of the query ([`agentkeys_wire::parse_nonce_query`]); a bad one is a 400.
 pub fn parse_nonce(query: Option<&str>) -> Result<Option<Vec<u8>>, Refusal> {
-    let bad = |m: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", m);
-    let Some(query) = query.filter(|q| !q.is_empty()) else {
-        return Ok(None);
-    };
-    let mut nonce = None;
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != "nonce" {
-            return Err(bad(format!(
-                "unknown query parameter {:?}; only nonce is accepted",
-                k.chars().take(32).collect::<String>()
-            )));
-        }
-        if nonce.is_some() {
-            return Err(bad("nonce given twice".into()));
-        }
-        if v.is_empty() {
-            return Err(bad("nonce is empty".into()));
-        }
-        if v.len() > 2 * MAX_NONCE_BYTES {
-            return Err(bad(format!("nonce longer than {MAX_NONCE_BYTES} bytes")));
-        }
-        nonce = Some(hex::decode(v).map_err(|e| bad(format!("nonce is not hex: {e}")))?);
-    }
-    Ok(nonce)
+    agentkeys_wire::parse_nonce_query(query)
+        .map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", m))
 }
 
 /// Answers one request of the issuer surface.

@@ -52,6 +52,6 @@ pub use messages::{
     MintJwtRequest, MintedJwt, Request, RequestEnvelope, Response, ResponseEnvelope, UnsealRequest,
     UnsealResult, WalletProof, WireError, WireErrorKind, ISSUER_TLS_ISSUED, ISSUER_TLS_SELF_SIGNED,
 };
-pub use published::{attestation_json, discovery_document};
+pub use published::{attestation_json, discovery_document, parse_nonce_query, MAX_NONCE_BYTES};
 pub use server::{serve, serve_connection, MAX_IN_FLIGHT_PER_CONNECTION};
 pub use wallet::{Wallet, WalletError};

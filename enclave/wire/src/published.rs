@@ -58,3 +58,67 @@ fn statement_fields(statement: &[u8]) -> serde_json::Value {
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     }
 }
+
+/// Longest nonce `/.well-known/nitro-attestation` and `/.well-known/acme-account` accept,
+/// in bytes: the NSM accepts at most 512 bytes of nonce (AWS Nitro Enclaves NSM API,
+/// `Attestation.nonce`).
+pub const MAX_NONCE_BYTES: usize = 512;
+
+/// The nonce of an attestation route's query, `nonce=<hex>` of 1 to [`MAX_NONCE_BYTES`]
+/// bytes (`None` without a query); any other parameter, a repeated or empty nonce, or one
+/// that is not hex is refused with a message for the caller. One rule for the broker's
+/// routes and the enclave's issuer TLS.
+pub fn parse_nonce_query(query: Option<&str>) -> Result<Option<Vec<u8>>, String> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    let mut nonce = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "nonce" {
+            return Err(format!(
+                "unknown query parameter {:?}; only nonce is accepted",
+                k.chars().take(32).collect::<String>()
+            ));
+        }
+        if nonce.is_some() {
+            return Err("nonce given twice".into());
+        }
+        if v.is_empty() {
+            return Err("nonce is empty".into());
+        }
+        if v.len() > 2 * MAX_NONCE_BYTES {
+            return Err(format!("nonce longer than {MAX_NONCE_BYTES} bytes"));
+        }
+        nonce = Some(hex::decode(v).map_err(|e| format!("nonce is not hex: {e}"))?);
+    }
+    Ok(nonce)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_queries() {
+        assert!(parse_nonce_query(None).unwrap().is_none());
+        assert!(parse_nonce_query(Some("")).unwrap().is_none());
+        assert_eq!(
+            parse_nonce_query(Some("nonce=0a0b")).unwrap().unwrap(),
+            vec![10, 11]
+        );
+        for bad in [
+            "nonce=zz",
+            "nonce=abc",
+            "nonce=",
+            "x=1",
+            "nonce=00&nonce=01",
+        ] {
+            assert!(parse_nonce_query(Some(bad)).is_err(), "{bad}");
+        }
+        let max = "00".repeat(MAX_NONCE_BYTES);
+        assert!(parse_nonce_query(Some(&format!("nonce={max}"))).is_ok());
+        let e = parse_nonce_query(Some(&format!("nonce={max}00"))).unwrap_err();
+        assert!(e.contains("longer than 512 bytes"), "{e}");
+    }
+}
