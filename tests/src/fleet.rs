@@ -130,28 +130,23 @@ impl Host {
             .args(["--auth-mode", "parent-vouched"]);
         self.enclave = Some(Group::spawn(enclave, &self.dir.join("enclave.log"))?);
 
-        let mut serve = Command::new(binary("agentkeys-broker"));
+        let broker = binary("agentkeys-broker");
+        let (socket, sealed_seed) = (self.socket(), self.sealed_seed());
+        let mut serve = crate::broker_serve(&crate::BrokerHost {
+            binary: &broker,
+            issuer: &shared.issuer,
+            bind: &self.bind,
+            backend_url: &shared.backend_url,
+            enclave_socket: &socket,
+            sealed_seed: &sealed_seed,
+            kms_key_arn: FLEET_KMS_KEY_ARN,
+            kms_url: &shared.kms_url,
+        });
         serve
-            .arg("serve")
-            .args(["--issuer", &shared.issuer, "--dev-mode"])
-            .args(["--bind", &self.bind])
-            .args(["--backend-url", &shared.backend_url])
-            .arg("--enclave")
-            .arg(format!("unix:{}", self.socket().display()))
+            .arg("--dev-mode")
             .args(["--audit-chain", &self.chain])
-            .arg("--sealed-seed")
-            .arg(self.sealed_seed())
-            .args(["--kms-key-id", FLEET_KMS_KEY_ARN])
-            .args(["--kms-endpoint", &shared.kms_url])
-            .args(["--kms-access-key-id", "AKIADEVSTACK000000000"])
-            .args(["--kms-secret-access-key", "dev-stack-not-a-secret"])
             // The URL holds the password: the environment, not the command line.
-            .env("BROKER_AUDIT_DB", &shared.audit_db)
-            .env(
-                "BROKER_DATA_ROLE_ARN",
-                "arn:aws:iam::000000000000:role/agentkeys-data-role",
-            )
-            .env("AGENTKEYS_LOG", "info");
+            .env("BROKER_AUDIT_DB", &shared.audit_db);
         self.broker = Some(Group::spawn(serve, &self.dir.join("broker.log"))?);
         Ok(())
     }

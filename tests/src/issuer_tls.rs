@@ -304,31 +304,25 @@ impl IssuerHost {
     ) -> anyhow::Result<()> {
         let tls = enclave_tls.map_or_else(|| self.tls_socket(), Path::to_path_buf);
         let bind = self.mint_url.trim_start_matches("http://").to_string();
-        let mut serve = Command::new(bin("agentkeys-broker"));
+        let binary = bin("agentkeys-broker");
+        let (socket, sealed_seed) = (self.socket(), self.sealed_seed());
+        let mut serve = crate::broker_serve(&crate::BrokerHost {
+            binary: &binary,
+            issuer: &shared.issuer,
+            bind: &bind,
+            backend_url: &shared.backend_url,
+            enclave_socket: &socket,
+            sealed_seed: &sealed_seed,
+            kms_key_arn: ISSUER_KMS_KEY_ARN,
+            kms_url: &shared.kms_url,
+        });
         serve
-            .arg("serve")
-            .args(["--issuer", &shared.issuer])
-            .args(["--bind", &bind])
-            .args(["--backend-url", &shared.backend_url])
-            .arg("--enclave")
-            .arg(format!("unix:{}", self.socket().display()))
-            .arg("--sealed-seed")
-            .arg(self.sealed_seed())
             .arg("--audit-db")
             .arg(self.dir.join("audit.db"))
-            .args(["--kms-key-id", ISSUER_KMS_KEY_ARN])
-            .args(["--kms-endpoint", &shared.kms_url])
-            .args(["--kms-access-key-id", "AKIADEVSTACK000000000"])
-            .args(["--kms-secret-access-key", "dev-stack-not-a-secret"])
             .args(["--issuer-listen", &self.issuer_listen])
             .arg("--enclave-tls")
             .arg(format!("unix:{}", tls.display()))
-            .args(extra)
-            .env(
-                "BROKER_DATA_ROLE_ARN",
-                "arn:aws:iam::000000000000:role/agentkeys-data-role",
-            )
-            .env("AGENTKEYS_LOG", "info");
+            .args(extra);
         self.broker = Some(Group::spawn(serve, &self.dir.join("broker.log"))?);
         Ok(())
     }

@@ -46,6 +46,52 @@ const BINARIES: [&str; 4] = [
     "agentkeys-attest",
 ];
 
+/// Where a test host's broker finds what it serves with.
+pub struct BrokerHost<'a> {
+    /// The `agentkeys-broker` binary.
+    pub binary: &'a Path,
+    /// `--issuer`.
+    pub issuer: &'a str,
+    /// `--bind` (`IP:PORT`).
+    pub bind: &'a str,
+    /// The session backend.
+    pub backend_url: &'a str,
+    /// The enclave's Unix socket.
+    pub enclave_socket: &'a Path,
+    /// The sealed seed file.
+    pub sealed_seed: &'a Path,
+    /// The KMS key the enclave is pinned to.
+    pub kms_key_arn: &'a str,
+    /// The KMS stand-in.
+    pub kms_url: &'a str,
+}
+
+/// `agentkeys-broker serve` for a test host: issuer, listener, backend, enclave, sealed
+/// seed, the KMS stand-in (its fixed, non-secret dev credentials) and the data role, with
+/// INFO logs; each harness adds what its hosts differ in.
+pub fn broker_serve(host: &BrokerHost<'_>) -> Command {
+    let mut serve = Command::new(host.binary);
+    serve
+        .arg("serve")
+        .args(["--issuer", host.issuer])
+        .args(["--bind", host.bind])
+        .args(["--backend-url", host.backend_url])
+        .arg("--enclave")
+        .arg(format!("unix:{}", host.enclave_socket.display()))
+        .arg("--sealed-seed")
+        .arg(host.sealed_seed)
+        .args(["--kms-key-id", host.kms_key_arn])
+        .args(["--kms-endpoint", host.kms_url])
+        .args(["--kms-access-key-id", "AKIADEVSTACK000000000"])
+        .args(["--kms-secret-access-key", "dev-stack-not-a-secret"])
+        .env(
+            "BROKER_DATA_ROLE_ARN",
+            "arn:aws:iam::000000000000:role/agentkeys-data-role",
+        )
+        .env("AGENTKEYS_LOG", "info");
+    serve
+}
+
 /// Path of a shipped binary. Once per test run, `cargo build --bins --tests --workspace`
 /// (same profile as the tests) makes sure the binaries exist and are current. `--tests`
 /// resolves features as `cargo test` does, so this finds the binaries `cargo test` and
