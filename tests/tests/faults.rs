@@ -573,27 +573,25 @@ fn kms_down_at_start_is_retried_with_backoff_and_reported() {
         .args(["--auth-mode", "parent-vouched"]);
     let _enclave = Group::spawn(enclave_cmd, &d.join("enclave.log")).expect("enclave");
 
-    let mut serve = Command::new(&broker);
+    let (bind, kms_url) = (
+        format!("127.0.0.1:{broker_port}"),
+        format!("http://127.0.0.1:{kms_port}"),
+    );
+    let sealed_seed = d.join("sealed-seed.bin");
+    let mut serve = agentkeys_e2e::broker_serve(&agentkeys_e2e::BrokerHost {
+        binary: &broker,
+        issuer: &issuer,
+        bind: &bind,
+        backend_url: &backend_url,
+        enclave_socket: &socket,
+        sealed_seed: &sealed_seed,
+        kms_key_arn: KMS_KEY_ARN,
+        kms_url: &kms_url,
+    });
     serve
-        .arg("serve")
-        .args(["--issuer", &issuer, "--dev-mode"])
-        .args(["--bind", &format!("127.0.0.1:{broker_port}")])
-        .args(["--backend-url", &backend_url])
-        .arg("--enclave")
-        .arg(format!("unix:{}", socket.display()))
+        .arg("--dev-mode")
         .arg("--audit-db")
-        .arg(d.join("audit.db"))
-        .arg("--sealed-seed")
-        .arg(d.join("sealed-seed.bin"))
-        .args(["--kms-key-id", KMS_KEY_ARN])
-        .args(["--kms-endpoint", &format!("http://127.0.0.1:{kms_port}")])
-        .args(["--kms-access-key-id", "AKIADEVSTACK000000000"])
-        .args(["--kms-secret-access-key", "dev-stack-not-a-secret"])
-        .env(
-            "BROKER_DATA_ROLE_ARN",
-            "arn:aws:iam::000000000000:role/agentkeys-data-role",
-        )
-        .env("AGENTKEYS_LOG", "info");
+        .arg(d.join("audit.db"));
     let serve = Group::spawn(serve, &d.join("serve.log")).expect("serve");
 
     let http = reqwest::blocking::Client::builder()
