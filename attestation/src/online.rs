@@ -14,6 +14,7 @@
 //! (`/.well-known/acme-account`, an `agentkeys/acme-account/v1` statement under a fresh
 //! nonce) is checked against the JWKS statement and the issuer's host.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use crate::jwks::Jwk as JwkKey;
 use crate::policy::Policy;
 use crate::tls_leaf::TlsLeaf;
 use crate::verify::{verify, VerifiedDocument};
-use agentkeys_statement::{AcmeAccountStatement, JwksStatement};
+use agentkeys_statement::{AcmeAccountStatement, JwksStatement, ACME_ACCOUNT_SERVED_FIELDS};
 
 /// Path of the OIDC discovery document under the issuer (OpenID Connect Discovery 1.0 §4).
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -479,7 +480,8 @@ impl OnlineAudit {
         Ok(AcmeAccountReport {
             url,
             nonce_hex: hex::encode(nonce),
-            caa_issue_value: response.caa_issue_value,
+            // The served value, which the check above held equal to the attested one.
+            caa_issue_value: agentkeys_statement::caa_issue_parameters(&statement.account_uri),
             statement,
             verified,
         })
@@ -860,27 +862,23 @@ struct AcmeAccountResponse {
     document: Vec<u8>,
     /// The statement the document binds (checked against the binding, never trusted).
     statement_text: String,
-    directory: String,
-    account_uri: String,
-    account_key_thumbprint: String,
-    hostname: String,
-    tls_spki_sha256: String,
-    caa_issue_value: String,
+    /// The plain fields ([`ACME_ACCOUNT_SERVED_FIELDS`]), by name.
+    fields: BTreeMap<&'static str, String>,
 }
 
 fn parse_acme_account_response(body: &[u8]) -> Result<AcmeAccountResponse, OnlineError> {
     let check = OnlineCheck::AcmeAccountResponse;
     let response = json(check, "acme-account response", body)?;
     let document = base64_field(check, &response, "attestation_document")?;
+    let statement_text = string_field(check, &response, "statement_text")?;
+    let mut fields = BTreeMap::new();
+    for name in ACME_ACCOUNT_SERVED_FIELDS {
+        fields.insert(name, string_field(check, &response, name)?);
+    }
     Ok(AcmeAccountResponse {
         document,
-        statement_text: string_field(check, &response, "statement_text")?,
-        directory: string_field(check, &response, "directory")?,
-        account_uri: string_field(check, &response, "account_uri")?,
-        account_key_thumbprint: string_field(check, &response, "account_key_thumbprint")?,
-        hostname: string_field(check, &response, "hostname")?,
-        tls_spki_sha256: string_field(check, &response, "tls_spki_sha256")?,
-        caa_issue_value: string_field(check, &response, "caa_issue_value")?,
+        statement_text,
+        fields,
     })
 }
 
@@ -932,27 +930,11 @@ fn check_acme_response_fields(
     response: &AcmeAccountResponse,
     statement: &AcmeAccountStatement,
 ) -> Result<(), OnlineError> {
-    let spki = hex::encode(statement.tls_spki_sha256);
-    let caa = agentkeys_statement::caa_issue_parameters(&statement.account_uri);
-    let fields: [(&str, &str, &str); 6] = [
-        ("directory", &response.directory, &statement.directory),
-        ("account_uri", &response.account_uri, &statement.account_uri),
-        (
-            "account_key_thumbprint",
-            &response.account_key_thumbprint,
-            &statement.account_key_thumbprint,
-        ),
-        ("hostname", &response.hostname, &statement.hostname),
-        ("tls_spki_sha256", &response.tls_spki_sha256, &spki),
-        ("caa_issue_value", &response.caa_issue_value, &caa),
-    ];
-    for (field, served, attested) in fields {
-        if served != attested {
-            return Err(protocol(
-                OnlineCheck::AcmeAccountResponse,
-                format!("{field} is {served:?}, but the attested statement says {attested:?}"),
-            ));
-        }
+    match statement.first_disagreement(|name| response.fields.get(name).map(String::as_str)) {
+        None => Ok(()),
+        Some((field, served, attested)) => Err(protocol(
+            OnlineCheck::AcmeAccountResponse,
+            format!("{field} is {served:?}, but the attested statement says {attested:?}"),
+        )),
     }
-    Ok(())
 }

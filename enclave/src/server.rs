@@ -617,15 +617,18 @@ impl IssuerSurface for Enclave {
         })?
         .map_err(|e| surface_refusal(nsm_error(e)))?;
         use base64::Engine;
-        Ok(serde_json::json!({
-            "directory": statement.directory,
-            "account_uri": account_uri,
-            "account_key_thumbprint": statement.account_key_thumbprint,
-            "hostname": statement.hostname,
-            "tls_spki_sha256": hex::encode(statement.tls_spki_sha256),
-            "caa_issue_value": agentkeys_wire::caa_issue_parameters(&account_uri),
-            "statement_text": statement_text,
-            "attestation_document": base64::engine::general_purpose::STANDARD.encode(document),
-        }))
+        let mut body: serde_json::Map<String, serde_json::Value> = statement
+            .served_fields()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.into()))
+            .collect();
+        body.insert("statement_text".into(), statement_text.into());
+        body.insert(
+            "attestation_document".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(document)
+                .into(),
+        );
+        Ok(serde_json::Value::Object(body))
     }
 }

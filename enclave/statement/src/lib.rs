@@ -19,5 +19,5 @@ pub mod statement;
 pub use kms_key_arn::{KeyArnError, KmsKeyArn};
 pub use statement::{
     caa_issue_parameters, AcmeAccountStatement, CheckpointStatement, JwksStatement, StatementError,
-    CAA_VALIDATION_METHODS,
+    ACME_ACCOUNT_SERVED_FIELDS, CAA_VALIDATION_METHODS,
 };

@@ -177,6 +177,17 @@ pub struct AcmeAccountStatement {
     pub module_id: String,
 }
 
+/// The plain fields `/.well-known/acme-account` serves beside an
+/// [`AcmeAccountStatement`] (`docs/api.md`), in the order they are checked.
+pub const ACME_ACCOUNT_SERVED_FIELDS: [&str; 6] = [
+    "directory",
+    "account_uri",
+    "account_key_thumbprint",
+    "hostname",
+    "tls_spki_sha256",
+    "caa_issue_value",
+];
+
 /// The CAA `validationmethods` parameter that binds the issuer host to TLS-ALPN-01 (RFC
 /// 8657 §4; the method of RFC 8737, the only one the enclave answers).
 pub const CAA_VALIDATION_METHODS: &str = "validationmethods=tls-alpn-01";
@@ -342,6 +353,36 @@ impl AcmeAccountStatement {
     ) -> Result<AcmeAccountStatement, StatementError> {
         check_binding(ACME_ACCOUNT_TAG, user_data, statement)?;
         AcmeAccountStatement::decode(statement)
+    }
+
+    /// The plain fields `/.well-known/acme-account` serves beside the statement, named as
+    /// in [`ACME_ACCOUNT_SERVED_FIELDS`] and in that order, each with the value this
+    /// statement gives it. The enclave serves exactly these; a verifier holds what it was
+    /// served against them ([`first_disagreement`](Self::first_disagreement)).
+    pub fn served_fields(&self) -> [(&'static str, String); 6] {
+        let [directory, account_uri, thumbprint, hostname, spki, caa] = ACME_ACCOUNT_SERVED_FIELDS;
+        [
+            (directory, self.directory.clone()),
+            (account_uri, self.account_uri.clone()),
+            (thumbprint, self.account_key_thumbprint.clone()),
+            (hostname, self.hostname.clone()),
+            (spki, hex::encode(self.tls_spki_sha256)),
+            (caa, caa_issue_parameters(&self.account_uri)),
+        ]
+    }
+
+    /// The first served field that is not what this statement says, as `(name, served,
+    /// attested)`; `served` looks a field up by name (a missing one reads as empty).
+    pub fn first_disagreement<'a>(
+        &self,
+        served: impl Fn(&str) -> Option<&'a str>,
+    ) -> Option<(&'static str, String, String)> {
+        self.served_fields()
+            .into_iter()
+            .find_map(|(name, attested)| {
+                let value = served(name).unwrap_or_default();
+                (value != attested).then(|| (name, value.to_owned(), attested))
+            })
     }
 }
 

@@ -37,7 +37,7 @@ pub mod wallet;
 pub use address::{Address, AddressError, Listener, Stream};
 pub use agentkeys_statement::{
     caa_issue_parameters, AcmeAccountStatement, CheckpointStatement, JwksStatement, StatementError,
-    CAA_VALIDATION_METHODS,
+    ACME_ACCOUNT_SERVED_FIELDS, CAA_VALIDATION_METHODS,
 };
 pub use agentkeys_statement::{kms_key_arn, statement};
 pub use agentkeys_statement::{KeyArnError, KmsKeyArn};

@@ -179,6 +179,21 @@ struct AcmeAccountJson {
     statement_text: String,
 }
 
+impl AcmeAccountJson {
+    /// A plain field by its name in [`agentkeys_wire::ACME_ACCOUNT_SERVED_FIELDS`].
+    fn served(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "directory" => &self.directory,
+            "account_uri" => &self.account_uri,
+            "account_key_thumbprint" => &self.account_key_thumbprint,
+            "hostname" => &self.hostname,
+            "tls_spki_sha256" => &self.tls_spki_sha256,
+            "caa_issue_value" => &self.caa_issue_value,
+            _ => return None,
+        })
+    }
+}
+
 /// The checked issuer URL.
 struct IssuerUrl {
     url: String,
@@ -388,33 +403,18 @@ fn check(
             attested: s.hostname,
         });
     }
-    let spki = hex::encode(s.tls_spki_sha256);
-    let parameters = caa_issue_parameters(&s.account_uri);
-    for (field, json, attested) in [
-        ("hostname", &j.hostname, &s.hostname),
-        ("account_uri", &j.account_uri, &s.account_uri),
-        ("directory", &j.directory, &s.directory),
-        (
-            "account_key_thumbprint",
-            &j.account_key_thumbprint,
-            &s.account_key_thumbprint,
-        ),
-        ("tls_spki_sha256", &j.tls_spki_sha256, &spki),
-        ("caa_issue_value", &j.caa_issue_value, &parameters),
-    ] {
-        if json != attested {
-            return Err(CaaError::Disagrees {
-                field,
-                json: json.clone(),
-                attested: attested.clone(),
-            });
-        }
+    if let Some((field, json, attested)) = s.first_disagreement(|name| j.served(name)) {
+        return Err(CaaError::Disagrees {
+            field,
+            json,
+            attested,
+        });
     }
     if fetched.leaf.spki_sha256 != s.tls_spki_sha256 {
         return Err(CaaError::TlsKey {
             presented: fetched.leaf.spki_sha256_hex(),
             leaf: fetched.leaf.describe(),
-            attested: spki,
+            attested: hex::encode(s.tls_spki_sha256),
         });
     }
     if s.account_uri.bytes().any(|b| {
