@@ -37,6 +37,21 @@ impl std::fmt::Debug for Bearer {
     }
 }
 
+/// The bytes a bearer token may hold: RFC 6750 b64token characters (letters, digits,
+/// `-._~+/` and trailing `=`) plus `:` of common opaque tokens; no spaces or control
+/// characters. A table, so that checking a token costs one load a byte.
+const BEARER_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        allowed[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b':');
+        b += 1;
+    }
+    allowed
+};
+
 impl Bearer {
     /// Builds a bearer from its token (validated as in [`bearer_from_headers`]).
     pub fn new(token: &str) -> Result<Bearer, &'static str> {
@@ -46,12 +61,7 @@ impl Bearer {
         if token.len() > MAX_BEARER_BYTES {
             return Err("bearer token too long");
         }
-        // RFC 6750 b64token characters plus the common JWT/opaque alphabet; no spaces or
-        // control characters.
-        if !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=:".contains(&b))
-        {
+        if !token.bytes().all(|b| BEARER_BYTES[usize::from(b)]) {
             return Err("bearer token has characters outside RFC 6750 b64token");
         }
         Ok(Bearer {
@@ -305,6 +315,23 @@ mod tests {
         let b = bearer_from_headers(&headers("bearer tok-123.x")).unwrap();
         assert_eq!(b.token(), "tok-123.x");
         assert_eq!(b.sha256, <[u8; 32]>::from(Sha256::digest(b"tok-123.x")));
+    }
+
+    #[test]
+    fn a_bearer_holds_b64token_bytes_and_colons_only() {
+        let allowed = |c: u8| c.is_ascii_alphanumeric() || b"-._~+/=:".contains(&c);
+        for c in 0..=u8::MAX {
+            let token = [b'a', c, b'z'];
+            let token = String::from_utf8_lossy(&token);
+            assert_eq!(
+                Bearer::new(&token).is_ok(),
+                allowed(c),
+                "byte {c:#04x} in a bearer"
+            );
+        }
+        for refused in ["a b", "a\tb", "a\"b", "a,b", "a;b", "tok\u{e9}n", "a\0b"] {
+            assert!(Bearer::new(refused).is_err(), "{refused:?} is refused");
+        }
     }
 
     #[test]
