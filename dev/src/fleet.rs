@@ -242,6 +242,7 @@ pub async fn run_fleet(
         kms_cloudtrail: data_dir.join(crate::stack::KMS_CLOUDTRAIL_FILE),
         data_dir: data_dir.to_path_buf(),
         pid: std::process::id(),
+        api_tls_ca_pem: None,
     };
     let ready = FleetReadyInfo {
         first: first.clone(),

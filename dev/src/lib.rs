@@ -14,10 +14,12 @@
 //! | [`audit_stats`] | the audit store's commit counters (`GET /dev/audit/stats`) |
 //! | [`fleet`] | `dev --hosts N --audit-db postgres://…`: several hosts on one PostgreSQL log |
 //! | [`pebble_mode`] | `dev --acme pebble`: the issuer's TLS in the enclave, certificates from Pebble |
+//! | [`api_tls`] | `dev --acme pebble --api-tls`: the mint API over HTTPS, a certificate made for the stack |
 //! | [`demo`] | `dev --demo`: the whole flow once, each step checked |
 //! | [`jwk`] | base64url and P-256 JWKs, for the STS stand-in and the demo |
 //! | [`siwe_wallet`] | a throwaway Ethereum wallet that writes and signs Sign-In with Ethereum messages |
 
+pub mod api_tls;
 pub mod audit_faults;
 pub mod audit_stats;
 pub mod demo;

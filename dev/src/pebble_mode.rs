@@ -6,7 +6,8 @@
 //! its DNS (`pebble-challtestsrv`) resolves to 127.0.0.1: so the broker's issuer listener
 //! is `127.0.0.1:<tls port>`, relayed to the enclave's TLS socket in the data directory,
 //! and the issuer is `https://issuer.agentkeys.test:<tls port>`. The mint API stays plain
-//! HTTP on loopback. Without `--acme` the dev stack is unchanged (plain HTTP issuer).
+//! HTTP on loopback, or HTTPS with a certificate of the stack's own with `--api-tls`
+//! ([`crate::api_tls`]). Without `--acme` the dev stack is unchanged (plain HTTP issuer).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -136,20 +137,25 @@ impl PebbleIssuer {
     }
 }
 
-/// The "try next" lines of the Pebble mode.
+/// The "try next" lines of the Pebble mode; `mint_api_ca` is the CA of the mint API's
+/// own TLS (`--api-tls`).
 pub fn next_steps(
     t: &IssuerTlsReady,
     mint_api: &str,
+    mint_api_ca: Option<&Path>,
     mock_root: &Path,
     measurements: &Path,
 ) -> String {
     let resolve = format!("{}:{}:127.0.0.1", t.issuer_host, t.tls_port);
+    let mint_api_ca = mint_api_ca.map_or_else(String::new, |ca| {
+        format!("  (its own TLS, CA {}: curl --cacert)", ca.display())
+    });
     format!(
         r#"
 The issuer's TLS ends inside the (mock) enclave, with a certificate from Pebble:
 
   issuer    {issuer}  (relayed, unread, by the broker to the enclave)
-  mint API  {mint_api}
+  mint API  {mint_api}{mint_api_ca}
   CA root   {root}
 
   # 6. fetch the JWKS over the enclave's TLS (Pebble's root as the CA bundle)

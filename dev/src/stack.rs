@@ -102,6 +102,11 @@ pub struct DevArgs {
     /// With `--acme pebble`: the issuer's port on 127.0.0.1 (0 = any free port).
     #[arg(long, default_value_t = 0)]
     pub issuer_tls_port: u16,
+    /// With `--acme pebble`: serve the mint API over HTTPS, with a certificate made for
+    /// the stack (for `localhost` and `127.0.0.1`; its CA is `api-tls-ca.pem` in the data
+    /// directory and `api_tls_ca_pem` in the ready file).
+    #[arg(long)]
+    pub api_tls: bool,
 }
 
 /// The file of the backend stand-in's session key, in the data directory.
@@ -123,6 +128,9 @@ pub(crate) struct ReadyInfo {
     pub(crate) kms_cloudtrail: PathBuf,
     pub(crate) data_dir: PathBuf,
     pub(crate) pid: u32,
+    /// With `--api-tls`: the CA the mint API's certificate chains to (`curl --cacert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) api_tls_ca_pem: Option<PathBuf>,
 }
 
 /// The ready file's JSON: `info`, and `issuer_tls` in the Pebble mode.
@@ -339,6 +347,9 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     write_atomically(&mock_root, agentkeys_mock_nsm::mock_root_pem().as_bytes())?;
     let mock_measurements = data_dir.join(MOCK_MEASUREMENTS_FILE);
     write_atomically(&mock_measurements, mock_measurements_json().as_bytes())?;
+    if args.api_tls && args.acme != crate::pebble_mode::AcmeMode::Pebble {
+        bail!(crate::api_tls::NEEDS_PEBBLE);
+    }
     if let Some(plan) = crate::fleet::FleetPlan::from_args(&args)? {
         if args.acme != crate::pebble_mode::AcmeMode::None {
             bail!("--acme pebble runs one host; drop --hosts");
@@ -361,6 +372,10 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let issuer = pebble
         .as_ref()
         .map_or_else(|| format!("http://{broker_addr}"), |p| p.issuer.clone());
+    let api_tls = args
+        .api_tls
+        .then(|| crate::api_tls::ApiTls::write(&data_dir))
+        .transpose()?;
     let urls = start_stand_ins(&args, &data_dir, &issuer).await?;
     let socket = socket_path(&data_dir);
     let mut config = broker_config(&args, broker_addr, &urls, &socket, &data_dir);
@@ -369,6 +384,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         // The seed is bound to the issuer, whose port is the TLS port here.
         config.sealed_seed = data_dir.join(format!("sealed-seed-tls-{}.bin", p.port()));
     }
+    config.tls = api_tls.as_ref().map(crate::api_tls::ApiTls::serve_paths);
     let enclave_extra = pebble
         .as_ref()
         .map(|p| p.enclave_args())
@@ -390,9 +406,16 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         .merge(switch.router())
         .merge(crate::audit_stats::router(broker.audit_store.clone()));
     let (srv_stop_tx, mut srv_stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve_http(broker_l, app, None, async move {
+    let serve = serve_http(broker_l, app, config.tls.clone(), async move {
         let _ = srv_stop_rx.changed().await;
-    }));
+    });
+    let server = tokio::spawn(async move {
+        // Loading the TLS files is the one way serving fails after the bind: say so, or
+        // the stack would only report that it never became ready.
+        if let Err(e) = serve.await {
+            eprintln!("the broker's listener stopped: {e}");
+        }
+    });
     let issuer_listener = match &pebble {
         Some(p) => Some(broker::start_issuer_listener(
             &broker,
@@ -404,7 +427,10 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let issuer_tls = pebble.as_ref().map(|p| p.ready());
 
     let info = ReadyInfo {
-        broker_url: format!("http://{broker_addr}"),
+        broker_url: format!(
+            "{}://{broker_addr}",
+            if api_tls.is_some() { "https" } else { "http" }
+        ),
         issuer: config.issuer.clone(),
         backend_url: urls.backend.clone(),
         sts_url: urls.sts.clone(),
@@ -417,6 +443,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         kms_cloudtrail: data_dir.join(KMS_CLOUDTRAIL_FILE),
         data_dir: data_dir.clone(),
         pid: std::process::id(),
+        api_tls_ca_pem: api_tls.as_ref().map(|t| t.ca.clone()),
     };
     let ready_file = args.ready_file.clone().map(|p| absolute(&p));
     let restart_info = info.clone();
@@ -471,9 +498,12 @@ async fn serve_until_done(
     ready_file: Option<&Path>,
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let http = match &info.api_tls_ca_pem {
+        Some(ca) => crate::api_tls::client_trusting(ca, Duration::from_secs(5))?,
+        None => reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?,
+    };
     if let Err(e) = wait_ready(&http, &info.broker_url, args.backend_url.is_none()).await {
         eprintln!("dev stack did not become ready: {e:#}");
         return Ok(ExitCode::FAILURE);
@@ -502,6 +532,7 @@ async fn serve_until_done(
             crate::pebble_mode::next_steps(
                 t,
                 &info.broker_url,
+                info.api_tls_ca_pem.as_deref(),
                 &info.mock_root_pem,
                 &info.data_dir.join(MOCK_MEASUREMENTS_FILE)
             )
@@ -537,9 +568,51 @@ pub(crate) async fn wait_ready(
 }
 
 pub(crate) fn print_next_steps(i: &ReadyInfo) {
+    println!("{}", next_steps(i));
+}
+
+/// The "try next" text: the stack's URLs and a first session, mint and audit.
+fn next_steps(i: &ReadyInfo) -> String {
     let b = &i.broker_url;
     let be = &i.backend_url;
-    println!(
+    let db = i.audit_db.display();
+    let root = i.mock_root_pem.display();
+    let measurements = i.data_dir.join(MOCK_MEASUREMENTS_FILE);
+    let measurements = measurements.display();
+    // With --api-tls the mint API's certificate chains to the stack's own CA, which curl
+    // is told about; `audit verify --broker-url` trusts only the public roots, so the
+    // checkpoint is fetched with curl. The issuer (step 4) is then not the broker's URL:
+    // the Pebble mode's steps audit it over the enclave's TLS.
+    let (cacert, audit_steps) = match &i.api_tls_ca_pem {
+        Some(ca) => (
+            format!(" --cacert {}", ca.display()),
+            format!(
+                r#"  # 4. the issuer is not this URL but its own hostname: see step 7 below
+
+  # 5. check the audit log against the enclave's attested checkpoint (fetched over
+  #    the mint API's TLS, whose CA is the dev stack's own)
+  curl -s --cacert {ca} {b}/v1/audit/checkpoint -o {checkpoint}
+  cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --checkpoint {checkpoint} \
+      --root {root} --allow-mock-root --measurements {measurements}"#,
+                ca = ca.display(),
+                checkpoint = i.data_dir.join("checkpoint.json").display(),
+            ),
+        ),
+        None => (
+            String::new(),
+            format!(
+                r#"  # 4. verify that the JWKS key is held by an attested enclave running the expected
+  #    image (mock root, explicitly; the mock image's measurements)
+  cargo run -p agentkeys-attestation --bin agentkeys-attest -- verify --issuer {b} \
+      --allow-mock-root --root {root} --measurements {measurements}
+
+  # 5. check the audit log against the enclave's attested checkpoint
+  cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root \
+      --measurements {measurements}"#
+            ),
+        ),
+    };
+    format!(
         r#"
 AgentKeys dev stack is running (mock NSM, local KMS/STS/backend stand-ins; no AWS).
 
@@ -558,19 +631,12 @@ Try:
       -d '{{"wallet":"0x00000000000000000000000000000000000000aa"}}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
 
   # 2. mint an OIDC JWT signed inside the (mock) enclave
-  curl -s -X POST {b}/v1/mint-oidc-jwt -H "authorization: Bearer $TOKEN"
+  curl -s{cacert} -X POST {b}/v1/mint-oidc-jwt -H "authorization: Bearer $TOKEN"
 
   # 3. get AWS credentials through the STS stand-in
-  curl -s -X POST {b}/v1/mint-aws-creds -H "authorization: Bearer $TOKEN"
+  curl -s{cacert} -X POST {b}/v1/mint-aws-creds -H "authorization: Bearer $TOKEN"
 
-  # 4. verify that the JWKS key is held by an attested enclave running the expected
-  #    image (mock root, explicitly; the mock image's measurements)
-  cargo run -p agentkeys-attestation --bin agentkeys-attest -- verify --issuer {b} \
-      --allow-mock-root --root {root} --measurements {measurements}
-
-  # 5. check the audit log against the enclave's attested checkpoint
-  cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root \
-      --measurements {measurements}
+{audit_steps}
 
 Ctrl-C stops everything.
 "#,
@@ -578,9 +644,68 @@ Ctrl-C stops everything.
         kms = i.kms_url,
         pid = i.enclave_pid,
         sock = i.enclave_socket.display(),
-        db = i.audit_db.display(),
         dd = i.data_dir.display(),
-        root = i.mock_root_pem.display(),
-        measurements = i.data_dir.join(MOCK_MEASUREMENTS_FILE).display(),
-    );
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(api_tls_ca_pem: Option<PathBuf>) -> ReadyInfo {
+        let scheme = if api_tls_ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        ReadyInfo {
+            broker_url: format!("{scheme}://127.0.0.1:8091"),
+            issuer: "https://issuer.agentkeys.test:9443".into(),
+            backend_url: "http://127.0.0.1:2".into(),
+            sts_url: "http://127.0.0.1:3".into(),
+            kms_url: "http://127.0.0.1:4".into(),
+            mock_root_pem: "/d/mock-root.pem".into(),
+            enclave_pid: 5,
+            enclave_socket: "/d/enclave.sock".into(),
+            audit_db: "/d/audit.db".into(),
+            sealed_seed: "/d/sealed.bin".into(),
+            kms_cloudtrail: "/d/ct.json".into(),
+            data_dir: "/d".into(),
+            pid: 6,
+            api_tls_ca_pem,
+        }
+    }
+
+    #[test]
+    fn next_steps_name_the_mint_api_ca_with_api_tls() {
+        let plain = next_steps(&info(None));
+        assert!(!plain.contains("--cacert"), "{plain}");
+        assert!(plain.contains("curl -s -X POST http://127.0.0.1:8091/v1/mint-oidc-jwt"));
+        assert!(plain.contains("--broker-url http://127.0.0.1:8091"));
+
+        let tls = next_steps(&info(Some("/d/api-tls-ca.pem".into())));
+        assert!(
+            tls.contains(
+                "curl -s --cacert /d/api-tls-ca.pem -X POST https://127.0.0.1:8091/v1/mint-oidc-jwt"
+            ),
+            "{tls}"
+        );
+        assert!(tls.contains(
+            "curl -s --cacert /d/api-tls-ca.pem https://127.0.0.1:8091/v1/audit/checkpoint"
+        ));
+        assert!(!tls.contains("--broker-url"), "{tls}");
+    }
+
+    #[test]
+    fn ready_file_names_the_ca_only_with_api_tls() {
+        let plain: serde_json::Value =
+            serde_json::from_slice(&ready_json(&info(None), None).unwrap()).unwrap();
+        assert!(plain.get("api_tls_ca_pem").is_none(), "{plain}");
+        let tls: serde_json::Value = serde_json::from_slice(
+            &ready_json(&info(Some("/d/api-tls-ca.pem".into())), None).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(tls["api_tls_ca_pem"], "/d/api-tls-ca.pem");
+        assert_eq!(tls["broker_url"], "https://127.0.0.1:8091");
+    }
 }

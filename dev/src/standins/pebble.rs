@@ -112,32 +112,6 @@ fn wait_listening(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()
     }
 }
 
-/// A throw-away CA and a leaf for `127.0.0.1`/`localhost` signed by it: (CA PEM, leaf
-/// PEM, leaf key PEM).
-fn listener_certificates() -> anyhow::Result<(String, String, String)> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        SanType,
-    };
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.distinguished_name
-        .push(DnType::CommonName, "agentkeys test Pebble listener CA");
-    let ca_pem = ca.self_signed(&ca_key)?.pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()])?;
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse()?));
-    let leaf_pem = leaf.signed_by(&key, &issuer)?.pem();
-    Ok((ca_pem, leaf_pem, key.serialize_pem()))
-}
-
 impl Pebble {
     /// Starts `pebble-challtestsrv` and `pebble` on free loopback ports.
     pub fn start(options: &PebbleOptions) -> anyhow::Result<Pebble> {
@@ -145,11 +119,11 @@ impl Pebble {
             bail!("{reason}");
         }
         let dir = &options.dir;
-        let (ca, leaf, key) = listener_certificates()?;
+        let certs = crate::api_tls::loopback_certificates("agentkeys test Pebble listener CA")?;
         let listener_root = dir.join("pebble-listener-root.pem");
-        std::fs::write(&listener_root, ca)?;
-        std::fs::write(dir.join("pebble-cert.pem"), leaf)?;
-        std::fs::write(dir.join("pebble-key.pem"), key)?;
+        std::fs::write(&listener_root, &certs.ca_pem)?;
+        std::fs::write(dir.join("pebble-cert.pem"), &certs.leaf_pem)?;
+        std::fs::write(dir.join("pebble-key.pem"), certs.key_pem.as_bytes())?;
         let dns_port = free_dns_port()?;
         let challtest_mgmt = free_port()?;
         let listen = free_port()?;
