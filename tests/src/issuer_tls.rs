@@ -16,21 +16,6 @@ pub use agentkeys_dev::standins::pebble::{skip_reason, Pebble, PebbleOptions};
 use crate::faults::Group;
 use crate::{binary, closed_port};
 
-static BIN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Take the shipped binaries from `dir` (e.g. the directory of `agentkeys-bench`) instead
-/// of the test build's (once per process).
-pub fn use_binaries_in(dir: PathBuf) {
-    let _ = BIN_DIR.set(dir);
-}
-
-fn bin(name: &str) -> PathBuf {
-    BIN_DIR
-        .get()
-        .map(|d| d.join(name))
-        .unwrap_or_else(|| binary(name))
-}
-
 /// The session backend and KMS stand-ins, in this process on a runtime of their own.
 pub struct StandIns {
     /// The issuer URL.
@@ -271,7 +256,7 @@ impl IssuerHost {
     pub fn start_enclave(&mut self, shared: &StandIns, pebble: &Pebble) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(self.socket());
         let _ = std::fs::remove_file(self.tls_socket());
-        let mut enclave = Command::new(bin("agentkeys-enclave"));
+        let mut enclave = Command::new(binary("agentkeys-enclave"));
         enclave
             .args(["--mock", "--usock"])
             .arg(self.socket())
@@ -304,7 +289,7 @@ impl IssuerHost {
     ) -> anyhow::Result<()> {
         let tls = enclave_tls.map_or_else(|| self.tls_socket(), Path::to_path_buf);
         let bind = self.mint_url.trim_start_matches("http://").to_string();
-        let binary = bin("agentkeys-broker");
+        let binary = binary("agentkeys-broker");
         let (socket, sealed_seed) = (self.socket(), self.sealed_seed());
         let mut serve = crate::broker_serve(&crate::BrokerHost {
             binary: &binary,

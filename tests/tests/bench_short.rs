@@ -1,6 +1,8 @@
 //! The benchmark's CI mode: `agentkeys-bench --short --json` against a freshly started dev
 //! stack. It never judges speed; it checks that the run completed, that no request
-//! failed and that every token returned has exactly one durable audit row.
+//! failed and that every token returned has exactly one durable audit row, over plain
+//! HTTP and, when Pebble is installed (always under `AGENTKEYS_REQUIRE_PEBBLE=1`, as in
+//! CI), over the broker's HTTPS front (`dev --acme pebble --api-tls`).
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -23,6 +25,56 @@ const FIELDS: [&str; 12] = [
     "parent_peak_rss_mib",
     "enclave_peak_rss_mib",
 ];
+
+/// Fields the HTTPS mint phase must print when it runs.
+const HTTPS_FIELDS: [&str; 10] = [
+    "https_requests_per_second",
+    "https_p50_ms",
+    "https_p99_ms",
+    "https_p999_ms",
+    "https_errors",
+    "https_audit_rows_match",
+    "https_cpu_us_per_mint",
+    "https_broker_cpu_us_per_mint",
+    "https_enclave_cpu_us_per_mint",
+    "https_audit_writer_cpu_us_per_mint",
+];
+
+/// Whether the HTTPS phase must have run: Pebble is installed (panics instead of saying
+/// SKIPPED under `AGENTKEYS_REQUIRE_PEBBLE=1` without it).
+fn https_phase_expected() -> bool {
+    agentkeys_e2e::issuer_tls::skip_reason().is_none()
+}
+
+/// The HTTPS mint phase completed: no error, every row, positive rates; with the
+/// ceilings, its floor (the signature and the minimal route over rustls) too.
+fn assert_https_completed(j: &serde_json::Value, with_floor: bool) {
+    for f in HTTPS_FIELDS {
+        assert!(j.get(f).is_some(), "field {f} missing in {j}");
+    }
+    assert_eq!(j["https_errors"], 0, "{j}");
+    assert_eq!(j["https_audit_rows_match"], true, "{j}");
+    let positive = |k: &str| assert!(j[k].as_f64().unwrap_or(0.0) > 0.0, "{k} in {j}");
+    for k in [
+        "https_ok_total",
+        "https_requests_per_second",
+        "https_cpu_us_per_mint",
+        "issuer_tls_handshakes_per_second",
+        "issuer_tls_jwks_per_second",
+    ] {
+        positive(k);
+    }
+    if with_floor {
+        for k in [
+            "https_axum_tls_ceiling_per_second",
+            "https_floor_axum_tls_server_cpu_us",
+            "https_cpu_floor_us",
+            "https_cpu_vs_floor",
+        ] {
+            positive(k);
+        }
+    }
+}
 
 fn run_bench(extra: &[&str]) -> serde_json::Value {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,6 +131,9 @@ fn bench_short_mint_oidc_jwt_completes_with_every_row_accounted_for() {
     let j = run_bench(&[]);
     assert_eq!(j["route"], "/v1/mint-oidc-jwt");
     assert_completed(&j);
+    if https_phase_expected() {
+        assert_https_completed(&j, true);
+    }
 }
 
 #[test]
@@ -96,4 +151,9 @@ fn bench_short_mint_aws_creds_completes_with_every_row_accounted_for() {
     }
     assert_eq!(j["errors"], 0, "{j}");
     assert_eq!(j["audit_rows_match"], true, "{j}");
+    // The HTTPS phase always drives mint-oidc-jwt, here with the run's 8 connections.
+    if https_phase_expected() {
+        assert_https_completed(&j, false);
+        assert_eq!(j["https_connections"], 8, "{j}");
+    }
 }

@@ -1,5 +1,7 @@
 //! The load generator: keep-alive HTTP/1.1 connections (hyper 1 client connections),
-//! one task per connection, requests sent one after another on each connection.
+//! one task per connection, requests sent one after another on each connection; over
+//! plain TCP or over TLS ([`LoadSpec::tls`], a `tokio_rustls` stream under the same
+//! hyper client).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +13,12 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::cpu::Snapshot;
 use super::histogram::Histogram;
+use super::tls::TlsClient;
 
 /// What to drive.
 #[derive(Debug, Clone)]
@@ -41,6 +45,8 @@ pub struct LoadSpec {
     /// Processes whose CPU is read ([`Snapshot`]) when the measured period starts and
     /// when it ends (empty: none).
     pub cpu_pids: Vec<Option<u32>>,
+    /// Speak TLS on each connection (`None`: plain HTTP).
+    pub tls: Option<TlsClient>,
 }
 
 /// The outcome of one load run.
@@ -200,14 +206,33 @@ pub async fn run(spec: LoadSpec) -> LoadResult {
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+async fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> Result<Sender, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_nodelay(true)
         .map_err(|e| format!("set_nodelay: {e}"))?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+    match tls {
+        None => http1_over(stream, addr).await,
+        Some(t) => {
+            let stream = t
+                .connector
+                .connect(t.server_name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+            http1_over(stream, addr).await
+        }
+    }
+}
+
+/// An HTTP/1.1 client connection over `io` (TCP, or TLS over TCP), its connection task
+/// spawned.
+async fn http1_over<IO>(io: IO, addr: SocketAddr) -> Result<Sender, String>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("HTTP/1.1 handshake with {addr}: {e}"))?;
     tokio::spawn(async move {
@@ -231,7 +256,7 @@ async fn connection(spec: &LoadSpec, i: usize, measure_start: Instant, end: Inst
         }
         let s = match sender.as_mut() {
             Some(s) => s,
-            None => match connect(spec.addr).await {
+            None => match connect(spec.addr, spec.tls.as_ref()).await {
                 Ok(s) => sender.insert(s),
                 Err(e) => {
                     r.transport_errors += 1;

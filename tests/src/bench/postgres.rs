@@ -410,6 +410,7 @@ fn phase(
             duration: spec.duration,
             collect_audit_ids: true,
             cpu_pids: Vec::new(),
+            tls: None,
         });
     }
     let results: Vec<LoadResult> =

@@ -33,6 +33,24 @@ pub struct ReadyInfo {
     /// Every host's broker URL (`dev --hosts N`; absent from a one-host SQLite stack).
     #[serde(default)]
     pub broker_urls: Vec<String>,
+    /// The issuer's TLS in the enclave (`dev --acme pebble`).
+    #[serde(default)]
+    pub issuer_tls: Option<IssuerTlsInfo>,
+    /// The CA of the mint API's own TLS (`dev --api-tls`; the broker URL is then https).
+    #[serde(default)]
+    pub api_tls_ca_pem: Option<PathBuf>,
+}
+
+/// The ready file's `issuer_tls` member (`dev --acme pebble`, dev/src/pebble_mode.rs
+/// `IssuerTlsReady`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssuerTlsInfo {
+    /// `https://<issuer host>:<port>`.
+    pub issuer_url: String,
+    /// The issuer's port on 127.0.0.1.
+    pub tls_port: u16,
+    /// Pebble's issuing root: what the issuer's clients trust.
+    pub pebble_root_pem: PathBuf,
 }
 
 /// A running dev stack; stopped (SIGINT, then SIGKILL) when dropped.
@@ -119,6 +137,8 @@ impl DevStack {
                 audit_db: PathBuf::new(),
                 pid: None,
                 broker_urls: Vec::new(),
+                issuer_tls: None,
+                api_tls_ca_pem: None,
             },
             ready_in: Duration::ZERO,
             log,
@@ -239,5 +259,25 @@ mod tests {
         assert_eq!(r.enclave_pid, 5);
         assert_eq!(r.pid, Some(4));
         assert_eq!(r.sts_url.as_deref(), Some("http://127.0.0.1:3"));
+        assert!(r.issuer_tls.is_none() && r.api_tls_ca_pem.is_none());
+    }
+
+    #[test]
+    fn ready_file_of_the_https_mode_parses() {
+        let j = r#"{"broker_url":"https://127.0.0.1:1","backend_url":"http://127.0.0.1:2",
+            "enclave_pid":5,"audit_db":"/d/audit.db","pid":4,
+            "api_tls_ca_pem":"/d/api-tls-ca.pem",
+            "issuer_tls":{"issuer_url":"https://issuer.agentkeys.test:9","issuer_host":"issuer.agentkeys.test",
+              "tls_port":9,"pebble_root_pem":"/d/root.pem","acme_directory":"https://127.0.0.1:8/dir"}}"#;
+        let r: ReadyInfo = serde_json::from_str(j).unwrap();
+        assert_eq!(
+            r.api_tls_ca_pem.as_deref(),
+            Some(Path::new("/d/api-tls-ca.pem"))
+        );
+        let t = r.issuer_tls.unwrap();
+        assert_eq!(
+            (t.tls_port, t.issuer_url.as_str()),
+            (9, "https://issuer.agentkeys.test:9")
+        );
     }
 }

@@ -16,6 +16,12 @@
 //! route, plus, for `mint-aws-creds`, the dev process's CPU for one request to the STS
 //! stand-in). Module `cpu` says how and why.
 //!
+//! Unless `--no-issuer-tls`, it also starts the dev stack's two-hostname mode (`dev --acme
+//! pebble --api-tls`: the issuer's TLS in the enclave, the mint API on the broker's own
+//! rustls front) and measures the issuer's TLS handshakes and JWKS requests through the
+//! relay, and the same mint load over HTTPS, with its own floor: the signature plus the
+//! minimal axum route served over rustls (module `issuer_tls`).
+//!
 //! `--short` is the CI mode: about two seconds a phase; it never judges speed, only that
 //! the run completed with zero errors and every audit row accounted for.
 
@@ -31,6 +37,8 @@ mod load;
 mod postgres;
 #[path = "../bench/stack.rs"]
 mod stack;
+#[path = "../bench/tls.rs"]
+mod tls;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -55,8 +63,14 @@ const SHORT_WARMUP: Duration = Duration::from_millis(500);
 /// Name of the minimal axum server's runtime threads (at most 15 bytes: Linux keeps the
 /// first 15 of a thread's name in `comm`), by which their CPU is found in `/proc`.
 const AXUM_THREADS: &str = "axum-ceiling";
+/// Name of the minimal axum server's runtime threads when it serves over rustls (the
+/// HTTPS floor), at most 15 bytes as [`AXUM_THREADS`].
+const AXUM_TLS_THREADS: &str = "axum-tls-ceil";
 /// Name of the load generator's runtime threads.
 const LOAD_THREADS: &str = "bench-load";
+/// Concurrent clients of the issuer TLS measurements (handshakes, JWKS): enough to keep
+/// the relay and the enclave's TLS busy on 2 cores; the issuer surface is low-traffic.
+const ISSUER_CLIENTS: usize = 8;
 /// Name of the broker's audit writer thread (parent/src/audit/sqlite.rs,
 /// `std::thread::Builder::new().name("audit-writer")`).
 const AUDIT_WRITER_THREAD: &str = "audit-writer";
@@ -115,7 +129,7 @@ struct Args {
     #[arg(long)]
     dev_bin: Option<PathBuf>,
     /// Data directory for the dev stack (default: a fresh temporary directory, removed
-    /// afterwards).
+    /// afterwards); the HTTPS phase's stack uses its subdirectory `https-stack`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Route to drive.
@@ -150,7 +164,8 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     fleet_hosts: u16,
     /// Skip the issuer TLS phase (handshakes and JWKS requests per second through the
-    /// relay to the enclave's TLS, which needs Pebble).
+    /// relay to the enclave's TLS, and the mint load over the broker's HTTPS front, on
+    /// `dev --acme pebble --api-tls`, which needs Pebble).
     #[arg(long)]
     no_issuer_tls: bool,
 }
@@ -181,6 +196,25 @@ fn parse_base_url(url: &str) -> anyhow::Result<(String, SocketAddr)> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         anyhow!("`{url}`: only plain http:// targets are supported (put the benchmark next to the broker)")
     })?;
+    resolve_authority(url, rest, 80)
+}
+
+/// Host and socket address of an `https://host:port` base URL (the dev stack's mint API
+/// with `--api-tls`).
+fn parse_https_base_url(url: &str) -> anyhow::Result<(String, SocketAddr)> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        anyhow!("`{url}` is not an https:// URL: was the dev stack started with --api-tls?")
+    })?;
+    resolve_authority(url, rest, 443)
+}
+
+/// The `host[:port]` at the start of `rest` (what follows the scheme of `url`) and the
+/// address it resolves to, `default_port` when it names none.
+fn resolve_authority(
+    url: &str,
+    rest: &str,
+    default_port: u16,
+) -> anyhow::Result<(String, SocketAddr)> {
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
         bail!("`{url}` has no host");
@@ -191,7 +225,7 @@ fn parse_base_url(url: &str) -> anyhow::Result<(String, SocketAddr)> {
     {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     let addr = with_port
         .to_socket_addrs()
@@ -467,19 +501,34 @@ fn own_threads_us_per_ok(result: &LoadResult, comm: &str, hz: u64) -> Option<f64
     cpu::us_per(*own.by_comm.get(comm)?, result.measured_ok)
 }
 
+/// How the minimal axum route is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AxumFront {
+    /// Plain HTTP (`axum::serve`): ceiling (b) and the main phase's floor.
+    Plain,
+    /// HTTPS with rustls, set up as the broker's listener is (module `tls`): the HTTPS
+    /// phase's floor.
+    Tls,
+}
+
 /// Ceiling (b): a minimal axum JSON endpoint, in process on runtime threads of its own
-/// (named [`AXUM_THREADS`], whose CPU is read from `/proc/self/task`), driven by the same
-/// generator.
+/// (named [`AXUM_THREADS`], or [`AXUM_TLS_THREADS`] over TLS, whose CPU is read from
+/// `/proc/self/task`), driven by the same generator.
 fn axum_ceiling(
     load_rt: &tokio::runtime::Runtime,
     connections: usize,
     warmup: Duration,
     duration: Duration,
+    front: AxumFront,
 ) -> anyhow::Result<AxumCeiling> {
     use axum::routing::post;
+    let threads = match front {
+        AxumFront::Plain => AXUM_THREADS,
+        AxumFront::Tls => AXUM_TLS_THREADS,
+    };
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores())
-        .thread_name(AXUM_THREADS)
+        .thread_name(threads)
         .enable_all()
         .build()?;
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -488,9 +537,26 @@ fn axum_ceiling(
         "/x",
         post(|| async { axum::Json(json!({ "ok": true, "n": 1 })) }),
     );
-    server_rt.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let tls = match front {
+        AxumFront::Plain => {
+            server_rt.spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            None
+        }
+        AxumFront::Tls => {
+            // A certificate like the dev stack's mint API's (ECDSA P-256 leaf for
+            // 127.0.0.1 under a throw-away CA), made by the same helper.
+            let certs =
+                agentkeys_dev::api_tls::loopback_certificates("agentkeys-bench axum ceiling CA")?;
+            let config = tls::server_config(certs.leaf_pem.as_bytes(), certs.key_pem.as_bytes())?;
+            server_rt.spawn(tls::serve(listener, Arc::new(config), app));
+            Some(tls::TlsClient::trusting(
+                certs.ca_pem.as_bytes(),
+                &addr.ip().to_string(),
+            )?)
+        }
+    };
     let result = load_rt.block_on(load::run(LoadSpec {
         addr,
         host: addr.to_string(),
@@ -502,11 +568,12 @@ fn axum_ceiling(
         duration,
         collect_audit_ids: false,
         cpu_pids: vec![Some(std::process::id())],
+        tls,
     }));
     server_rt.shutdown_background();
     let hz = cpu::clock_ticks_per_second();
     Ok(AxumCeiling {
-        server_cpu_us: own_threads_us_per_ok(&result, AXUM_THREADS, hz),
+        server_cpu_us: own_threads_us_per_ok(&result, threads, hz),
         load_cpu_us: own_threads_us_per_ok(&result, LOAD_THREADS, hz),
         load: result,
     })
@@ -565,6 +632,7 @@ fn sts_floor(
         duration,
         collect_audit_ids: false,
         cpu_pids: vec![Some(pid)],
+        tls: None,
     }));
     let hz = cpu::clock_ticks_per_second();
     let us = result.cpu_window.as_ref().and_then(|(b, a)| {
@@ -669,13 +737,14 @@ impl MintCpu {
         serde_json::Value::Object(m)
     }
 
-    fn print(&self, window: Option<Duration>) {
+    /// The CPU lines of a phase, each starting with `label` (`cpu`, `https cpu`).
+    fn print(&self, label: &str, window: Option<Duration>) {
         let Some(window) = window else {
-            println!("cpu      not measured (no CPU samples of the measured period)");
+            println!("{label:<8} not measured (no CPU samples of the measured period)");
             return;
         };
         println!(
-            "cpu      per mint, user + system over the measured {:.1} s (/proc/PID/stat), {} mints: \
+            "{label:<8} per mint, user + system over the measured {:.1} s (/proc/PID/stat), {} mints: \
              broker {} + enclave {} = {}; load generator {}",
             window.as_secs_f64(),
             self.mints,
@@ -702,6 +771,160 @@ impl MintCpu {
             "         enclave threads (µs): {}",
             list(self.threads(self.enclave.as_ref()))
         );
+    }
+}
+
+/// One mint phase's results, for its printed lines, its `--json` fields and its checks:
+/// the main phase (plain HTTP) and the HTTPS one report the same measures this way.
+struct PhaseReport<'a> {
+    /// The first word of its load line (`broker`, `https`).
+    name: &'a str,
+    /// Put before the labels of its other lines (`""`, `"https "`).
+    tag: &'a str,
+    load: &'a LoadResult,
+    /// `None`: not checked (`--url` without `--audit-db`).
+    audit: Option<&'a AuditCheck>,
+    /// The audit event of a success (`mint_jwt`).
+    event: &'a str,
+    cpu: &'a MintCpu,
+    floor: CpuFloor,
+    parent_rss: Option<f64>,
+    enclave_rss: Option<f64>,
+}
+
+impl PhaseReport<'_> {
+    fn cpu_vs_floor(&self) -> Option<f64> {
+        self.cpu
+            .total_us()
+            .zip(self.floor.total())
+            .filter(|(_, f)| *f > 0.0)
+            .map(|(c, f)| c / f)
+    }
+
+    /// The load line, the errors (and where the stack's log is), the audit line.
+    fn print_load(&self, dev_log: Option<&std::path::Path>) {
+        let (r, h) = (self.load, &self.load.histogram);
+        println!(
+            "{:<8} {:>9.0} req/s   p50 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms   errors {}",
+            self.name,
+            r.requests_per_second(),
+            ms(h.quantile_ns(0.5)),
+            ms(h.quantile_ns(0.99)),
+            ms(h.quantile_ns(0.999)),
+            ms(h.max_ns()),
+            r.errors
+        );
+        let tag = self.tag;
+        if r.errors > 0 {
+            println!(
+                "{:<8} statuses {:?}, transport {}; first: {}",
+                format!("{tag}errors"),
+                r.error_statuses,
+                r.transport_errors,
+                r.first_error.as_deref().unwrap_or("-")
+            );
+            if let Some(log) = dev_log {
+                println!("         dev stack log: {}", log.display());
+            }
+        }
+        match self.audit {
+            Some(a) => println!(
+                "{:<8} {} `{}` success rows since the start, {} 200s received; audit_id sets {} \
+                 (not in log {}, not returned {}, duplicates {}, bodies without audit_id {})",
+                format!("{tag}audit"),
+                a.rows,
+                self.event,
+                a.returned,
+                if a.matches() { "equal" } else { "DIFFER" },
+                a.not_in_log,
+                a.not_returned,
+                a.duplicates_returned,
+                a.missing_audit_id
+            ),
+            None => println!("{tag}audit    not checked (pass --audit-db with --url)"),
+        }
+    }
+
+    /// What makes the run fail: errors, no success, audit rows that do not match the
+    /// tokens returned (or, when `audit_required`, that were not checked).
+    fn failures(&self, audit_required: bool) -> Vec<String> {
+        let phase = if self.tag.is_empty() {
+            String::new()
+        } else {
+            format!("{} phase: ", self.name)
+        };
+        let mut f = Vec::new();
+        if self.load.errors > 0 {
+            f.push(format!("{phase}{} errors", self.load.errors));
+        }
+        if self.load.total_ok == 0 || self.load.histogram.is_empty() {
+            f.push(format!(
+                "{phase}no request succeeded in the measured period"
+            ));
+        }
+        match self.audit.map(AuditCheck::matches) {
+            Some(false) => f.push(format!(
+                "{phase}audit rows do not match the tokens returned"
+            )),
+            None if audit_required => f.push(format!("{phase}audit rows were not checked")),
+            _ => {}
+        }
+        f
+    }
+
+    /// The `--json` fields of the phase, each name after `prefix`.
+    fn json(&self, prefix: &str) -> serde_json::Map<String, serde_json::Value> {
+        let (r, h, c) = (self.load, &self.load.histogram, self.cpu);
+        let r2 = |v: Option<f64>| v.map(|v| round(v, 2));
+        let fields = [
+            (
+                "requests_per_second",
+                json!(round(r.requests_per_second(), 1)),
+            ),
+            ("requests", json!(r.measured_requests)),
+            ("ok_total", json!(r.total_ok)),
+            ("latency_samples", json!(h.len())),
+            ("p50_ms", json!(round(ms(h.quantile_ns(0.5)), 3))),
+            ("p99_ms", json!(round(ms(h.quantile_ns(0.99)), 3))),
+            ("p999_ms", json!(round(ms(h.quantile_ns(0.999)), 3))),
+            ("max_ms", json!(round(ms(h.max_ns()), 3))),
+            ("mean_ms", json!(round(h.mean_ns() / 1e6, 3))),
+            ("errors", json!(r.errors)),
+            (
+                "audit_rows_match",
+                json!(self.audit.map(AuditCheck::matches)),
+            ),
+            ("audit_rows", json!(self.audit.map(|a| a.rows))),
+            ("parent_peak_rss_mib", json!(r2(self.parent_rss))),
+            ("enclave_peak_rss_mib", json!(r2(self.enclave_rss))),
+            ("cpu_us_per_mint", json!(r2(c.total_us()))),
+            ("broker_cpu_us_per_mint", json!(r2(c.broker_us()))),
+            ("enclave_cpu_us_per_mint", json!(r2(c.enclave_us()))),
+            (
+                "audit_writer_cpu_us_per_mint",
+                json!(r2(c.broker_thread_us(AUDIT_WRITER_THREAD))),
+            ),
+            (
+                "broker_threads_cpu_us_per_mint",
+                c.threads_json(c.broker.as_ref()),
+            ),
+            (
+                "enclave_threads_cpu_us_per_mint",
+                c.threads_json(c.enclave.as_ref()),
+            ),
+            ("load_generator_cpu_us_per_mint", json!(r2(c.load_us()))),
+            ("cpu_mints", json!(c.mints)),
+            ("cpu_floor_us", json!(r2(self.floor.total()))),
+            ("floor_sign_cpu_us", json!(r2(self.floor.sign_us))),
+            (
+                "cpu_vs_floor",
+                json!(self.cpu_vs_floor().map(|v| round(v, 3))),
+            ),
+        ];
+        fields
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect()
     }
 }
 
@@ -799,6 +1022,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             target.enclave_pid,
             Some(std::process::id()),
         ],
+        tls: None,
     }));
     let parent_rss = target.broker_pid.and_then(stack::peak_rss_mib);
     let enclave_rss = target.enclave_pid.and_then(stack::peak_rss_mib);
@@ -824,43 +1048,26 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
 
     let rps = broker.requests_per_second();
-    let h = &broker.histogram;
+    let mint_cpu = MintCpu::from_window(&broker);
+    // The floor's parts are filled in once the ceilings are measured.
+    let mut main_phase = PhaseReport {
+        name: "broker",
+        tag: "",
+        load: &broker,
+        audit: audit.as_ref(),
+        event: route.audit_event(),
+        cpu: &mint_cpu,
+        floor: CpuFloor {
+            sign_us: None,
+            axum_us: None,
+            sts_us: sts.as_ref().and_then(|(_, us)| *us),
+            with_sts: route == Route::MintAwsCreds,
+        },
+        parent_rss,
+        enclave_rss,
+    };
     println!();
-    println!(
-        "broker   {:>9.0} req/s   p50 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms   max {:.2} ms   errors {}",
-        rps,
-        ms(h.quantile_ns(0.5)),
-        ms(h.quantile_ns(0.99)),
-        ms(h.quantile_ns(0.999)),
-        ms(h.max_ns()),
-        broker.errors
-    );
-    if broker.errors > 0 {
-        println!(
-            "errors   statuses {:?}, transport {}; first: {}",
-            broker.error_statuses,
-            broker.transport_errors,
-            broker.first_error.as_deref().unwrap_or("-")
-        );
-        if let Some(log) = &dev_log {
-            println!("         dev stack log: {}", log.display());
-        }
-    }
-    match &audit {
-        Some(a) => println!(
-            "audit    {} `{}` success rows since the start, {} 200s received; audit_id sets {} \
-             (not in log {}, not returned {}, duplicates {}, bodies without audit_id {})",
-            a.rows,
-            route.audit_event(),
-            a.returned,
-            if a.matches() { "equal" } else { "DIFFER" },
-            a.not_in_log,
-            a.not_returned,
-            a.duplicates_returned,
-            a.missing_audit_id
-        ),
-        None => println!("audit    not checked (pass --audit-db with --url)"),
-    }
+    main_phase.print_load(dev_log.as_deref());
     let fmt_rss = |v: Option<f64>| v.map_or("n/a".to_string(), |m| format!("{m:.1} MiB"));
     println!(
         "memory   parent peak RSS {} (pid {}{}); enclave peak RSS {} (pid {})",
@@ -875,8 +1082,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         target.enclave_pid.map_or("?".into(), |p| p.to_string()),
     );
 
-    let mint_cpu = MintCpu::from_window(&broker);
-    mint_cpu.print(broker.cpu_window.as_ref().map(|(b, a)| a.at - b.at));
+    mint_cpu.print("cpu", broker.cpu_window.as_ref().map(|(b, a)| a.at - b.at));
 
     if let Some((st, _)) = &sts {
         println!(
@@ -896,7 +1102,13 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             sign.per_second,
             fmt_us(sign.cpu_us)
         );
-        let ax = axum_ceiling(&load_rt, args.connections, warmup, duration)?;
+        let ax = axum_ceiling(
+            &load_rt,
+            args.connections,
+            warmup,
+            duration,
+            AxumFront::Plain,
+        )?;
         println!(
             "ceiling  minimal axum POST /x, in process, {} connections: {:.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}; \
              server threads {} CPU a request (load generator {})",
@@ -919,18 +1131,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             rs, ra
         );
     }
-    let floor = CpuFloor {
-        sign_us: sign.and_then(|s| s.cpu_us),
-        axum_us: axum.as_ref().and_then(|a| a.server_cpu_us),
-        sts_us: sts.as_ref().and_then(|(_, us)| *us),
-        with_sts: route == Route::MintAwsCreds,
-    };
-    let floor_us = floor.total();
-    let cpu_vs_floor = mint_cpu
-        .total_us()
-        .zip(floor_us)
-        .filter(|(_, f)| *f > 0.0)
-        .map(|(c, f)| c / f);
+    main_phase.floor.sign_us = sign.and_then(|s| s.cpu_us);
+    main_phase.floor.axum_us = axum.as_ref().and_then(|a| a.server_cpu_us);
+    let floor = main_phase.floor;
     if !args.no_ceilings {
         println!(
             "floor    ES256 signature {} + minimal axum request (server side) {}{} = {} CPU",
@@ -941,25 +1144,28 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             } else {
                 String::new()
             },
-            fmt_us(floor_us),
+            fmt_us(floor.total()),
         );
         println!(
             "cpu/floor {}",
-            cpu_vs_floor.map_or("n/a".to_string(), |v| format!("{v:.2}"))
+            main_phase
+                .cpu_vs_floor()
+                .map_or("n/a".to_string(), |v| format!("{v:.2}"))
         );
     }
 
+    let dev_bin = match (&args.url, &args.dev_bin) {
+        (Some(_), _) => None,
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => Some(stack::sibling_dev_binary()?),
+    };
     // The store comparison starts stacks of its own: only when this run started one.
-    let stores = match (&args.url, args.no_postgres) {
-        (None, false) => {
-            let dev_bin = match &args.dev_bin {
-                Some(p) => p.clone(),
-                None => stack::sibling_dev_binary()?,
-            };
+    let stores = match (&dev_bin, args.no_postgres) {
+        (Some(dev_bin), false) => {
             let cmp = postgres::run(
                 &load_rt,
                 &postgres::CompareSpec {
-                    dev_bin: &dev_bin,
+                    dev_bin,
                     path: route.path(),
                     event: route.audit_event(),
                     connections: args.connections,
@@ -977,23 +1183,96 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         _ => None,
     };
 
-    // The issuer's TLS through the relay: a stack of its own, only when this run started one.
-    let issuer = match (&args.url, args.no_issuer_tls) {
-        (None, false) => {
-            let bin_dir = stack::sibling_dev_binary()?
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .ok_or_else(|| anyhow!("no directory for the shipped binaries"))?;
-            let figures = issuer_tls::run(bin_dir, 8, warmup, duration)?;
-            if let Some(f) = &figures {
-                f.print();
+    // The issuer's TLS through the relay and the mint API over the broker's HTTPS front:
+    // a stack of its own (`dev --acme pebble --api-tls`), only when this run started one.
+    let (issuer, https) = match (&dev_bin, args.no_issuer_tls) {
+        (Some(dev_bin), false) => {
+            let spec = issuer_tls::Spec {
+                dev_bin,
+                data_dir: args.data_dir.as_deref(),
+                clients: ISSUER_CLIENTS,
+                connections: args.connections,
+                warmup,
+                duration,
+            };
+            match issuer_tls::run(&load_rt, &spec)? {
+                Some((issuer, https)) => (Some(issuer), Some(https)),
+                None => (None, None),
             }
-            figures
+        }
+        _ => (None, None),
+    };
+    if let Some(f) = &issuer {
+        f.print();
+    }
+    // The HTTPS phase's floor: the minimal route served over rustls, same generator and
+    // connection count, measured after that stack stopped (as ceiling (b) after the main
+    // stack).
+    let axum_tls = match (&https, args.no_ceilings) {
+        (Some(_), false) => {
+            let ax = axum_ceiling(&load_rt, args.connections, warmup, duration, AxumFront::Tls)?;
+            println!(
+                "ceiling  minimal axum POST /x over rustls, in process, {} connections: {:.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}; \
+                 server threads {} CPU a request (load generator {})",
+                args.connections,
+                ax.load.requests_per_second(),
+                ms(ax.load.histogram.quantile_ns(0.5)),
+                ms(ax.load.histogram.quantile_ns(0.99)),
+                ax.load.errors,
+                fmt_us(ax.server_cpu_us),
+                fmt_us(ax.load_cpu_us),
+            );
+            Some(ax)
         }
         _ => None,
     };
+    let https_phase = https.as_ref().map(|h| PhaseReport {
+        name: "https",
+        tag: "https ",
+        load: &h.load,
+        audit: Some(&h.audit),
+        event: Route::MintOidcJwt.audit_event(),
+        cpu: &h.cpu,
+        floor: CpuFloor {
+            sign_us: floor.sign_us,
+            axum_us: axum_tls.as_ref().and_then(|a| a.server_cpu_us),
+            sts_us: None,
+            with_sts: false,
+        },
+        parent_rss: h.parent_rss,
+        enclave_rss: h.enclave_rss,
+    });
+    if let (Some(p), Some(h)) = (&https_phase, &https) {
+        println!(
+            "https    POST {} over the broker's rustls front (dev --acme pebble --api-tls), {} keep-alive TLS connections:",
+            Route::MintOidcJwt.path(),
+            args.connections
+        );
+        p.print_load(Some(&h.log));
+        println!(
+            "https memory parent peak RSS {}; enclave peak RSS {}",
+            fmt_rss(h.parent_rss),
+            fmt_rss(h.enclave_rss)
+        );
+        h.cpu.print(
+            "https cpu",
+            h.load.cpu_window.as_ref().map(|(b, a)| a.at - b.at),
+        );
+        if !args.no_ceilings {
+            println!(
+                "https floor ES256 signature {} + minimal axum request over rustls (server side) {} = {} CPU",
+                fmt_us(p.floor.sign_us),
+                fmt_us(p.floor.axum_us),
+                fmt_us(p.floor.total()),
+            );
+            println!(
+                "https cpu/floor {}",
+                p.cpu_vs_floor()
+                    .map_or("n/a".to_string(), |v| format!("{v:.2}"))
+            );
+        }
+    }
 
-    let audit_match = audit.as_ref().map(AuditCheck::matches);
     let mut failures = Vec::new();
     if let Some(f) = issuer.as_ref().filter(|f| f.errors > 0) {
         failures.push(format!(
@@ -1005,21 +1284,17 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     if let Some(c) = &stores {
         failures.extend(c.failures());
     }
-    if broker.errors > 0 {
-        failures.push(format!("{} errors", broker.errors));
+    failures.extend(main_phase.failures(args.short));
+    if let Some(p) = &https_phase {
+        failures.extend(p.failures(true));
     }
-    if broker.total_ok == 0 || h.is_empty() {
-        failures.push("no request succeeded in the measured period".to_string());
-    }
-    match audit_match {
-        Some(false) => failures.push("audit rows do not match the tokens returned".into()),
-        None if args.short => failures.push("audit rows were not checked".into()),
-        _ => {}
-    }
-    if let Some(ax) = &axum {
-        if ax.load.errors > 0 {
+    for (what, ax) in [
+        ("axum ceiling", &axum),
+        ("axum ceiling over rustls", &axum_tls),
+    ] {
+        if let Some(ax) = ax.as_ref().filter(|ax| ax.load.errors > 0) {
             failures.push(format!(
-                "axum ceiling had {} errors (first: {})",
+                "{what} had {} errors (first: {})",
                 ax.load.errors,
                 ax.load.first_error.as_deref().unwrap_or("-")
             ));
@@ -1051,62 +1326,56 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             "duration_s": duration.as_secs_f64(),
             "warmup_s": warmup.as_secs_f64(),
             "cores": n_cores,
-            "requests_per_second": round(rps, 1),
-            "requests": broker.measured_requests,
-            "ok_total": broker.total_ok,
-            "latency_samples": h.len(),
-            "p50_ms": round(ms(h.quantile_ns(0.5)), 3),
-            "p99_ms": round(ms(h.quantile_ns(0.99)), 3),
-            "p999_ms": round(ms(h.quantile_ns(0.999)), 3),
-            "max_ms": round(ms(h.max_ns()), 3),
-            "mean_ms": round(h.mean_ns() / 1e6, 3),
-            "errors": broker.errors,
-            "audit_rows_match": audit_match,
-            "audit_rows": audit.as_ref().map(|a| a.rows),
             "sign_ceiling_per_second": sign_rps.map(|v| round(v, 1)),
             "axum_ceiling_per_second": axum_rps.map(|v| round(v, 1)),
             "axum_p99_ms": axum.as_ref().map(|a| round(ms(a.load.histogram.quantile_ns(0.99)), 3)),
             "ratio_to_sign": ratio(sign_rps).map(|v| round(v, 4)),
             "ratio_to_axum": ratio(axum_rps).map(|v| round(v, 4)),
-            "parent_peak_rss_mib": parent_rss.map(|v| round(v, 2)),
-            "enclave_peak_rss_mib": enclave_rss.map(|v| round(v, 2)),
             "parent_pid": target.broker_pid,
             "enclave_pid": target.enclave_pid,
             "dev_ready_seconds": ready_s.map(|v| round(v, 3)),
-            "ok": ok,
-        });
-        // A second object: one `json!` of every field exceeds the macro recursion limit.
-        let cpu_j = json!({
-            "cpu_us_per_mint": mint_cpu.total_us().map(|v| round(v, 2)),
-            "broker_cpu_us_per_mint": mint_cpu.broker_us().map(|v| round(v, 2)),
-            "enclave_cpu_us_per_mint": mint_cpu.enclave_us().map(|v| round(v, 2)),
-            "audit_writer_cpu_us_per_mint": mint_cpu.broker_thread_us(AUDIT_WRITER_THREAD).map(|v| round(v, 2)),
-            "broker_threads_cpu_us_per_mint": mint_cpu.threads_json(mint_cpu.broker.as_ref()),
-            "enclave_threads_cpu_us_per_mint": mint_cpu.threads_json(mint_cpu.enclave.as_ref()),
-            "load_generator_cpu_us_per_mint": mint_cpu.load_us().map(|v| round(v, 2)),
-            "cpu_mints": mint_cpu.mints,
-            "cpu_floor_us": floor_us.map(|v| round(v, 2)),
-            "floor_sign_cpu_us": floor.sign_us.map(|v| round(v, 2)),
             "floor_axum_server_cpu_us": floor.axum_us.map(|v| round(v, 2)),
             "floor_sts_cpu_us": floor.sts_us.map(|v| round(v, 2)),
             "axum_load_generator_cpu_us": axum.as_ref().and_then(|a| a.load_cpu_us).map(|v| round(v, 2)),
             "sts_bare_per_second": sts.as_ref().map(|(s, _)| round(s.requests_per_second(), 1)),
-            "cpu_vs_floor": cpu_vs_floor.map(|v| round(v, 3)),
+            "ok": ok,
         });
-        if let (Some(o), serde_json::Value::Object(c)) = (j.as_object_mut(), cpu_j) {
-            o.extend(c);
+        let mut extra = vec![main_phase.json("")];
+        if let Some(p) = &https_phase {
+            let mut m = p.json("https_");
+            let ax = axum_tls.as_ref();
+            for (k, v) in [
+                ("https_connections", json!(args.connections)),
+                (
+                    "https_floor_axum_tls_server_cpu_us",
+                    json!(p.floor.axum_us.map(|v| round(v, 2))),
+                ),
+                (
+                    "https_axum_tls_ceiling_per_second",
+                    json!(ax.map(|a| round(a.load.requests_per_second(), 1))),
+                ),
+                (
+                    "https_axum_tls_load_generator_cpu_us",
+                    json!(ax.and_then(|a| a.load_cpu_us).map(|v| round(v, 2))),
+                ),
+            ] {
+                m.insert(k.to_string(), v);
+            }
+            extra.push(m);
         }
-        if let (Some(o), Some(serde_json::Value::Object(c))) = (
-            j.as_object_mut(),
-            stores.as_ref().map(postgres::Comparison::json),
-        ) {
-            o.extend(c);
+        if let Some(serde_json::Value::Object(c)) = stores.as_ref().map(postgres::Comparison::json)
+        {
+            extra.push(c);
         }
-        if let (Some(o), Some(serde_json::Value::Object(c))) = (
-            j.as_object_mut(),
-            issuer.as_ref().map(issuer_tls::IssuerTlsFigures::json),
-        ) {
-            o.extend(c);
+        if let Some(serde_json::Value::Object(c)) =
+            issuer.as_ref().map(issuer_tls::IssuerTlsFigures::json)
+        {
+            extra.push(c);
+        }
+        if let Some(o) = j.as_object_mut() {
+            for m in extra {
+                o.extend(m);
+            }
         }
         println!("{j}");
     }
@@ -1141,6 +1410,12 @@ mod tests {
         assert_eq!((host.as_str(), addr.port()), ("127.0.0.1", 80));
         assert!(parse_base_url("https://127.0.0.1:1").is_err());
         assert!(parse_base_url("http://").is_err());
+        let (host, addr) = parse_https_base_url("https://127.0.0.1:8443").unwrap();
+        assert_eq!((host.as_str(), addr.port()), ("127.0.0.1:8443", 8443));
+        let (_, addr) = parse_https_base_url("https://127.0.0.1").unwrap();
+        assert_eq!(addr.port(), 443);
+        let e = parse_https_base_url("http://127.0.0.1:1").unwrap_err();
+        assert!(e.to_string().contains("--api-tls"), "{e}");
     }
 
     #[test]
@@ -1242,22 +1517,98 @@ mod tests {
     }
 
     #[test]
-    fn axum_ceiling_runs_without_errors() {
+    fn axum_ceiling_runs_without_errors_plain_and_over_tls() {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .thread_name(LOAD_THREADS)
             .enable_all()
             .build()
             .unwrap();
-        let r = axum_ceiling(
-            &rt,
-            4,
-            Duration::from_millis(50),
-            Duration::from_millis(200),
-        )
-        .unwrap();
-        assert_eq!(r.load.errors, 0, "{:?}", r.load.first_error);
-        assert!(r.load.measured_ok > 0);
-        assert!(r.load.requests_per_second() > 0.0);
-        assert!(r.load.cpu_window.is_some());
+        for front in [AxumFront::Plain, AxumFront::Tls] {
+            let r = axum_ceiling(
+                &rt,
+                4,
+                Duration::from_millis(50),
+                Duration::from_millis(300),
+                front,
+            )
+            .unwrap();
+            assert_eq!(r.load.errors, 0, "{front:?}: {:?}", r.load.first_error);
+            assert!(r.load.measured_ok > 0, "{front:?}");
+            assert!(r.load.requests_per_second() > 0.0, "{front:?}");
+            assert!(r.load.cpu_window.is_some(), "{front:?}");
+        }
+    }
+
+    #[test]
+    fn phase_report_names_its_fields_and_failures_by_prefix() {
+        let load = LoadResult {
+            total_ok: 2,
+            errors: 1,
+            ..Default::default()
+        };
+        let audit = AuditCheck {
+            rows: 2,
+            returned: 1,
+            ..Default::default()
+        };
+        let cpu = MintCpu::default();
+        let p = PhaseReport {
+            name: "https",
+            tag: "https ",
+            load: &load,
+            audit: Some(&audit),
+            event: "mint_jwt",
+            cpu: &cpu,
+            floor: CpuFloor {
+                sign_us: Some(20.0),
+                axum_us: Some(8.0),
+                sts_us: None,
+                with_sts: false,
+            },
+            parent_rss: Some(30.0),
+            enclave_rss: None,
+        };
+        let j = p.json("https_");
+        for k in [
+            "https_requests_per_second",
+            "https_p50_ms",
+            "https_p99_ms",
+            "https_p999_ms",
+            "https_errors",
+            "https_audit_rows_match",
+            "https_cpu_us_per_mint",
+            "https_broker_cpu_us_per_mint",
+            "https_enclave_cpu_us_per_mint",
+            "https_audit_writer_cpu_us_per_mint",
+            "https_cpu_floor_us",
+            "https_cpu_vs_floor",
+        ] {
+            assert!(j.contains_key(k), "{k} missing: {j:?}");
+        }
+        assert!(j.keys().all(|k| k.starts_with("https_")));
+        assert_eq!(j["https_errors"], 1);
+        assert_eq!(j["https_audit_rows_match"], false);
+        assert_eq!(j["https_cpu_floor_us"], 28.0);
+        let f = p.failures(true);
+        assert!(f.iter().any(|m| m == "https phase: 1 errors"), "{f:?}");
+        assert!(f
+            .iter()
+            .any(|m| m.contains("https phase: audit rows do not match")));
+        // The main phase keeps its unprefixed names and messages.
+        let main = PhaseReport {
+            name: "broker",
+            tag: "",
+            audit: None,
+            ..p
+        };
+        assert!(main.json("").contains_key("requests_per_second"));
+        assert!(main
+            .failures(true)
+            .contains(&"audit rows were not checked".to_string()));
+        assert!(!main
+            .failures(false)
+            .iter()
+            .any(|m| m.contains("not checked")));
     }
 }
