@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -169,11 +169,11 @@ const OUTBOX_INITIAL_CAPACITY: usize = 16 * 1024;
 
 /// A connection's sending side: the frames not yet written and the stream's write half.
 ///
-/// A caller appends its frame and wakes the flusher task, which writes the outbox once
-/// the runtime has run the tasks that are ready: the requests of a burst of mints leave
-/// in one write, so the enclave is woken, and reads, once for all of them rather than
-/// once a request. What the socket does not take at once the flusher writes when the
-/// socket is writable.
+/// A caller appends its frame and, when no write is pending, writes the outbox itself
+/// without waiting; only what the socket does not take at once is left to the flusher
+/// task, which writes it when the socket is writable. So a request costs no hand-off to
+/// another task while the socket keeps up, and frames queued together still leave in one
+/// write.
 struct Outbox {
     state: Mutex<OutboxState>,
     /// Wakes the flusher when a caller left bytes it could not write.
@@ -251,9 +251,6 @@ impl Connection {
         let flusher = tokio::spawn(async move {
             loop {
                 flusher_outbox.flush.notified().await;
-                // Deferred until the runtime has run the tasks that are ready: requests
-                // they send meanwhile leave in the same write.
-                tokio::task::yield_now().await;
                 let written = std::future::poll_fn(|cx| {
                     let mut state = flusher_outbox.lock();
                     let written = std::task::ready!(state.write_pending(cx));
@@ -298,8 +295,8 @@ impl Connection {
         }
     }
 
-    /// Encodes `envelope` into the outbox and has the flusher write it; waits while the
-    /// outbox is full.
+    /// Encodes `envelope` into the outbox and writes the outbox now if no write is
+    /// pending; waits while the outbox is full.
     async fn send(&self, envelope: &RequestEnvelope) -> Result<(), ClientError> {
         loop {
             let room = self.outbox.room.notified();
@@ -320,14 +317,28 @@ impl Connection {
                             ),
                         }
                     })?;
-                    if !state.flushing {
-                        // The flusher writes it once the tasks ready now have run, with
-                        // the frames they queue meanwhile.
-                        state.flushing = true;
-                        drop(state);
-                        self.outbox.flush.notify_one();
+                    if state.flushing {
+                        // The flusher writes it with what is already waiting.
+                        return Ok(());
                     }
-                    return Ok(());
+                    // A waker that does nothing: if the socket would block, the flusher
+                    // polls again with its own, which replaces this one.
+                    match state.write_pending(&mut Context::from_waker(Waker::noop())) {
+                        Poll::Ready(Ok(())) => return Ok(()),
+                        Poll::Pending => {
+                            state.flushing = true;
+                            drop(state);
+                            self.outbox.flush.notify_one();
+                            return Ok(());
+                        }
+                        Poll::Ready(Err(error)) => {
+                            let reason = format!("write failed: {error}");
+                            state.failed = Some(reason.clone());
+                            drop(state);
+                            self.shared.fail_all(reason.clone());
+                            return Err(ClientError::Io { message: reason });
+                        }
+                    }
                 }
                 // Full: wait for the flusher, registered before the lock is released so
                 // that its wake-up cannot be missed.
@@ -666,85 +677,6 @@ mod tests {
         })
         .await
         .expect("the waiting send goes on once the flusher has written");
-    }
-
-    /// A stream that counts the writes that reach it.
-    struct CountingStream {
-        inner: tokio::net::UnixStream,
-        writes: Arc<AtomicUsize>,
-    }
-
-    impl AsyncRead for CountingStream {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.inner).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for CountingStream {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-            if matches!(written, Poll::Ready(Ok(_))) {
-                self.writes.fetch_add(1, Ordering::SeqCst);
-            }
-            written
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.inner).poll_shutdown(cx)
-        }
-    }
-
-    #[tokio::test]
-    async fn requests_sent_by_tasks_ready_together_leave_in_one_write() {
-        let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
-        let writes = Arc::new(AtomicUsize::new(0));
-        let connection = Arc::new(Connection::start(
-            CountingStream {
-                inner: ours,
-                writes: writes.clone(),
-            },
-            None,
-        ));
-        const COUNT: u64 = 16;
-        let senders: Vec<_> = (1..=COUNT)
-            .map(|id| {
-                let connection = connection.clone();
-                tokio::spawn(async move { connection.send(&large_request(id, 100)).await })
-            })
-            .collect();
-        for sender in senders {
-            sender.await.unwrap().unwrap();
-        }
-        tokio::time::timeout(Duration::from_secs(20), read_requests(peer, COUNT, 100))
-            .await
-            .expect("every request is written");
-        assert_eq!(
-            writes.load(Ordering::SeqCst),
-            1,
-            "the {COUNT} requests of one burst leave in one write"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_request_sent_alone_is_written_without_waiting_for_another() {
-        let (ours, peer) = tokio::net::UnixStream::pair().unwrap();
-        let connection = Connection::start(ours, None);
-        connection.send(&large_request(1, 100)).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(20), read_requests(peer, 1, 100))
-            .await
-            .expect("a lone request is written once the runtime is idle");
     }
 
     #[test]
