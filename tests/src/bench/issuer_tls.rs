@@ -195,17 +195,8 @@ pub fn run(
         println!("https    SKIPPED: the mint API's own TLS runs in the same stack ({reason})");
         return Ok(None);
     }
-    let (_tmp, dir) = match spec.data_dir {
-        Some(d) => (None, d.join("https-stack")),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("agentkeys-bench-https-")
-                .tempdir()
-                .context("creating a temporary data directory")?;
-            let d = t.path().to_path_buf();
-            (Some(t), d)
-        }
-    };
+    let (_tmp, dir) =
+        stack::data_dir_or_temp(spec.data_dir, "https-stack", "agentkeys-bench-https-")?;
     let mut stack = DevStack::start_with(
         spec.dev_bin,
         &dir,

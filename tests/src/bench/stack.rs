@@ -82,6 +82,27 @@ pub fn sibling_dev_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// `given` (joined with `sub` when that is not empty), or a fresh temporary directory
+/// named after `prefix`, removed when the returned guard is dropped.
+pub fn data_dir_or_temp(
+    given: Option<&Path>,
+    sub: &str,
+    prefix: &str,
+) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    match given {
+        Some(d) if sub.is_empty() => Ok((None, d.to_path_buf())),
+        Some(d) => Ok((None, d.join(sub))),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .context("creating a temporary data directory")?;
+            let d = t.path().to_path_buf();
+            Ok((Some(t), d))
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;

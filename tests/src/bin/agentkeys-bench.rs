@@ -277,17 +277,7 @@ fn start_target(args: &Args) -> anyhow::Result<Target> {
         Some(p) => p.clone(),
         None => stack::sibling_dev_binary()?,
     };
-    let (tmp, dir) = match &args.data_dir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("agentkeys-bench-")
-                .tempdir()
-                .context("creating a temporary data directory")?;
-            let d = t.path().to_path_buf();
-            (Some(t), d)
-        }
-    };
+    let (tmp, dir) = stack::data_dir_or_temp(args.data_dir.as_deref(), "", "agentkeys-bench-")?;
     let stack = DevStack::start(&dev_bin, &dir)?;
     Ok(Target {
         broker_url: stack.info.broker_url.trim_end_matches('/').to_string(),
@@ -928,6 +918,20 @@ impl PhaseReport<'_> {
     }
 }
 
+/// The `ceiling` line of a minimal axum route (`what`) driven with `connections`.
+fn print_axum_ceiling(what: &str, connections: usize, ax: &AxumCeiling) {
+    println!(
+        "ceiling  {what}, in process, {connections} connections: {:.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}; \
+         server threads {} CPU a request (load generator {})",
+        ax.load.requests_per_second(),
+        ms(ax.load.histogram.quantile_ns(0.5)),
+        ms(ax.load.histogram.quantile_ns(0.99)),
+        ax.load.errors,
+        fmt_us(ax.server_cpu_us),
+        fmt_us(ax.load_cpu_us),
+    );
+}
+
 fn fmt_us(v: Option<f64>) -> String {
     v.map_or("n/a".to_string(), |us| format!("{us:.1} µs"))
 }
@@ -1109,17 +1113,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             duration,
             AxumFront::Plain,
         )?;
-        println!(
-            "ceiling  minimal axum POST /x, in process, {} connections: {:.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}; \
-             server threads {} CPU a request (load generator {})",
-            args.connections,
-            ax.load.requests_per_second(),
-            ms(ax.load.histogram.quantile_ns(0.5)),
-            ms(ax.load.histogram.quantile_ns(0.99)),
-            ax.load.errors,
-            fmt_us(ax.server_cpu_us),
-            fmt_us(ax.load_cpu_us),
-        );
+        print_axum_ceiling("minimal axum POST /x", args.connections, &ax);
         (Some(sign), Some(ax))
     };
     let sign_rps = sign.map(|s| s.per_second);
@@ -1211,17 +1205,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let axum_tls = match (&https, args.no_ceilings) {
         (Some(_), false) => {
             let ax = axum_ceiling(&load_rt, args.connections, warmup, duration, AxumFront::Tls)?;
-            println!(
-                "ceiling  minimal axum POST /x over rustls, in process, {} connections: {:.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}; \
-                 server threads {} CPU a request (load generator {})",
-                args.connections,
-                ax.load.requests_per_second(),
-                ms(ax.load.histogram.quantile_ns(0.5)),
-                ms(ax.load.histogram.quantile_ns(0.99)),
-                ax.load.errors,
-                fmt_us(ax.server_cpu_us),
-                fmt_us(ax.load_cpu_us),
-            );
+            print_axum_ceiling("minimal axum POST /x over rustls", args.connections, &ax);
             Some(ax)
         }
         _ => None,
