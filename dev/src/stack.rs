@@ -579,17 +579,29 @@ fn next_steps(i: &ReadyInfo) -> String {
     let root = i.mock_root_pem.display();
     let measurements = i.data_dir.join(MOCK_MEASUREMENTS_FILE);
     let measurements = measurements.display();
+    // Step 4 audits the issuer: the broker's URL, unless the issuer has a hostname of its
+    // own (--acme pebble), which the Pebble mode's steps audit over the enclave's TLS.
+    let issuer_step = if i.issuer == *b {
+        format!(
+            r#"  # 4. verify that the JWKS key is held by an attested enclave running the expected
+  #    image (mock root, explicitly; the mock image's measurements)
+  cargo run -p agentkeys-attestation --bin agentkeys-attest -- verify --issuer {b} \
+      --allow-mock-root --root {root} --measurements {measurements}"#
+        )
+    } else {
+        format!(
+            "  # 4. the issuer is not this URL but {}: see step 7 below",
+            i.issuer
+        )
+    };
     // With --api-tls the mint API's certificate chains to the stack's own CA, which curl
     // is told about; `audit verify --broker-url` trusts only the public roots, so the
-    // checkpoint is fetched with curl. The issuer (step 4) is then not the broker's URL:
-    // the Pebble mode's steps audit it over the enclave's TLS.
-    let (cacert, audit_steps) = match &i.api_tls_ca_pem {
+    // checkpoint is fetched with curl.
+    let (cacert, checkpoint_step) = match &i.api_tls_ca_pem {
         Some(ca) => (
             format!(" --cacert {}", ca.display()),
             format!(
-                r#"  # 4. the issuer is not this URL but its own hostname: see step 7 below
-
-  # 5. check the audit log against the enclave's attested checkpoint (fetched over
+                r#"  # 5. check the audit log against the enclave's attested checkpoint (fetched over
   #    the mint API's TLS, whose CA is the dev stack's own)
   curl -s --cacert {ca} {b}/v1/audit/checkpoint -o {checkpoint}
   cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --checkpoint {checkpoint} \
@@ -601,17 +613,13 @@ fn next_steps(i: &ReadyInfo) -> String {
         None => (
             String::new(),
             format!(
-                r#"  # 4. verify that the JWKS key is held by an attested enclave running the expected
-  #    image (mock root, explicitly; the mock image's measurements)
-  cargo run -p agentkeys-attestation --bin agentkeys-attest -- verify --issuer {b} \
-      --allow-mock-root --root {root} --measurements {measurements}
-
-  # 5. check the audit log against the enclave's attested checkpoint
+                r#"  # 5. check the audit log against the enclave's attested checkpoint
   cargo run -p agentkeys-broker --features mock-root -- audit verify --db {db} --broker-url {b} --root {root} --allow-mock-root \
       --measurements {measurements}"#
             ),
         ),
     };
+    let audit_steps = format!("{issuer_step}\n\n{checkpoint_step}");
     format!(
         r#"
 AgentKeys dev stack is running (mock NSM, local KMS/STS/backend stand-ins; no AWS).
@@ -694,6 +702,25 @@ mod tests {
             "curl -s --cacert /d/api-tls-ca.pem https://127.0.0.1:8091/v1/audit/checkpoint"
         ));
         assert!(!tls.contains("--broker-url"), "{tls}");
+    }
+
+    #[test]
+    fn step_4_audits_the_issuer_where_it_is() {
+        let mut own = info(None);
+        own.issuer = own.broker_url.clone();
+        let text = next_steps(&own);
+        assert!(
+            text.contains("verify --issuer http://127.0.0.1:8091"),
+            "the plain stack's issuer is the broker: {text}"
+        );
+        for pebble in [info(None), info(Some("/d/api-tls-ca.pem".into()))] {
+            let text = next_steps(&pebble);
+            assert!(!text.contains("verify --issuer"), "{text}");
+            assert!(
+                text.contains("the issuer is not this URL but https://issuer.agentkeys.test:9443"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
