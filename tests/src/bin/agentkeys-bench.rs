@@ -791,6 +791,29 @@ impl PhaseReport<'_> {
             .map(|(c, f)| c / f)
     }
 
+    /// The floor line (`axum` names the minimal route's request) and the `cpu/floor` line.
+    fn print_floor(&self, axum: &str) {
+        let floor = &self.floor;
+        println!(
+            "{:<8} ES256 signature {} + {axum} (server side) {}{} = {} CPU",
+            format!("{}floor", self.tag),
+            fmt_us(floor.sign_us),
+            fmt_us(floor.axum_us),
+            if floor.with_sts {
+                format!(" + bare STS stand-in request {}", fmt_us(floor.sts_us))
+            } else {
+                String::new()
+            },
+            fmt_us(floor.total()),
+        );
+        println!(
+            "{}cpu/floor {}",
+            self.tag,
+            self.cpu_vs_floor()
+                .map_or("n/a".to_string(), |v| format!("{v:.2}"))
+        );
+    }
+
     /// The load line, the errors (and where the stack's log is), the audit line.
     fn print_load(&self, dev_log: Option<&std::path::Path>) {
         let (r, h) = (self.load, &self.load.histogram);
@@ -1129,23 +1152,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     main_phase.floor.axum_us = axum.as_ref().and_then(|a| a.server_cpu_us);
     let floor = main_phase.floor;
     if !args.no_ceilings {
-        println!(
-            "floor    ES256 signature {} + minimal axum request (server side) {}{} = {} CPU",
-            fmt_us(floor.sign_us),
-            fmt_us(floor.axum_us),
-            if floor.with_sts {
-                format!(" + bare STS stand-in request {}", fmt_us(floor.sts_us))
-            } else {
-                String::new()
-            },
-            fmt_us(floor.total()),
-        );
-        println!(
-            "cpu/floor {}",
-            main_phase
-                .cpu_vs_floor()
-                .map_or("n/a".to_string(), |v| format!("{v:.2}"))
-        );
+        main_phase.print_floor("minimal axum request");
     }
 
     let dev_bin = match (&args.url, &args.dev_bin) {
@@ -1243,17 +1250,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             h.load.cpu_window.as_ref().map(|(b, a)| a.at - b.at),
         );
         if !args.no_ceilings {
-            println!(
-                "https floor ES256 signature {} + minimal axum request over rustls (server side) {} = {} CPU",
-                fmt_us(p.floor.sign_us),
-                fmt_us(p.floor.axum_us),
-                fmt_us(p.floor.total()),
-            );
-            println!(
-                "https cpu/floor {}",
-                p.cpu_vs_floor()
-                    .map_or("n/a".to_string(), |v| format!("{v:.2}"))
-            );
+            p.print_floor("minimal axum request over rustls");
         }
     }
 
