@@ -301,8 +301,8 @@ impl AuditStore for SqliteAuditStore {
 /// Page size of a new audit database. A commit of about 15 rows of ≈ 1.2 KB rewrites
 /// the table's last leaf pages, its index leaf and the pages above them: with SQLite's
 /// default 4 KiB pages that is about 15 WAL frames (30 `pwrite`s) a commit, with 16 KiB
-/// pages about 5, which took about 2.5 µs of the audit writer's CPU off each mint in the
-/// benchmark's A/B runs (docs/performance.md).
+/// pages about 5, which took about 2 µs of the audit writer's CPU off each mint in the
+/// benchmark's interleaved A/B runs (15.7 → 13.7 µs, docs/performance.md).
 const NEW_DATABASE_PAGE_SIZE: i64 = 16 * 1024;
 
 fn open_writer_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, AuditError> {
