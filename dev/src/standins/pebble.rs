@@ -193,11 +193,7 @@ impl Pebble {
 
     /// An HTTP client trusting Pebble's listener certificate.
     fn management_client(&self) -> anyhow::Result<reqwest::Client> {
-        let pem = std::fs::read(&self.listener_root)?;
-        Ok(reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
-            .timeout(Duration::from_secs(10))
-            .build()?)
+        crate::api_tls::client_trusting(&self.listener_root, Duration::from_secs(10))
     }
 
     /// The root that issued the certificates (PEM): what clients of the issuer trust.
