@@ -69,6 +69,18 @@ impl Stack {
         }
     }
 
+    /// The exit status, once the stack has exited on its own within `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -105,20 +117,18 @@ fn curl(args: &[&str]) -> Output {
 #[test]
 fn api_tls_without_acme_pebble_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(DEV)
-        .arg("dev")
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
-        .args(["--port", "0", "--api-tls"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("--api-tls needs --acme pebble"), "{stderr}");
-    assert!(stderr.contains("terminate the issuer's TLS"), "{stderr}");
+    let data_dir = dir.path().join("d");
+    // A stack that is not refused keeps running: it is stopped (with its group) on drop.
+    let mut stack = Stack::start(&data_dir, &dir.path().join("ready.json"), &["--api-tls"]);
+    let status = stack.wait_exit(READY_TIMEOUT);
+    let log = stack.log();
+    let status =
+        status.unwrap_or_else(|| panic!("still running: --api-tls was not refused\n{log}"));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("--api-tls needs --acme pebble"), "{log}");
+    assert!(log.contains("terminate the issuer's TLS"), "{log}");
     // Nothing was served and no key was made.
-    assert!(!dir.path().join("d").join("api-tls-key.pem").exists());
+    assert!(!data_dir.join("api-tls-key.pem").exists());
 }
 
 #[test]
