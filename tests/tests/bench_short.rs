@@ -126,11 +126,30 @@ fn assert_completed(j: &serde_json::Value) {
     assert!(j["dev_ready_seconds"].as_f64().is_some(), "{j}");
 }
 
+/// The minimal mint (the design's least mint, measured beside the floor) ran, answered
+/// without errors, wrote one row per answer and reported its CPU by part.
+fn assert_minimal_mint_completed(j: &serde_json::Value) {
+    assert_eq!(j["minimal_mint_errors"], 0, "{j}");
+    assert_eq!(j["minimal_mint_rows_match"], true, "{j}");
+    for k in [
+        "minimal_mint_per_second",
+        "minimal_mint_cpu_us",
+        "minimal_mint_front_cpu_us",
+        "minimal_mint_signer_cpu_us",
+        "minimal_mint_writer_cpu_us",
+        "minimal_mint_vs_floor",
+        "cpu_vs_minimal_mint",
+    ] {
+        assert!(j[k].as_f64().unwrap_or(0.0) > 0.0, "{k} in {j}");
+    }
+}
+
 #[test]
 fn bench_short_mint_oidc_jwt_completes_with_every_row_accounted_for() {
     let j = run_bench(&[]);
     assert_eq!(j["route"], "/v1/mint-oidc-jwt");
     assert_completed(&j);
+    assert_minimal_mint_completed(&j);
     if https_phase_expected() {
         assert_https_completed(&j, true);
     }
@@ -151,6 +170,7 @@ fn bench_short_mint_aws_creds_completes_with_every_row_accounted_for() {
     }
     assert_eq!(j["errors"], 0, "{j}");
     assert_eq!(j["audit_rows_match"], true, "{j}");
+    assert!(j.get("minimal_mint_cpu_us").is_none(), "{j}");
     // The HTTPS phase always drives mint-oidc-jwt, here with the run's 8 connections.
     if https_phase_expected() {
         assert_https_completed(&j, false);

@@ -49,6 +49,32 @@ pub struct LoadSpec {
     pub tls: Option<TlsClient>,
 }
 
+impl LoadSpec {
+    /// `POST /x` with an empty body and no bearer on `connections` connections to an
+    /// in-process route at `addr`, plain HTTP, no CPU read: the shape of the benchmark's
+    /// own minimal routes.
+    pub fn minimal_route(
+        addr: SocketAddr,
+        connections: usize,
+        warmup: Duration,
+        duration: Duration,
+    ) -> LoadSpec {
+        LoadSpec {
+            addr,
+            host: addr.to_string(),
+            path: "/x".into(),
+            bearers: vec![None; connections],
+            body: Bytes::new(),
+            content_type: "application/json",
+            warmup,
+            duration,
+            collect_audit_ids: false,
+            cpu_pids: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
 /// The outcome of one load run.
 #[derive(Debug, Default)]
 pub struct LoadResult {

@@ -33,6 +33,8 @@ mod histogram;
 mod issuer_tls;
 #[path = "../bench/load.rs"]
 mod load;
+#[path = "../bench/minimal_mint.rs"]
+mod minimal_mint;
 #[path = "../bench/postgres.rs"]
 mod postgres;
 #[path = "../bench/stack.rs"]
@@ -548,17 +550,9 @@ fn axum_ceiling(
         }
     };
     let result = load_rt.block_on(load::run(LoadSpec {
-        addr,
-        host: addr.to_string(),
-        path: "/x".into(),
-        bearers: vec![None; connections],
-        body: Bytes::new(),
-        content_type: "application/json",
-        warmup,
-        duration,
-        collect_audit_ids: false,
         cpu_pids: vec![Some(std::process::id())],
         tls,
+        ..LoadSpec::minimal_route(addr, connections, warmup, duration)
     }));
     server_rt.shutdown_background();
     let hz = cpu::clock_ticks_per_second();
@@ -955,6 +949,65 @@ fn print_axum_ceiling(what: &str, connections: usize, ax: &AxumCeiling) {
     );
 }
 
+/// `a / b`, when both are known and `b` is not zero.
+fn ratio_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? / b.filter(|b| *b > 0.0)?)
+}
+
+/// The minimal mint's line: its load, its CPU by part, and the two ratios (to the floor,
+/// and the broker's mint to it).
+fn print_minimal_mint(
+    m: &minimal_mint::MinimalMint,
+    connections: usize,
+    floor: Option<f64>,
+    mint: Option<f64>,
+) {
+    let fmt_ratio = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+    println!(
+        "minimal  the design's least mint (axum route, Unix socket to a signing process, SQLite group commit), \
+         in process, {} connections: {:.0} req/s   p99 {:.2} ms   errors {}   rows {}",
+        connections,
+        m.load.requests_per_second(),
+        ms(m.load.histogram.quantile_ns(0.99)),
+        m.load.errors,
+        m.rows,
+    );
+    println!(
+        "minimal  CPU {} a request = route {} + signing process {} + writer {}; {} x floor; the broker's mint is {} x this",
+        fmt_us(m.cpu_us()),
+        fmt_us(m.front_us),
+        fmt_us(m.signer_us),
+        fmt_us(m.writer_us),
+        fmt_ratio(ratio_of(m.cpu_us(), floor)),
+        fmt_ratio(ratio_of(mint, m.cpu_us())),
+    );
+}
+
+/// The minimal mint's figures for the `--json` line.
+fn minimal_mint_json(
+    m: &minimal_mint::MinimalMint,
+    floor: Option<f64>,
+    mint: Option<f64>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let r2 = |v: Option<f64>| v.map(|v| round(v, 2));
+    let fields = json!({
+        "minimal_mint_per_second": round(m.load.requests_per_second(), 1),
+        "minimal_mint_p99_ms": round(ms(m.load.histogram.quantile_ns(0.99)), 3),
+        "minimal_mint_errors": m.load.errors,
+        "minimal_mint_rows_match": m.rows == m.load.total_ok,
+        "minimal_mint_cpu_us": r2(m.cpu_us()),
+        "minimal_mint_front_cpu_us": r2(m.front_us),
+        "minimal_mint_signer_cpu_us": r2(m.signer_us),
+        "minimal_mint_writer_cpu_us": r2(m.writer_us),
+        "minimal_mint_vs_floor": ratio_of(m.cpu_us(), floor).map(|v| round(v, 3)),
+        "cpu_vs_minimal_mint": ratio_of(mint, m.cpu_us()).map(|v| round(v, 3)),
+    });
+    match fields {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
 fn fmt_us(v: Option<f64>) -> String {
     v.map_or("n/a".to_string(), |us| format!("{us:.1} µs"))
 }
@@ -969,6 +1022,25 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 fn main() -> ExitCode {
+    // The minimal mint's signing process is this binary started again (module
+    // `minimal_mint`); it is not a user-facing mode, so it stays out of `--help`.
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().as_deref() == Some(std::ffi::OsStr::new(minimal_mint::SIGNER_FLAG)) {
+        let (Some(socket), Some(message)) = (argv.next(), argv.next()) else {
+            eprintln!(
+                "agentkeys-bench: {} needs a socket path and the signing input",
+                minimal_mint::SIGNER_FLAG
+            );
+            return ExitCode::from(2);
+        };
+        return match minimal_mint::run_signer(socket.as_ref(), message.as_encoded_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("agentkeys-bench minimal signer: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
@@ -1154,6 +1226,28 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     if !args.no_ceilings {
         main_phase.print_floor("minimal axum request");
     }
+    // What the design's own steps cost, against the same floor: `mint-oidc-jwt` only
+    // (the minimal mint has no STS exchange).
+    let minimal = if args.no_ceilings || route != Route::MintOidcJwt {
+        None
+    } else {
+        let signing_input = String::from_utf8(sample_signing_input())?;
+        let m = minimal_mint::measure(
+            &load_rt,
+            &signing_input,
+            n_cores,
+            args.connections,
+            warmup,
+            duration,
+        )?;
+        print_minimal_mint(
+            &m,
+            args.connections,
+            floor.total(),
+            main_phase.cpu.total_us(),
+        );
+        Some(m)
+    };
 
     let dev_bin = match (&args.url, &args.dev_bin) {
         (Some(_), _) => None,
@@ -1281,6 +1375,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             ));
         }
     }
+    failures.extend(
+        minimal
+            .as_ref()
+            .and_then(minimal_mint::MinimalMint::failure),
+    );
     if let Some((st, _)) = &sts {
         if st.errors > 0 {
             failures.push(format!(
@@ -1322,6 +1421,13 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             "ok": ok,
         });
         let mut extra = vec![main_phase.json("")];
+        if let Some(m) = &minimal {
+            extra.push(minimal_mint_json(
+                m,
+                floor.total(),
+                main_phase.cpu.total_us(),
+            ));
+        }
         if let Some(p) = &https_phase {
             let mut m = p.json("https_");
             let ax = axum_tls.as_ref();
