@@ -179,7 +179,9 @@ struct SignerLink {
 }
 
 impl SignerLink {
-    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<[u8; 64]>>> {
+    fn waiters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<[u8; SIGNATURE_BYTES]>>> {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -189,7 +191,10 @@ impl SignerLink {
         self.waiters().insert(id, tx);
         let mut frame = Vec::with_capacity(HEADER_BYTES + REQUEST_PAYLOAD_BYTES);
         put_frame(&mut frame, id, &[0x77; REQUEST_PAYLOAD_BYTES]);
-        self.writer.lock().await.write_all(&frame).await?;
+        if let Err(error) = self.writer.lock().await.write_all(&frame).await {
+            self.waiters().remove(&id);
+            return Err(error.into());
+        }
         Ok(rx.await?)
     }
 

@@ -16,6 +16,11 @@
 //! route, plus, for `mint-aws-creds`, the dev process's CPU for one request to the STS
 //! stand-in). Module `cpu` says how and why.
 //!
+//! Beside the floor it measures the design's least mint (module `minimal_mint`): a
+//! minimal route that asks a separate signing process for the signature and makes a row
+//! durable in SQLite before answering, and nothing else; the broker's mint is also
+//! reported as a ratio of it.
+//!
 //! Unless `--no-issuer-tls`, it also starts the dev stack's two-hostname mode (`dev --acme
 //! pebble --api-tls`: the issuer's TLS in the enclave, the mint API on the broker's own
 //! rustls front) and measures the issuer's TLS handshakes and JWKS requests through the
