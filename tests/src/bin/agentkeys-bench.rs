@@ -783,11 +783,7 @@ struct PhaseReport<'a> {
 
 impl PhaseReport<'_> {
     fn cpu_vs_floor(&self) -> Option<f64> {
-        self.cpu
-            .total_us()
-            .zip(self.floor.total())
-            .filter(|(_, f)| *f > 0.0)
-            .map(|(c, f)| c / f)
+        ratio_of(self.cpu.total_us(), self.floor.total())
     }
 
     /// The floor line (`axum` names the minimal route's request) and the `cpu/floor` line.
@@ -1218,7 +1214,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     };
     let sign_rps = sign.map(|s| s.per_second);
     let axum_rps = axum.as_ref().map(|a| a.load.requests_per_second());
-    let ratio = |c: Option<f64>| c.filter(|c| *c > 0.0).map(|c| rps / c);
+    let ratio = |c: Option<f64>| ratio_of(Some(rps), c);
     if let (Some(rs), Some(ra)) = (ratio(sign_rps), ratio(axum_rps)) {
         println!(
             "ratio    broker / sign ceiling = {:.3}   broker / axum ceiling = {:.3}",
@@ -1578,6 +1574,14 @@ mod tests {
         let s = sign_ceiling(1, Duration::from_millis(50)).unwrap();
         assert!(s.per_second > 0.0);
         assert!(s.cpu_us.is_some_and(|us| us > 0.0), "{s:?}");
+    }
+
+    #[test]
+    fn ratios_need_both_sides_and_a_divisor_above_zero() {
+        assert_eq!(ratio_of(Some(3.0), Some(2.0)), Some(1.5));
+        assert_eq!(ratio_of(Some(3.0), Some(0.0)), None);
+        assert_eq!(ratio_of(None, Some(2.0)), None);
+        assert_eq!(ratio_of(Some(3.0), None), None);
     }
 
     #[test]
