@@ -19,6 +19,22 @@ pub mod postgres;
 /// The wallet most tests use.
 pub const WALLET: &str = "0x00000000000000000000000000000000000000aa";
 
+/// The figures `agentkeys-bench --json` prints for each mint phase, named without the
+/// phase's prefix (none for the plain phase, `https_` for the HTTPS one): the benchmark's
+/// own test and the short run's test both hold its output to this list.
+pub const MINT_PHASE_FIELDS: [&str; 10] = [
+    "requests_per_second",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "errors",
+    "audit_rows_match",
+    "cpu_us_per_mint",
+    "broker_cpu_us_per_mint",
+    "enclave_cpu_us_per_mint",
+    "audit_writer_cpu_us_per_mint",
+];
+
 /// How long a dev stack may take to become ready (a cold debug build on 2 cores).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 

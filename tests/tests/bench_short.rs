@@ -26,20 +26,6 @@ const FIELDS: [&str; 12] = [
     "enclave_peak_rss_mib",
 ];
 
-/// Fields the HTTPS mint phase must print when it runs.
-const HTTPS_FIELDS: [&str; 10] = [
-    "https_requests_per_second",
-    "https_p50_ms",
-    "https_p99_ms",
-    "https_p999_ms",
-    "https_errors",
-    "https_audit_rows_match",
-    "https_cpu_us_per_mint",
-    "https_broker_cpu_us_per_mint",
-    "https_enclave_cpu_us_per_mint",
-    "https_audit_writer_cpu_us_per_mint",
-];
-
 /// Whether the HTTPS phase must have run: Pebble is installed (panics instead of saying
 /// SKIPPED under `AGENTKEYS_REQUIRE_PEBBLE=1` without it).
 fn https_phase_expected() -> bool {
@@ -49,8 +35,8 @@ fn https_phase_expected() -> bool {
 /// The HTTPS mint phase completed: no error, every row, positive rates; with the
 /// ceilings, its floor (the signature and the minimal route over rustls) too.
 fn assert_https_completed(j: &serde_json::Value, with_floor: bool) {
-    for f in HTTPS_FIELDS {
-        assert!(j.get(f).is_some(), "field {f} missing in {j}");
+    for f in agentkeys_e2e::MINT_PHASE_FIELDS.map(|f| format!("https_{f}")) {
+        assert!(j.get(&f).is_some(), "field {f} missing in {j}");
     }
     assert_eq!(j["https_errors"], 0, "{j}");
     assert_eq!(j["https_audit_rows_match"], true, "{j}");
